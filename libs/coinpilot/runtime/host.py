@@ -1,0 +1,252 @@
+"""Run one or more services in this process: connect, subscribe, serve probes, stop gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.security import BaseSecurity, SASLPlaintext
+from nats.js.api import AckPolicy as JsAckPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from coinpilot import metrics as m
+from coinpilot.bus import Bus, Consumer, ensure_streams, process, stream_for_subject
+from coinpilot.bus.connect import connect_options
+from coinpilot.runtime.definition import SERVICES, Runtime, ServiceDefinition
+from coinpilot.runtime.probes import build_probe_app
+from coinpilot.settings import CommonSettings
+
+log = logging.getLogger("coinpilot.runtime")
+
+
+def load_definition(name: str, rt: Runtime) -> ServiceDefinition:
+    """``risk`` loads ``services.risk.app:build``; ``pkg.module:func`` loads a plug-in service."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        return getattr(importlib.import_module(module_name), attr)(rt)
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
+    module = importlib.import_module(f"services.{name}.app")
+    return module.build(rt)
+
+
+def service_label(name: str) -> str:
+    return name.rsplit(":", 1)[-1] if ":" in name else name
+
+
+def make_broker(settings: CommonSettings, name: str) -> NatsBroker:
+    opts = connect_options(settings, name)
+    security: BaseSecurity | None = None
+    tls = opts.pop("tls", None)
+    if "user" in opts:
+        security = SASLPlaintext(username=opts.pop("user"), password=opts.pop("password"), ssl_context=tls)
+    elif tls is not None:
+        security = BaseSecurity(ssl_context=tls)
+    return NatsBroker(
+        opts.pop("servers"),
+        security=security,
+        ack_policy=AckPolicy.MANUAL,
+        logger=None,  # per-message logging costs a third of a hop; our ladder logs what matters
+        apply_types=False,  # our ladder parses contracts itself; DI ran a thread-pool hop per message
+        graceful_timeout=settings.graceful_timeout_seconds,
+        **opts,
+    )
+
+
+async def _the_message_itself(msg: NatsMessage) -> NatsMessage:
+    """Decoder handing the handler the message untouched: the ladder parses bytes into contracts."""
+    return msg
+
+
+class ServiceHost:
+    """Hosts services sharing one NATS connection, one HTTP probe server and one shutdown."""
+
+    def __init__(self, names: Sequence[str], settings: CommonSettings, *, serve_http: bool = True) -> None:
+        self.names = list(SERVICES) if list(names) == ["all"] else list(names)
+        self.settings = settings
+        self.serve_http = serve_http
+        self.broker = make_broker(settings, "coinpilot-" + "+".join(self.names))
+        self.runtimes: list[Runtime] = []
+        self.definitions: list[ServiceDefinition] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._http: uvicorn.Server | None = None
+        self._db: Any = None
+        self._cache: Any = None
+        self.stopped = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.broker.connect()
+        js = self.broker.config.connection_state.stream
+        await ensure_streams(js)
+        self._db, self._cache = await self._open_storage()
+        for name in self.names:
+            label = service_label(name)
+            rt = Runtime(
+                service=label,
+                settings=self.settings,
+                bus=Bus(js, label),
+                db=self._db,
+                cache=self._cache,
+                log=logging.getLogger(f"coinpilot.{label}"),
+            )
+            definition = load_definition(name, rt)
+            self.runtimes.append(rt)
+            self.definitions.append(definition)
+            for consumer in definition.consumers:
+                self._subscribe(rt, consumer)
+        for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+            if definition.on_start is not None:
+                await definition.on_start(rt)
+        await self.broker.start()
+        for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+            for task in definition.tasks:
+                self._tasks.append(asyncio.create_task(self._guard(rt, task), name=f"{rt.service}-task"))
+        self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-metrics"))
+        if self.serve_http:
+            await self._start_http()
+        log.info("started %s", ", ".join(self.names))
+
+    async def stop(self) -> None:
+        """Stop taking messages, let the in-flight one finish and ack, then close connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.broker.stop()
+        for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+            if definition.on_stop is not None:
+                with contextlib.suppress(Exception):
+                    await definition.on_stop(rt)
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._cache is not None:
+            await self._cache.close()
+        if self._db is not None:
+            await self._db.dispose()
+        for name in self.names:
+            m.SERVICE_READY.labels(service_label(name)).set(0)
+        self.stopped.set()
+        log.info("stopped %s", ", ".join(self.names))
+
+    async def run_until_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received: no new messages, finishing the in-flight ones")
+        await self.stop()
+
+    # -- readiness ---------------------------------------------------------------------------
+    async def ready_checks(self) -> dict[str, bool]:
+        conn = self.broker.config.connection_state.connection if self.broker._connection else None
+        checks = {"nats": bool(conn is not None and conn.is_connected)}
+        if self._db is not None:
+            checks["database"] = await self._db.ping()
+        ok = all(checks.values())
+        for name in self.names:
+            m.SERVICE_READY.labels(service_label(name)).set(1 if ok else 0)
+        return checks
+
+    # -- internals ---------------------------------------------------------------------------
+    async def _open_storage(self) -> tuple[Any, Any]:
+        db = cache = None
+        if self.settings.database_url is not None:
+            from coinpilot.db import Database
+
+            db = Database(self.settings.database_url.get_secret_value())
+        if self.settings.redis_url:
+            from coinpilot.cache import Cache
+
+            cache = Cache(self.settings.redis_url)
+        return db, cache
+
+    def _subscribe(self, rt: Runtime, consumer: Consumer) -> None:
+        spec = stream_for_subject(consumer.subject)
+        settings = self.settings
+        batch = consumer.batch_size or settings.pull_batch_size
+        subscriber = self.broker.subscriber(
+            consumer.subject,
+            stream=JStream(spec.name, declare=False),
+            durable=consumer.durable,
+            pull_sub=PullSub(batch_size=batch, timeout=1.0),
+            config=ConsumerConfig(
+                durable_name=consumer.durable,
+                ack_policy=JsAckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=settings.ack_wait_seconds,
+                max_deliver=-1,
+                max_ack_pending=batch * 4,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            no_reply=True,
+            decoder=_the_message_itself,
+            title=f"{rt.service}:{consumer.durable}",
+        )
+        bus, max_deliver = rt.bus, settings.max_deliver
+        # FastStream hands a fetched batch to concurrent tasks, started in stream order; the lock
+        # (FIFO) makes them take turns, so a consumer handles one message at a time, in order.
+        in_order = asyncio.Lock()
+
+        async def handle(msg: NatsMessage) -> None:
+            async with in_order:
+                await process(msg.raw_message, consumer, bus, max_deliver)
+
+        subscriber(handle)
+
+    async def _guard(self, rt: Runtime, task: Any) -> None:
+        """Run a background task; if it crashes, log it and restart it after a pause."""
+        while True:
+            try:
+                await task(rt)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                rt.log.exception("background task of %s crashed; restarting in 5 s", rt.service)
+                await asyncio.sleep(5)
+
+    async def _watch_consumers(self) -> None:
+        js = self.broker.config.connection_state.stream
+        while True:
+            for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+                for consumer in definition.consumers:
+                    spec = stream_for_subject(consumer.subject)
+                    with contextlib.suppress(Exception):
+                        info = await js.consumer_info(spec.name, consumer.durable)
+                        m.CONSUMER_PENDING.labels(rt.service, consumer.durable).set(info.num_pending or 0)
+                        m.CONSUMER_ACK_PENDING.labels(rt.service, consumer.durable).set(
+                            info.num_ack_pending or 0
+                        )
+            with contextlib.suppress(Exception):
+                await self.ready_checks()
+            await asyncio.sleep(5)
+
+    async def _start_http(self) -> None:
+        app = build_probe_app(self.ready_checks)
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            lifespan="off",
+        )
+        self._http = uvicorn.Server(config)
+        self._http.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._tasks.append(asyncio.create_task(self._http.serve(), name="http"))
+
+
+async def run(names: Sequence[str], settings: CommonSettings) -> None:
+    host = ServiceHost(names, settings)
+    await host.run_until_signal()
