@@ -1,0 +1,1 @@
+"""Pure analytics shared by services, reports and the backtest (no I/O, no clock)."""

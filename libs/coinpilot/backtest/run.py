@@ -1,0 +1,84 @@
+"""Run a backtest over candle files: split warm-up from the traded window, run, report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from coinpilot.backtest.engine import BacktestResult, Engine, Progress
+from coinpilot.backtest.report import BacktestReport, build_report
+from coinpilot.contracts import MinuteCandle
+
+#: The regime needs 200 closed hours; a traded window starts after this much history by default.
+DEFAULT_WARMUP = timedelta(hours=210)
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    warmup: list[MinuteCandle]
+    trade: list[MinuteCandle]
+
+
+def split_window(
+    candles: Sequence[MinuteCandle],
+    start: datetime | None,
+    end: datetime | None,
+    warmup: timedelta = DEFAULT_WARMUP,
+) -> Window:
+    """Candles before ``start`` (default: first candle + ``warmup``) only warm the indicator."""
+    if not candles:
+        return Window([], [])
+    begin = start or candles[0].ts_open + warmup
+    return Window(
+        [c for c in candles if c.ts_open < begin],
+        [c for c in candles if c.ts_open >= begin and (end is None or c.ts_open < end)],
+    )
+
+
+@contextmanager
+def environment(overrides: dict[str, str]) -> Iterator[None]:
+    """Apply service settings overrides (e.g. a --compare variant) for the engine's construction."""
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+async def run_backtest(
+    window: Window,
+    *,
+    label: str = "backtest",
+    run_id: str = "backtest",
+    strategy_config: Path | None = None,
+    llm: str = "rules",
+    env: dict[str, str] | None = None,
+    progress: Progress | None = None,
+    records: object | None = None,
+    batch: bool = True,
+) -> tuple[BacktestResult, BacktestReport]:
+    with environment(env or {}):
+        engine = Engine(run_id, strategy_config, llm=llm, records=records)  # type: ignore[arg-type]
+    if batch:
+        result = await engine.run_batch(window.warmup, window.trade, progress)
+    else:
+        engine.warm(window.warmup)
+        result = await engine.run(window.trade, progress)
+    report = build_report(
+        label,
+        result.fills,
+        result.equity,
+        initial_equity=result.initial_balance,
+        currency=result.currency,
+        candles=len(window.trade),
+    )
+    return result, report

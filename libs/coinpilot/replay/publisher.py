@@ -1,0 +1,111 @@
+"""Publish candles timestamp by timestamp; in lockstep wait for every durable consumer to drain.
+
+Drained means: every durable consumer of every stream has nothing pending and nothing awaiting
+an ack. Services publish their outputs before they ack their input, so when nothing is pending
+anywhere, every consequence of the last candle has been handled.
+
+Lockstep goes one candle at a time in (time, symbol) order, draining after each, so every
+candle's whole chain (down to the fill and the risk state it changes) has settled before the
+next candle, even the next symbol's candle of the same minute: risk sizes an ETH entry on the
+ledger after BTC's fill of that minute, never on a race with it. The in-process backtest walks
+the candles in the same order, which is what makes the two reach the same ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from nats.js import JetStreamContext
+
+from coinpilot.bus import Bus
+from coinpilot.contracts import MinuteCandle
+from coinpilot.replay.pacing import Pace
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ReplayResult:
+    run_id: str
+    candles: int = 0
+    timestamps: int = 0
+    seconds: float = 0.0
+    drain_waits: list[float] = field(default_factory=list)
+
+    @property
+    def candles_per_second(self) -> float:
+        return self.candles / self.seconds if self.seconds else 0.0
+
+
+async def _last_sequences(js: JetStreamContext) -> dict[str, int]:
+    return {s.config.name: s.state.last_seq for s in await js.streams_info()}
+
+
+async def pipeline_backlog(js: JetStreamContext) -> int:
+    """Messages pending or awaiting an ack across every durable consumer.
+
+    Consumers are read one stream after another, so a handler may publish into a stream already
+    read as empty; a reading only counts as zero when no stream's last sequence moved meanwhile.
+    """
+    before = await _last_sequences(js)
+    backlog = 0
+    for infos in await asyncio.gather(*(js.consumers_info(name) for name in before)):
+        for info in infos:
+            if not info.config.durable_name:
+                continue  # ephemeral readers (tail, tests) are not part of the pipeline
+            backlog += (info.num_pending or 0) + (info.num_ack_pending or 0)
+    if backlog == 0 and await _last_sequences(js) != before:
+        return 1
+    return backlog
+
+
+async def wait_drained(js: JetStreamContext, *, timeout: float = 120.0, poll: float = 0.001) -> float:
+    """Wait until the pipeline has no backlog; returns the seconds waited."""
+    started = time.perf_counter()
+    delay = poll
+    while await pipeline_backlog(js) > 0:
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"pipeline not drained after {timeout:.0f}s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, 0.02)
+    return time.perf_counter() - started
+
+
+async def replay_candles(
+    js: JetStreamContext,
+    candles: Sequence[MinuteCandle],
+    *,
+    run_id: str,
+    pace: Pace,
+    drain_timeout: float = 120.0,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Publish ``candles`` (already in time order) grouped by open time, paced as asked."""
+    bus = Bus(js, "replay")
+    result = ReplayResult(run_id=run_id)
+    started = time.perf_counter()
+    previous = None
+    for ts, group in groupby(candles, key=lambda c: c.ts_open):
+        batch = sorted(group, key=lambda c: c.symbol)
+        delay = pace.wall_delay(previous, ts)
+        if delay:
+            await asyncio.sleep(delay)
+        if pace.mode == "lockstep":
+            for candle in batch:
+                await bus.publish(candle, run_id=run_id)
+                result.drain_waits.append(await wait_drained(js, timeout=drain_timeout))
+        else:
+            await asyncio.gather(*(bus.publish(c, run_id=run_id) for c in batch))
+        result.candles += len(batch)
+        result.timestamps += 1
+        if progress is not None:
+            progress(result.candles, len(candles))
+        previous = ts
+    if pace.mode != "lockstep":
+        await wait_drained(js, timeout=drain_timeout)
+    result.seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,107 @@
+"""The candle handler: load the symbol's state (warming it from market_data), run the core, save.
+
+States live in memory per (run id, symbol): the consumer handles one message at a time in stream
+order, and every value is a function of bounded windows that ``market_data`` can rebuild. So a
+restart, or a gap that ``market_data`` has since filled (a collector backfill), costs one warm-up
+query, never a wrong value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from coinpilot.bus import LIVE_RUN
+from coinpilot.cache import Cache
+from coinpilot.contracts import Contract, IndicatorSnapshot, MinuteCandle, RegimeUpdate
+from coinpilot.db import Database
+from services.indicator import core, metrics, state
+
+ONE_MINUTE = timedelta(minutes=1)
+
+
+@dataclass
+class SymbolEntry:
+    state: core.SymbolState
+    recent: OrderedDict[datetime, tuple[Contract, ...]] = field(default_factory=OrderedDict)
+
+    def remember(self, ts_open: datetime, out: tuple[Contract, ...], keep: int) -> None:
+        self.recent[ts_open] = out
+        while len(self.recent) > keep:
+            self.recent.popitem(last=False)
+
+
+class CandleHandler:
+    """What ``indicator-candles`` does with each ``candles.1m.<SYM>`` message."""
+
+    def __init__(
+        self,
+        db: Database,
+        cache: Cache | None,
+        config: core.IndicatorConfig,
+        *,
+        regime_ttl_seconds: int,
+        keep_outputs: int,
+        log: logging.Logger,
+        gauge_run_id: str = LIVE_RUN,
+    ) -> None:
+        self.gauge_run_id = gauge_run_id  # the run this process's gauges describe (COINPILOT_RUN_ID)
+        self.db = db
+        self.cache = cache
+        self.config = config
+        self.regime_ttl_seconds = regime_ttl_seconds
+        self.keep_outputs = keep_outputs
+        self.log = log
+        self.entries: dict[tuple[str, str], SymbolEntry] = {}
+
+    async def handle(self, candle: MinuteCandle, run_id: str) -> tuple[Contract, ...]:
+        """Outputs of ``candle``; a redelivered candle gets its earlier outputs again (deduped by id)."""
+        entry = await self._entry(candle, run_id)
+        step = core.on_candle(entry.state, candle, self.config)
+        metrics.CANDLES.labels(candle.symbol, step.outcome.value).inc()
+        if step.outcome is core.CandleOutcome.PROCESSED:
+            out = step.out
+            entry.state = step.state
+            entry.remember(candle.ts_open, out, self.keep_outputs)
+            snapshot = out[-1]
+            if isinstance(snapshot, IndicatorSnapshot) and snapshot.gap_minutes:
+                metrics.MISSING_MINUTES.labels(candle.symbol).inc(snapshot.gap_minutes)
+        else:
+            out = entry.recent.get(candle.ts_open, ())
+        updates = [m for m in out if isinstance(m, RegimeUpdate)]
+        await state.save_regimes(self.db, run_id, updates)
+        for update in updates:
+            await state.cache_regime(self.cache, run_id, update, self.regime_ttl_seconds)
+            if run_id == self.gauge_run_id:
+                state.publish_regime_gauge(update)
+        return out
+
+    async def _entry(self, candle: MinuteCandle, run_id: str) -> SymbolEntry:
+        key = (run_id, candle.symbol)
+        entry = self.entries.get(key)
+        if entry is None:
+            entry = SymbolEntry(await self._warm(candle, "start"))
+            self.entries[key] = entry
+            return entry
+        last = entry.state.last_open
+        if (
+            last is not None
+            and candle.ts_open - last > ONE_MINUTE
+            and await state.has_candles_between(self.db, candle.symbol, last, candle.ts_open)
+        ):
+            entry.state = await self._warm(candle, "gap filled in market_data")
+        return entry
+
+    async def _warm(self, candle: MinuteCandle, reason: str) -> core.SymbolState:
+        history = await state.load_history(self.db, candle.symbol, candle.ts_open, self.config)
+        metrics.WARMUPS.labels(reason).inc()
+        self.log.info(
+            "%s warmed from market_data (%s): %d candles, %d hours",
+            candle.symbol,
+            reason,
+            len(history.recent),
+            len(history.hours),
+        )
+        return core.warm_state(candle.symbol, history.recent, history.hours, self.config)

@@ -1,0 +1,147 @@
+"""The indicator's only SQL and Redis: history to warm a symbol, ``regime_history``, the regime key.
+
+``market_data`` is read only (the collector owns it); ``regime_history`` rows are idempotent on
+``(run_id, symbol, as_of)``; ``market:regime:<SYM>`` is a cache: when Redis is down the write is
+skipped and counted, because the regime also travels on NATS and in ``regime_history``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coinpilot.cache import Cache, keys
+from coinpilot.clock import floor_hour
+from coinpilot.contracts import HourlyCandle, MinuteCandle, Regime, RegimeUpdate
+from coinpilot.db import Database, MarketData, RegimeHistory
+from coinpilot.db.market import CandleRow, load_hourly_candles, minute_candle
+from coinpilot.errors import TransientError
+from services.indicator import metrics
+from services.indicator.core import IndicatorConfig
+
+log = logging.getLogger("coinpilot.indicator")
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What ``core.warm_state`` needs: the last window of 1m candles and the hourly buckets."""
+
+    recent: list[MinuteCandle]
+    hours: list[HourlyCandle]
+
+
+async def _recent_candles(
+    session: AsyncSession, symbol: str, before: datetime, limit: int
+) -> list[MinuteCandle]:
+    m = MarketData.__table__.c
+    statement = (
+        select(
+            m.symbol,
+            m.interval,
+            m.timestamp,
+            m.open_price,
+            m.high_price,
+            m.low_price,
+            m.close_price,
+            m.volume,
+        )
+        .where(m.symbol == symbol, m.interval == "1m", m.timestamp < before)
+        .order_by(m.timestamp.desc())
+        .limit(limit)
+    )
+    rows = [CandleRow(*row) for row in (await session.execute(statement)).all()]
+    return [minute_candle(row) for row in reversed(rows)]
+
+
+async def _has_rows_before(session: AsyncSession, symbol: str, before: datetime) -> bool:
+    m = MarketData.__table__.c
+    statement = (
+        select(m.timestamp).where(m.symbol == symbol, m.interval == "1m", m.timestamp < before).limit(1)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def load_history(db: Database, symbol: str, before: datetime, config: IndicatorConfig) -> History:
+    """Stored 1m candles strictly before ``before``: the last ``config.window`` of them, and every
+    hourly bucket back to ``hours_kept`` closed hours (further back when hours are empty)."""
+    needed = config.rule.hours_kept + 1
+    span = timedelta(hours=needed + 1)
+    async with db.session() as session:
+        recent = await _recent_candles(session, symbol, before, config.window)
+        if not recent:
+            return History([], [])
+        end = recent[-1].ts_open + timedelta(minutes=1)
+        while True:
+            start = floor_hour(end) - span
+            hours = await load_hourly_candles(session, symbol, start, end)
+            if len(hours) >= needed or not await _has_rows_before(session, symbol, start):
+                return History(recent, hours)
+            span *= 2
+
+
+async def has_candles_between(db: Database, symbol: str, after: datetime, before: datetime) -> bool:
+    """True when ``market_data`` holds a 1m candle opened strictly between the two times."""
+    m = MarketData.__table__.c
+    statement = (
+        select(m.timestamp)
+        .where(m.symbol == symbol, m.interval == "1m", m.timestamp > after, m.timestamp < before)
+        .limit(1)
+    )
+    async with db.session() as session:
+        return (await session.execute(statement)).first() is not None
+
+
+def _decimal(value: float | None) -> Decimal | None:
+    return None if value is None else Decimal(repr(value))
+
+
+async def save_regimes(db: Database, run_id: str, updates: Sequence[RegimeUpdate]) -> None:
+    """One ``regime_history`` row per symbol and closed hour; a repeat writes nothing."""
+    if not updates:
+        return
+    rows = [
+        {
+            "run_id": run_id,
+            "symbol": u.symbol,
+            "as_of": u.as_of,
+            "regime": u.regime.value,
+            "ma50": _decimal(u.ma50),
+            "ma200": _decimal(u.ma200),
+            "diff_pct": None if u.diff_pct is None else Decimal(repr(u.diff_pct)).quantize(Decimal("0.0001")),
+            "hourly_count": u.hourly_count,
+            "detected_at": u.ts_event,
+        }
+        for u in updates
+    ]
+    statement = (
+        insert(RegimeHistory)
+        .values(rows)
+        .on_conflict_do_nothing(constraint="uq_regime_history_run_symbol_as_of")
+    )
+    async with db.session() as session:
+        await session.execute(statement)
+
+
+async def cache_regime(cache: Cache | None, run_id: str, update: RegimeUpdate, ttl_seconds: int) -> bool:
+    """SET ``market:regime:<SYM>`` (replays under ``run:<id>:``); False when Redis was unavailable."""
+    if cache is None:
+        return False
+    try:
+        await cache.set(keys.market_regime(update.symbol, run_id), update.regime.value, ttl=ttl_seconds)
+    except TransientError as exc:
+        metrics.REGIME_CACHE_FAILURES.inc()
+        log.warning("regime of %s not cached (redis unavailable): %s", update.symbol, exc)
+        return False
+    return True
+
+
+def publish_regime_gauge(update: RegimeUpdate) -> None:
+    for regime in Regime:
+        metrics.REGIME.labels(update.symbol, regime.value).set(1 if regime is update.regime else 0)
