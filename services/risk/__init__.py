@@ -1,0 +1,1 @@
+"""The risk service: order sizing, the checks of BEHAVIOUR §4, daily state, cooldowns, volatility."""

@@ -1,0 +1,1 @@
+"""The strategy service: the rule engine of BEHAVIOUR §3 over closed-candle indicator snapshots."""

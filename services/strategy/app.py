@@ -1,0 +1,97 @@
+"""Composition root of the strategy: three consumers over one per-symbol state, and the cache mirror.
+
+Every handler takes the symbol's row lock (``SELECT ... FOR UPDATE``) so the indicator, fill and
+rejection consumers never interleave on a symbol, even across replicas. A candle's signals are
+returned to the runtime, which publishes them after the state committed and then acks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from coinpilot.clock import wall_clock_now
+from coinpilot.contracts import Contract, EntrySignal, Fill, IndicatorSnapshot, OrderRejected
+from coinpilot.errors import ConfigError
+from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
+from services.strategy import core, metrics, state
+from services.strategy.settings import StrategySettings
+
+INDICATORS, INDICATORS_DURABLE = "indicators.1m.*", "strategy-indicators"
+FILLS, FILLS_DURABLE = "fills.*", "strategy-fills"
+REJECTIONS, REJECTIONS_DURABLE = "orders.rejected.*", "strategy-rejections"
+
+
+def build(rt: Runtime) -> ServiceDefinition:
+    if rt.db is None:
+        raise ConfigError("the strategy needs PostgreSQL (COINPILOT_DATABASE_URL) for its state")
+    db = rt.db
+    settings = StrategySettings()
+    params = settings.params(rt.settings.strategy_config)
+    mirror = state.Mirror(rt.cache, settings.cache_retry_seconds)
+
+    async def on_snapshot(d: Delivery[IndicatorSnapshot]) -> Sequence[Contract]:
+        snapshot = d.message
+        async with db.session() as session:
+            before = await state.load_state(session, d.run_id, snapshot.symbol)
+            step = core.on_snapshot(before, snapshot, params)
+            if step.state != before:
+                await state.save_state(session, d.run_id, step.state, wall_clock_now())
+        evaluation = step.evaluation
+        if evaluation is not None:
+            metrics.EVALUATIONS.labels(snapshot.symbol, evaluation.action.value, evaluation.reason).inc()
+            await mirror.status(
+                d.run_id, snapshot.symbol, core.status_payload(step.state, snapshot, evaluation)
+            )
+            await mirror.hwm(d.run_id, snapshot.symbol, step.state.position)
+        for signal in step.out:
+            kind = "entry" if isinstance(signal, EntrySignal) else "exit"
+            reason = signal.reason if isinstance(signal, EntrySignal) else signal.exit_reason
+            metrics.SIGNALS.labels(signal.symbol, kind, reason.value).inc()
+            rt.log.info("%s signal %s %s at %s", kind, signal.symbol, reason.value, signal.price)
+        return step.out
+
+    async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
+        fill = d.message
+        async with db.session() as session:
+            before = await state.load_state(session, d.run_id, fill.symbol)
+            after = core.on_fill(before, fill)
+            if after != before:
+                await state.save_state(session, d.run_id, after, wall_clock_now())
+        metrics.OPEN_POSITIONS.labels(fill.symbol).set(0 if after.position is None else 1)
+        await mirror.hwm(d.run_id, fill.symbol, after.position)
+        return ()
+
+    async def on_rejection(d: Delivery[OrderRejected]) -> Sequence[Contract]:
+        rejected = d.message
+        async with db.session() as session:
+            before = await state.load_state(session, d.run_id, rejected.symbol)
+            after = core.on_rejection(before, rejected)
+            if after != before:
+                await state.save_state(session, d.run_id, after, wall_clock_now())
+                rt.log.info(
+                    "pending %s freed by %s rejection %s", rejected.order_id, rejected.stage, rejected.reason
+                )
+        return ()
+
+    async def warm(rt: Runtime) -> None:
+        """Read every symbol's state of this run and refresh the HWM cache from it (the truth)."""
+        async with db.session() as session:
+            states = await state.load_all(session, rt.settings.run_id)
+        for s in states:
+            metrics.OPEN_POSITIONS.labels(s.symbol).set(0 if s.position is None else 1)
+        await mirror.hwms(rt.settings.run_id, states)
+        rt.log.info(
+            "strategy warmed: %d symbols, %d positions",
+            len(states),
+            sum(s.position is not None for s in states),
+        )
+
+    return ServiceDefinition(
+        name="strategy",
+        consumers=[
+            Consumer(INDICATORS, INDICATORS_DURABLE, on_snapshot, parser_for(IndicatorSnapshot)),
+            Consumer(FILLS, FILLS_DURABLE, on_fill, parser_for(Fill)),
+            Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
+        ],
+        on_start=warm,
+    )

@@ -1,0 +1,154 @@
+"""The strategy's only SQL and Redis: ``strategy_state`` rows and the two dashboard cache keys.
+
+``strategy_state`` (one row per run and symbol) is the truth: the position as the fills told it,
+its high-water mark, the last candle evaluated and the pending order. The pending order id is kept
+in ``last_reason`` as ``PENDING:<minute>:<side>`` (the order id without its symbol, 29 characters):
+while an order is pending the last reason is by definition "pending", so nothing is lost, and the
+order id (``<symbol>:<minute>:<side>``) is rebuilt from it. Redis only mirrors: ``bot:status:<SYM>``
+(TTL 300 s) and ``position:<SYM>:hwm``; a Redis failure skips those writes and never blocks a
+decision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coinpilot.cache import Cache, keys
+from coinpilot.clock import ensure_utc
+from coinpilot.contracts import Regime
+from coinpilot.db import StrategyState
+from coinpilot.errors import TransientError
+from services.strategy import metrics
+from services.strategy.core import HoldReason, Position, SymbolState
+
+log = logging.getLogger("coinpilot.strategy")
+
+PENDING_PREFIX = "PENDING:"
+
+
+def encode_reason(state: SymbolState) -> str | None:
+    if state.pending_order_id is not None:
+        return PENDING_PREFIX + state.pending_order_id.split(":", 1)[1]
+    return state.last_reason
+
+
+def decode_pending(symbol: str, last_reason: str | None) -> tuple[str | None, str | None]:
+    """``(pending order id, last reason)`` from the stored column."""
+    if last_reason is not None and last_reason.startswith(PENDING_PREFIX):
+        order_id = f"{symbol}:{last_reason[len(PENDING_PREFIX) :]}"
+        pending_reason = HoldReason.EXIT_PENDING if order_id.endswith(":sell") else HoldReason.ENTRY_PENDING
+        return order_id, pending_reason.value
+    return None, last_reason
+
+
+def to_state(row: StrategyState) -> SymbolState:
+    position = None
+    if (
+        row.has_position
+        and row.avg_price is not None
+        and row.quantity is not None
+        and row.opened_at is not None
+    ):
+        position = Position(
+            position_id=row.position_id or "",
+            avg_price=row.avg_price,
+            quantity=row.quantity,
+            entry_regime=Regime(row.entry_regime or Regime.SIDEWAYS),
+            opened_at=ensure_utc(row.opened_at),
+            high_water_mark=row.high_water_mark or row.avg_price,
+        )
+    pending, reason = decode_pending(row.symbol, row.last_reason)
+    last = None if row.last_candle_at is None else ensure_utc(row.last_candle_at)
+    return SymbolState(row.symbol, position, pending, last, reason)
+
+
+async def load_state(session: AsyncSession, run_id: str, symbol: str) -> SymbolState:
+    """The symbol's state, row-locked until the transaction ends (serialises every consumer)."""
+    await session.execute(
+        insert(StrategyState)
+        .values(run_id=run_id, symbol=symbol)
+        .on_conflict_do_nothing(index_elements=["run_id", "symbol"])
+    )
+    row = (
+        await session.execute(
+            select(StrategyState)
+            .where(StrategyState.run_id == run_id, StrategyState.symbol == symbol)
+            .with_for_update()
+        )
+    ).scalar_one()
+    return to_state(row)
+
+
+async def save_state(session: AsyncSession, run_id: str, state: SymbolState, now: datetime) -> None:
+    position = state.position
+    values = {
+        "has_position": position is not None,
+        "position_id": position.position_id if position else None,
+        "avg_price": position.avg_price if position else None,
+        "quantity": position.quantity if position else None,
+        "entry_regime": position.entry_regime.value if position else None,
+        "opened_at": position.opened_at if position else None,
+        "high_water_mark": position.high_water_mark if position else None,
+        "last_candle_at": state.last_candle_at,
+        "last_reason": encode_reason(state),
+        "updated_at": now,
+    }
+    await session.execute(
+        insert(StrategyState)
+        .values(run_id=run_id, symbol=state.symbol, **values)
+        .on_conflict_do_update(index_elements=["run_id", "symbol"], set_=values)
+    )
+
+
+async def load_all(session: AsyncSession, run_id: str) -> list[SymbolState]:
+    rows = (await session.execute(select(StrategyState).where(StrategyState.run_id == run_id))).scalars()
+    return [to_state(row) for row in rows]
+
+
+class Mirror:
+    """Best-effort Redis writes of the dashboard keys; after a failure, skips Redis for a while.
+
+    The pause keeps an outage from costing a socket timeout on every candle of every symbol.
+    """
+
+    def __init__(self, cache: Cache | None, retry_seconds: float) -> None:
+        self.cache = cache
+        self.retry_seconds = retry_seconds
+        self._down_until = 0.0
+
+    async def status(self, run_id: str, symbol: str, payload: dict[str, object]) -> None:
+        key = keys.bot_status(symbol, run_id)
+        await self._write(
+            "bot_status", lambda c: c.set(key, json.dumps(payload), keys.BOT_STATUS_TTL_SECONDS)
+        )
+
+    async def hwm(self, run_id: str, symbol: str, position: Position | None) -> None:
+        key = keys.position_hwm(symbol, run_id)
+        if position is None:
+            await self._write("position_hwm", lambda c: c.delete(key))
+        else:
+            value = format(position.high_water_mark, "f")
+            await self._write("position_hwm", lambda c: c.set(key, value))
+
+    async def hwms(self, run_id: str, states: Sequence[SymbolState]) -> None:
+        for state in states:
+            await self.hwm(run_id, state.symbol, state.position)
+
+    async def _write(self, what: str, op: Callable[[Cache], Awaitable[object]]) -> None:
+        if self.cache is None or time.monotonic() < self._down_until:
+            return
+        try:
+            await op(self.cache)
+        except (TransientError, RedisError) as exc:
+            self._down_until = time.monotonic() + self.retry_seconds
+            metrics.CACHE_WRITE_FAILURES.labels(what).inc()
+            log.warning("redis unavailable: %s not written for %.0f s (%s)", what, self.retry_seconds, exc)
