@@ -1,0 +1,19 @@
+"""The executor's own instruments (names kept from the original where dashboards use them, §11)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+FILLS = Counter("coinpilot_executor_fills", "Orders filled", ["symbol", "side"])
+REJECTIONS = Counter("coinpilot_executor_rejections", "Orders the executor refused", ["symbol", "reason"])
+REPLAYED_FILLS = Counter(
+    "coinpilot_executor_replayed_fills",
+    "Redelivered orders answered with their stored fill instead of a second one",
+    ["symbol"],
+)
+FEES = Counter("coinpilot_executor_fees", "Fees charged, in the account's quote currency", ["currency"])
+TRADE_COUNT = Counter("coinpilot_trade_count", "Successful BUY and SELL fills (original name)")
+ACTIVE_POSITIONS = Gauge("coinpilot_active_positions", "Open positions after the last fill")
+EQUITY_KRW = Gauge(
+    "coinpilot_equity_krw", "KRW cash plus KRW positions at their last fill price, after the last fill"
+)
