@@ -1,0 +1,241 @@
+{{/* ---- names and labels ------------------------------------------------------------------ */}}
+
+{{- define "coinpilot.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "coinpilot.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "coinpilot.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object carries. */}}
+{{- define "coinpilot.labels" -}}
+helm.sh/chart: {{ include "coinpilot.chart" . }}
+app.kubernetes.io/name: {{ include "coinpilot.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: coinpilot
+{{- end }}
+
+{{/* Selector labels of one component: include "coinpilot.selectorLabels" (list $ "risk") */}}
+{{- define "coinpilot.selectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "coinpilot.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "coinpilot.componentLabels" -}}
+{{ include "coinpilot.labels" (index . 0) }}
+app.kubernetes.io/component: {{ index . 1 }}
+{{- end }}
+
+{{- define "coinpilot.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "coinpilot.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "coinpilot.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ $tag }}
+{{- end }}
+{{- end }}
+
+{{/* ---- topology: which stores are bundled, which services exist --------------------------- */}}
+
+{{/* The services that may run more than one replica (replicas split the symbol space). */}}
+{{- define "coinpilot.scalingServices" -}}indicator strategy agent notifier{{- end }}
+
+{{/* Stages whose state is per symbol: more replicas than symbols would sit idle. */}}
+{{- define "coinpilot.partitionedServices" -}}indicator strategy{{- end }}
+
+{{- define "coinpilot.anyBundled" -}}
+{{- if or .Values.nats.bundled.enabled .Values.timescaledb.bundled.enabled .Values.redis.bundled.enabled -}}
+true
+{{- end }}
+{{- end }}
+
+{{- define "coinpilot.secretName" -}}
+{{- default (include "coinpilot.fullname" .) .Values.secrets.existingSecret }}
+{{- end }}
+
+{{- define "coinpilot.natsUrl" -}}
+{{- if .Values.nats.bundled.enabled -}}
+nats://{{ include "coinpilot.fullname" . }}-nats:4222
+{{- else -}}
+{{ required "nats.url is required when nats.bundled.enabled is false" .Values.nats.url }}
+{{- end }}
+{{- end }}
+
+{{- define "coinpilot.strategyConfigMap" -}}
+{{- if .Values.strategyConfig.existingConfigMap -}}
+{{ .Values.strategyConfig.existingConfigMap }}
+{{- else if or .Values.strategyConfig.file .Values.strategyConfig.inline -}}
+{{ include "coinpilot.fullname" . }}-strategy
+{{- end }}
+{{- end }}
+
+{{/* ---- pod pieces shared by Deployments and the hook Job ----------------------------------- */}}
+
+{{- define "coinpilot.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "coinpilot.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+capabilities:
+  drop: [ALL]
+{{- end }}
+
+{{/* Connection environment: NATS and the database. Arg: (list $ $secretName) */}}
+{{- define "coinpilot.connectionEnv" -}}
+{{- $root := index . 0 -}}
+{{- $secret := index . 1 -}}
+- name: COINPILOT_NATS_URL
+  value: {{ include "coinpilot.natsUrl" $root | quote }}
+{{- if $root.Values.nats.user }}
+- name: COINPILOT_NATS_USER
+  value: {{ $root.Values.nats.user | quote }}
+{{- end }}
+- name: COINPILOT_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: COINPILOT_NATS_PASSWORD
+      optional: true
+{{- if $root.Values.nats.credsSecret }}
+- name: COINPILOT_NATS_CREDS_FILE
+  value: /etc/coinpilot/nats-creds/nats.creds
+{{- end }}
+{{- if $root.Values.nats.tls.secretName }}
+- name: COINPILOT_NATS_TLS_CA
+  value: /etc/coinpilot/nats-tls/ca.crt
+{{- if $root.Values.nats.tls.clientCert }}
+- name: COINPILOT_NATS_TLS_CERT
+  value: /etc/coinpilot/nats-tls/tls.crt
+- name: COINPILOT_NATS_TLS_KEY
+  value: /etc/coinpilot/nats-tls/tls.key
+{{- end }}
+{{- end }}
+- name: COINPILOT_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: COINPILOT_DATABASE_URL
+- name: COINPILOT_LOG_LEVEL
+  value: {{ $root.Values.config.logLevel | quote }}
+- name: COINPILOT_LOG_JSON
+  value: {{ $root.Values.config.logJson | quote }}
+{{- end }}
+
+{{/* Which optional secrets a service gets: only the ones it uses. */}}
+{{- define "coinpilot.serviceSecretKeys" -}}
+{{- $llm := list "COINPILOT_ANTHROPIC_API_KEY" "COINPILOT_OPENAI_API_KEY" -}}
+{{- $webhooks := list "COINPILOT_DISCORD_WEBHOOK_URL" "COINPILOT_N8N_WEBHOOK_SECRET" -}}
+{{- if eq . "agent" -}}{{ join " " $llm }}
+{{- else if eq . "notifier" -}}{{ join " " (concat $llm $webhooks) }}
+{{- end -}}
+{{- end }}
+
+{{/* Everything a service sees: connections, Redis, settings, its secrets. Arg: (list $ "<service>") */}}
+{{- define "coinpilot.serviceEnv" -}}
+{{- $service := index . 1 -}}
+{{- with index . 0 -}}
+{{- $secret := include "coinpilot.secretName" . -}}
+{{ include "coinpilot.connectionEnv" (list . $secret) }}
+- name: COINPILOT_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: COINPILOT_REDIS_URL
+- name: COINPILOT_RUN_ID
+  value: {{ .Values.config.runId | quote }}
+- name: COINPILOT_SYMBOLS
+  value: {{ join "," .Values.config.symbols | quote }}
+- name: COINPILOT_HTTP_PORT
+  value: {{ .Values.config.httpPort | quote }}
+- name: COINPILOT_LLM_PROVIDER
+  value: {{ .Values.config.llm.provider | quote }}
+- name: COINPILOT_LLM_MODE
+  value: {{ .Values.config.llm.mode | quote }}
+- name: COINPILOT_UPBIT_BASE_URL
+  value: {{ .Values.config.upbitBaseUrl | quote }}
+{{- if and .Values.config.n8nUrl (eq $service "notifier") }}
+- name: COINPILOT_N8N_URL
+  value: {{ .Values.config.n8nUrl | quote }}
+{{- end }}
+{{- if include "coinpilot.strategyConfigMap" . }}
+- name: COINPILOT_STRATEGY_CONFIG
+  value: /etc/coinpilot/strategy/strategy.yaml
+{{- end }}
+{{- range $key := splitList " " (include "coinpilot.serviceSecretKeys" $service) | compact }}
+- name: {{ $key }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ $key }}
+      optional: true
+{{- end }}
+{{- with .Values.config.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Volumes for NATS credentials/TLS (services and the hook Job). */}}
+{{- define "coinpilot.natsVolumeMounts" -}}
+{{- if .Values.nats.credsSecret }}
+- name: nats-creds
+  mountPath: /etc/coinpilot/nats-creds
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+- name: nats-tls
+  mountPath: /etc/coinpilot/nats-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "coinpilot.natsVolumes" -}}
+{{- if .Values.nats.credsSecret }}
+- name: nats-creds
+  secret:
+    secretName: {{ .Values.nats.credsSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- if .Values.nats.tls.secretName }}
+- name: nats-tls
+  secret:
+    secretName: {{ .Values.nats.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
