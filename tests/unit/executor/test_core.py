@@ -1,0 +1,321 @@
+"""Paper fills (BEHAVIOUR §6, rebuild): every figure below is computed by hand in the comment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from coinpilot.contracts import ExitReason, Fill, OrderRejected, Regime, RejectReason, RejectStage, Side
+from services.executor.core import (
+    Execution,
+    FillOutcome,
+    FillParams,
+    Ledger,
+    Position,
+    Rejection,
+    apply_execution,
+    buy_quantity,
+    fill_order,
+    quote_paper,
+    slipped_price,
+)
+from tests.unit.executor.factories import T0, buy_order, sell_order
+
+D = Decimal
+UPBIT = FillParams(fee_rate=D("0.0005"))
+NO_FEE = FillParams(fee_rate=D(0))
+UPBIT_10BPS = FillParams(fee_rate=D("0.0005"), slippage_bps=D(10))
+BTC_BUY_ID = "KRW-BTC:2026-03-02T01:00Z:buy"
+
+
+def krw(balance: str, position: Position | None = None) -> Ledger:
+    return Ledger("KRW", D(balance), position)
+
+
+def btc_position(quantity: str, avg: str, hwm: str | None = None, opened_by: str = BTC_BUY_ID) -> Position:
+    return Position("KRW-BTC", D(quantity), D(avg), Regime.BULL, D(hwm or avg), T0, opened_by)
+
+
+def filled(outcome: FillOutcome | Rejection) -> FillOutcome:
+    assert isinstance(outcome, FillOutcome), outcome
+    return outcome
+
+
+@dataclass(frozen=True)
+class BuyCase:
+    price: str
+    amount: str
+    params: FillParams
+    fill_price: str
+    quantity: str
+    amount_out: str
+    fee: str
+    balance_after: str
+    symbol: str = "KRW-BTC"
+
+
+BUYS = [
+    # 1,000,000 / 100,000,000 = 0.01 BTC; fee 1,000,000 × 0.0005 = 500; 10,000,000 − 1,000,500
+    pytest.param(
+        BuyCase("100000000", "1000000", UPBIT, "100000000", "0.01", "1000000", "500", "8999500"),
+        id="upbit-fee-on-round-numbers",
+    ),
+    pytest.param(
+        BuyCase("100000000", "1000000", NO_FEE, "100000000", "0.01", "1000000", "0", "9000000"),
+        id="zero-fee-is-the-original-behaviour",
+    ),
+    # 10 bps: 100,100,000; 1,000,000 / 100,100,000 = 0.009990009.. -> 0.00999000; × price = 999,999;
+    # fee 499.9995; 10,000,000 − 999,999 − 499.9995 = 8,999,501.0005
+    pytest.param(
+        BuyCase(
+            "100000000", "1000000", UPBIT_10BPS, "100100000", "0.00999", "999999", "499.9995", "8999501.0005"
+        ),
+        id="slippage-raises-the-price-and-floors-the-quantity",
+    ),
+    # 100,000 / 234.5 = 426.439232409.. -> 426.43923240; × 234.5 = 99,999.9999978;
+    # fee 49.9999999989 rounds UP to 50.00000000; 10,000,000 − 100,049.9999978
+    pytest.param(
+        BuyCase(
+            "234.5",
+            "100000",
+            UPBIT,
+            "234.5",
+            "426.4392324",
+            "99999.9999978",
+            "50",
+            "9899950.0000022",
+            symbol="KRW-DOGE",
+        ),
+        id="fee-rounds-up-at-the-eighth-decimal",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BUYS)
+def test_buy_fills_at_the_slipped_price_with_a_floored_quantity_and_a_fee(case: BuyCase) -> None:
+    order = buy_order(case.price, case.amount, symbol=case.symbol)
+    fill = filled(fill_order(krw("10000000"), order, case.params)).fill
+    assert (fill.fill_price, fill.quantity, fill.amount, fill.fee, fill.balance_after) == (
+        D(case.fill_price),
+        D(case.quantity),
+        D(case.amount_out),
+        D(case.fee),
+        D(case.balance_after),
+    )
+    assert fill.amount == fill.fill_price * fill.quantity
+
+
+def test_buy_opens_a_position_and_reports_it_whole() -> None:
+    order = buy_order("100000000", "1000000")
+    outcome = filled(fill_order(krw("10000000"), order, UPBIT_10BPS))
+    assert outcome.ledger == krw(
+        "8999501.0005",
+        Position("KRW-BTC", D("0.00999"), D("100100000"), Regime.BULL, D("100100000"), T0, BTC_BUY_ID),
+    )
+    assert outcome.fill == Fill(
+        ts_event=T0,
+        order_id=BTC_BUY_ID,
+        symbol="KRW-BTC",
+        side=Side.BUY,
+        currency="KRW",
+        decision_price=D("100000000"),
+        fill_price=D("100100000"),
+        quantity=D("0.00999"),
+        amount=D("999999"),
+        fee=D("499.9995"),
+        balance_after=D("8999501.0005"),
+        position_quantity_after=D("0.00999"),
+        position_avg_price_after=D("100100000"),
+        regime=Regime.BULL,
+        high_water_mark=D("100100000"),
+        opened_at=T0,
+    )
+
+
+def test_sell_closes_the_whole_position_and_realises_pnl_net_of_its_own_fee() -> None:
+    # fill 103,000,000 × (1 − 0.001) = 102,897,000; amount × 0.00999 = 1,027,941.03;
+    # fee 513.970515; gross (102,897,000 − 100,100,000) × 0.00999 = 27,942.03; net 27,428.059485;
+    # balance 8,999,501.0005 + 1,027,941.03 − 513.970515 = 10,026,928.059985
+    order = sell_order(
+        "103000000",
+        opened_by=BTC_BUY_ID,
+        quantity="0.00999",
+        avg_price="100100000",
+        high_water_mark="104200000",
+        exit_reason=ExitReason.TRAILING_STOP,
+    )
+    outcome = filled(
+        fill_order(krw("8999501.0005", btc_position("0.00999", "100100000")), order, UPBIT_10BPS)
+    )
+    assert outcome.ledger == krw("10026928.059985")
+    assert outcome.fill == Fill(
+        ts_event=T0 + timedelta(hours=5),
+        order_id="KRW-BTC:2026-03-02T06:00Z:sell",
+        symbol="KRW-BTC",
+        side=Side.SELL,
+        currency="KRW",
+        decision_price=D("103000000"),
+        fill_price=D("102897000"),
+        quantity=D("0.00999"),
+        amount=D("1027941.03"),
+        fee=D("513.970515"),
+        balance_after=D("10026928.059985"),
+        position_quantity_after=D(0),
+        position_avg_price_after=D(0),
+        realized_pnl=D("27428.059485"),
+        realized_pnl_gross=D("27942.03"),
+        entry_avg_price=D("100100000"),
+        regime=Regime.BULL,
+        exit_reason=ExitReason.TRAILING_STOP,
+        high_water_mark=D("104200000"),
+        opened_at=T0,
+    )
+
+
+def test_a_round_trip_changes_cash_by_net_pnl_minus_the_buy_fee() -> None:
+    buy = filled(fill_order(krw("10000000"), buy_order("100000000", "1000000"), UPBIT_10BPS))
+    sell = sell_order(
+        "103000000",
+        opened_by=BTC_BUY_ID,
+        quantity="0.00999",
+        avg_price="100100000",
+        high_water_mark="103000000",
+    )
+    closed = filled(fill_order(buy.ledger, sell, UPBIT_10BPS))
+    assert closed.ledger.balance - D("10000000") == closed.fill.realized_pnl - buy.fill.fee
+
+
+def test_stop_loss_keeps_the_real_high_water_mark_from_the_exit_signal() -> None:
+    order = sell_order(
+        "96000000",
+        opened_by=BTC_BUY_ID,
+        quantity="0.01",
+        avg_price="100000000",
+        high_water_mark="100800000",
+        exit_reason=ExitReason.STOP_LOSS,
+    )
+    fill = filled(fill_order(krw("9000000", btc_position("0.01", "100000000")), order, NO_FEE)).fill
+    # gross (96,000,000 − 100,000,000) × 0.01 = −40,000; no fee
+    assert (fill.high_water_mark, fill.exit_reason, fill.realized_pnl) == (
+        D("100800000"),
+        ExitReason.STOP_LOSS,
+        D("-40000"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("ledger", "order", "params", "reason"),
+    [
+        # 1,000,000 + fee 500 > 1,000,000
+        pytest.param(
+            krw("1000000"),
+            buy_order("100000000", "1000000"),
+            UPBIT,
+            RejectReason.INSUFFICIENT_BALANCE,
+            id="buy-whose-fee-does-not-fit-is-refused",
+        ),
+        pytest.param(
+            krw("999999.99"),
+            buy_order("100000000", "1000000"),
+            NO_FEE,
+            RejectReason.INSUFFICIENT_BALANCE,
+            id="buy-short-by-a-cent-is-refused",
+        ),
+        # 0.5 / 100,000,000 = 5e-9 < 1e-8
+        pytest.param(
+            krw("10000000"),
+            buy_order("100000000", "0.5"),
+            UPBIT,
+            RejectReason.QUANTITY_TOO_SMALL,
+            id="buy-below-one-satoshi-is-refused",
+        ),
+        pytest.param(
+            krw("10000000"),
+            sell_order("1", opened_by=BTC_BUY_ID, quantity="1", avg_price="1", high_water_mark="1"),
+            UPBIT,
+            RejectReason.NO_POSITION,
+            id="sell-without-position-is-refused",
+        ),
+        pytest.param(
+            krw("10000000", btc_position("0.01", "100000000", opened_by="KRW-BTC:2026-03-02T03:00Z:buy")),
+            sell_order("1", opened_by=BTC_BUY_ID, quantity="1", avg_price="1", high_water_mark="1"),
+            UPBIT,
+            RejectReason.NO_POSITION,
+            id="sell-for-an-earlier-position-is-refused",
+        ),
+    ],
+)
+def test_orders_that_cannot_be_filled_are_rejected_with_a_reason(
+    ledger: Ledger, order, params: FillParams, reason: RejectReason
+) -> None:
+    outcome = fill_order(ledger, order, params)
+    assert isinstance(outcome, Rejection) and outcome.reason is reason
+    rejected = outcome.message_out()
+    assert rejected == OrderRejected(
+        ts_event=order.ts_event,
+        order_id=order.order_id,
+        symbol=order.symbol,
+        side=order.side,
+        stage=RejectStage.EXECUTOR,
+        reason=reason,
+        message=outcome.message,
+    )
+
+
+def test_buy_with_the_exact_balance_and_no_fee_leaves_zero() -> None:
+    outcome = filled(fill_order(krw("1000000"), buy_order("100000000", "1000000"), NO_FEE))
+    assert outcome.ledger.balance == 0
+
+
+def test_buy_on_an_open_position_averages_it_as_the_original_did() -> None:
+    # (0.01 × 100,000,000 + 0.01 × 110,000,000) / 0.02 = 105,000,000
+    ledger = krw("10000000", btc_position("0.01", "100000000", hwm="108000000"))
+    order = buy_order("110000000", "1100000")
+    outcome = filled(fill_order(ledger, order, NO_FEE))
+    assert outcome.ledger.position == btc_position("0.02", "105000000", hwm="110000000")
+
+
+@pytest.mark.parametrize(
+    ("reference", "side", "bps", "expected"),
+    [
+        pytest.param("0.0001234", Side.BUY, "7", "0.00012349", id="buy-rounds-up"),
+        pytest.param("0.0001234", Side.SELL, "7", "0.00012331", id="sell-rounds-down"),
+        pytest.param("234.5", Side.BUY, "3", "234.57035", id="exact-needs-no-rounding"),
+        pytest.param("100", Side.SELL, "0", "100", id="zero-slippage-is-the-reference"),
+    ],
+)
+def test_slipped_price_moves_against_the_account(reference: str, side: Side, bps: str, expected: str) -> None:
+    assert slipped_price(D(reference), side, D(bps)) == D(expected)
+
+
+def test_buy_quantity_never_rounds_up_even_when_the_quotient_is_a_hair_below_a_step() -> None:
+    # 1 / 3 = 0.333..; and 0.99999999999 / 1 sits just under 1 -> 0.99999999
+    assert buy_quantity(D(1), D(3)) == D("0.33333333")
+    assert buy_quantity(D("0.99999999999"), D(1)) == D("0.99999999")
+
+
+def test_a_live_venue_execution_is_booked_by_the_same_rules() -> None:
+    order = buy_order("100000000", "1000000")
+    execution = Execution(
+        fill_price=D("100050000"), quantity=D("0.0099"), amount=D("990495"), fee=D("495.2475")
+    )
+    outcome = filled(apply_execution(krw("10000000"), order, execution))
+    assert outcome.ledger.balance == D("10000000") - D("990495") - D("495.2475")
+
+
+def test_quote_paper_refuses_a_buy_without_an_amount() -> None:
+    order = buy_order("100", "1").model_copy(update={"amount": None})
+    outcome = quote_paper(order, krw("100"), UPBIT)
+    assert isinstance(outcome, Rejection) and outcome.reason is RejectReason.NON_POSITIVE_AMOUNT
+
+
+@pytest.mark.parametrize(
+    ("fee_rate", "bps"),
+    [pytest.param("-0.1", "0", id="negative-fee"), pytest.param("0", "10000", id="slippage-of-everything")],
+)
+def test_fill_params_refuse_nonsense(fee_rate: str, bps: str) -> None:
+    with pytest.raises(ValueError):
+        FillParams(fee_rate=D(fee_rate), slippage_bps=D(bps))
