@@ -16,19 +16,21 @@ whole file) give exactly the messages a candle-by-candle run gives.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
 import numpy as np
+import numpy.typing as npt
 
 from coinpilot.contracts import Contract, HourlyCandle, IndicatorSnapshot, MinuteCandle, Regime, RegimeUpdate
 from coinpilot.indicators import (
     DEFAULT_REGIME_PARAMS,
     DEFAULT_REGIME_RULE,
     WINDOW,
+    HistoryResult,
     HourBar,
     IndicatorParams,
     MinuteValues,
@@ -288,45 +290,71 @@ def run_candles(
     return state, out
 
 
-def history_messages(
-    candles: Sequence[MinuteCandle], config: IndicatorConfig = DEFAULT_CONFIG
-) -> Iterator[Contract]:
-    """The messages a live run over ``candles`` (one symbol, from an empty state) emits, computed
-    by the vectorised batch path (``coinpilot.indicators.compute_history``)."""
-    if not candles:
-        return
-    symbol = candles[0].symbol
-    ts = np.array([_ms(c.ts_open) for c in candles], dtype=np.int64)
-    floats = {
-        name: np.array([float(getattr(c, name)) for c in candles])
-        for name in ("open", "high", "low", "close", "volume")
-    }
-    result = compute_history(
-        ts,
-        floats["open"],
-        floats["high"],
-        floats["low"],
-        floats["close"],
-        floats["volume"],
-        params=config.regimes,
-        rule=config.rule,
-        size=config.window,
-    )
-    exact_bars = resample_hourly(
-        (int(t), c.open, c.high, c.low, c.close, c.volume) for t, c in zip(ts, candles, strict=True)
-    )
-    batch = result.batch
-    closes_at: dict[int, list[int]] = {}
-    for k, i in enumerate(result.hour_closed_at.tolist()):
-        closes_at.setdefault(i, []).append(k)
-    regime_index = -1
-    for i, candle in enumerate(candles):
-        for k in closes_at.get(i, ()):
-            yield hourly_candle(symbol, exact_bars[k])
-            yield regime_update(symbol, exact_bars[k].start_ms, result.readings[k])
-            regime_index = k
-        reading = result.readings[regime_index] if regime_index >= 0 else None
-        hours = HourState(None, (), reading)
+@dataclass(frozen=True, slots=True)
+class History:
+    """One symbol's whole history computed by the vectorised batch path, read out message by message.
+
+    ``hours_closing(i)`` and ``snapshot_at(i, candle)`` are the messages a live run emits for candle
+    ``i``; :func:`history_messages` yields them all, the fast backtest only those it needs.
+    """
+
+    symbol: str
+    result: HistoryResult
+    bars: tuple[HourBar[Decimal], ...]  # the closed hours with exact (Decimal) prices
+    closes_at: dict[int, tuple[int, ...]]  # candle index -> the hours its arrival closes
+    config: IndicatorConfig
+
+    @classmethod
+    def compute(
+        cls,
+        symbol: str,
+        ts_ms: npt.NDArray[np.int64],
+        floats: Mapping[str, npt.NDArray[np.float64]],
+        exact_bars: Callable[[int], Sequence[HourBar[Decimal]]],
+        config: IndicatorConfig = DEFAULT_CONFIG,
+    ) -> History:
+        """``floats``: open/high/low/close/volume as float64; ``exact_bars(n)``: the first ``n``
+        hourly bars with the candles' own ``Decimal`` prices (what the live path aggregates)."""
+        result = compute_history(
+            ts_ms,
+            floats["open"],
+            floats["high"],
+            floats["low"],
+            floats["close"],
+            floats["volume"],
+            params=config.regimes,
+            rule=config.rule,
+            size=config.window,
+        )
+        closes_at: dict[int, list[int]] = {}
+        for k, i in enumerate(result.hour_closed_at.tolist()):
+            closes_at.setdefault(i, []).append(k)
+        return cls(
+            symbol,
+            result,
+            tuple(exact_bars(len(result.hours))),
+            {i: tuple(ks) for i, ks in closes_at.items()},
+            config,
+        )
+
+    def hours_closing(self, i: int) -> list[Contract]:
+        """The ``HourlyCandle`` and ``RegimeUpdate`` of every hour candle ``i`` closes."""
+        out: list[Contract] = []
+        for k in self.closes_at.get(i, ()):
+            out.append(hourly_candle(self.symbol, self.bars[k]))
+            out.append(regime_update(self.symbol, self.bars[k].start_ms, self.result.readings[k]))
+        return out
+
+    def reading_index(self, i: int) -> int:
+        """The last hour closed by candle ``i`` (its regime is in force), -1 before the first."""
+        return int(np.searchsorted(self.result.hour_closed_at, i, side="right")) - 1
+
+    def snapshot_at(
+        self, i: int, candle: MinuteCandle, reading_index: int | None = None
+    ) -> IndicatorSnapshot:
+        result, batch = self.result, self.result.batch
+        k = self.reading_index(i) if reading_index is None else reading_index
+        reading = result.readings[k] if k >= 0 else None
         touch = int(result.bb_touch_recovery[i])
         recent = batch.recent_vol_ratios[i]
         values = MinuteValues(
@@ -346,4 +374,27 @@ def history_messages(
             gap_minutes=int(batch.gap_minutes[i]),
             window_has_gap=bool(batch.bars_seen[i] < batch.rows[i]),
         )
-        yield snapshot(candle, values, hours, config)
+        return snapshot(candle, values, HourState(None, (), reading), self.config)
+
+
+def history_messages(
+    candles: Sequence[MinuteCandle], config: IndicatorConfig = DEFAULT_CONFIG
+) -> Iterator[Contract]:
+    """The messages a live run over ``candles`` (one symbol, from an empty state) emits, computed
+    by the vectorised batch path (``coinpilot.indicators.compute_history``)."""
+    if not candles:
+        return
+    ts = np.array([_ms(c.ts_open) for c in candles], dtype=np.int64)
+    floats = {
+        name: np.array([float(getattr(c, name)) for c in candles])
+        for name in ("open", "high", "low", "close", "volume")
+    }
+    rows = [(int(t), c.open, c.high, c.low, c.close, c.volume) for t, c in zip(ts, candles, strict=True)]
+    history = History.compute(candles[0].symbol, ts, floats, lambda n: resample_hourly(rows)[:n], config)
+    regime_index = -1
+    for i, candle in enumerate(candles):
+        closing = history.hours_closing(i)
+        yield from closing
+        if closing:
+            regime_index = history.closes_at[i][-1]
+        yield history.snapshot_at(i, candle, regime_index)

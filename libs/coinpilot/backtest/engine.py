@@ -12,15 +12,18 @@ Warm-up candles only advance the indicator (the distributed services warm it fro
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
 from coinpilot.backtest.report import EquityPoint
+from coinpilot.backtest.series import SeriesWindow
+from coinpilot.backtest.timeline import SymbolRun, Timeline
 from coinpilot.clock import floor_hour, trading_day
 from coinpilot.contracts import (
     AiDecision,
@@ -142,6 +145,7 @@ class Engine:
         self.positions: dict[str, executor_core.Position] = {}
         self.last_close: dict[str, Decimal] = {}
         self.seen: dict[str, list[MinuteCandle]] = {}  # what market_data would hold, per symbol
+        self._runs: dict[str, SymbolRun] = {}  # the fast path's symbols (market_data is their series)
         self.result = BacktestResult(run_id=run_id, initial_balance=self.initial_balance)
 
     # -- feeding ----------------------------------------------------------------------------------
@@ -212,6 +216,93 @@ class Engine:
             self._mark_equity(ordered[-1].ts_event)
         self.result.counters.candles += len(ordered)
         return self.result
+
+    async def run_series(self, window: SeriesWindow, progress: Progress | None = None) -> BacktestResult:
+        """The fast path: the same cores on the same messages, run only where they can act.
+
+        Indicators of each symbol are computed once over its whole history (``History``); then
+        only the candles that close an hour, start a new hour of the merged timeline (an equity
+        mark) or are strategy candidates (``candidates.py``) are handled, in (time, symbol) order,
+        each with exactly the messages run_batch would drain for it. Every other candle is a hold
+        the strategy state absorbs in one step (its high-water mark). Equal ledgers to
+        :meth:`run_batch` (tests/unit/backtest/test_fast_path.py).
+        """
+        runs = [
+            SymbolRun.prepare(s, window.start, self.indicator_config, self.strategy_params)
+            for s in window.series.values()
+        ]
+        runs = [r for r in runs if r.first < len(r.series)]
+        self._runs = {r.series.symbol: r for r in runs}
+        timeline = Timeline.merge(runs)
+        pending: list[tuple[int, int]] = []  # (merged position, run index) of strategy candidates
+        for k, run in enumerate(runs):
+            self._schedule(pending, k, run, run.first)
+        total, static = len(timeline.symbol), timeline.static_events()
+        s_ptr = evaluated = 0
+        while True:
+            p_static = int(static[s_ptr]) if s_ptr < len(static) else total
+            p = min(p_static, pending[0][0] if pending else total)
+            if p >= total:
+                break
+            if p == p_static:
+                s_ptr += 1
+            k, i = int(timeline.symbol[p]), int(timeline.index[p])
+            run = runs[k]
+            run.cursor = i
+            messages = run.history.hours_closing(i)
+            evaluate = bool(pending) and pending[0] == (p, k)
+            if evaluate:
+                evaluated += 1
+                heapq.heappop(pending)
+                self._absorb_holds(run, i)
+                messages.append(run.history.snapshot_at(i, run.series.candle(i)))
+                run.evaluated = i
+            if messages:
+                await self._drain(messages)
+            if evaluate:
+                self._schedule(pending, k, run, i + 1)
+            if timeline.marks[p]:
+                self._mark_equity_at(timeline, p)
+            if progress is not None:
+                progress(p + 1, total)
+        if total:
+            self._mark_equity_at(timeline, total - 1)
+        for run in runs:
+            self._absorb_holds(run, len(run.series))
+        traded = sum(len(r.series) - r.first for r in runs)
+        self.result.counters.candles += traded
+        self.result.counters.snapshots += traded - evaluated  # the holds count as evaluated too
+        return self.result
+
+    def _schedule(self, pending: list[tuple[int, int]], k: int, run: SymbolRun, start: int) -> None:
+        i = run.next_candidate(self._strategy_state(run.series.symbol), start, self.strategy_params)
+        if i is not None:
+            heapq.heappush(pending, (run.position_of(i), k))
+
+    def _absorb_holds(self, run: SymbolRun, upto: int) -> None:
+        """The strategy state after the holds of candles ``run.evaluated + 1 .. upto - 1``."""
+        lo = run.evaluated + 1
+        if upto <= lo:
+            return
+        symbol = run.series.symbol
+        state = self._strategy_state(symbol)
+        position = state.position
+        if position is not None:
+            hwm = max(position.high_water_mark, *run.closes(lo, upto))
+            position = replace(position, high_water_mark=hwm)
+        ts_event = run.series.ts_event(upto - 1)
+        self.strategy[symbol] = replace(state, position=position, last_candle_at=ts_event)
+        run.evaluated = upto - 1
+
+    def _mark_equity_at(self, timeline: Timeline, p: int) -> None:
+        """``_mark_equity`` after merged candle ``p``, each symbol marked at its close by then."""
+        for symbol in self.positions:
+            run = self._runs.get(symbol)
+            if run is not None:
+                i = run.last_index_by(p)
+                if i >= run.first:
+                    self.last_close[symbol] = run.closes(i, i + 1)[0]
+        self._mark_equity(timeline.ts_event(p))
 
     async def on_candle(self, candle: MinuteCandle) -> None:
         state = self._indicator_state(candle.symbol)
@@ -322,10 +413,15 @@ class Engine:
 
     def _risk_hourly(self, candle: HourlyCandle) -> list[Contract]:
         self._note_price(candle.symbol, candle.close, candle.ts_event)
-        window = [w for w in self.hourly_closes.get(candle.symbol, []) if w[0] != candle.ts_open]
-        window.append((candle.ts_open, candle.close))
-        window.sort(key=lambda w: w[0])
-        self.hourly_closes[candle.symbol] = window[-(self.vol.window_hours + 1) :]
+        # risk's sorted set of (hour, close), capped: a redelivered hour replaces its entry
+        window = self.hourly_closes.setdefault(candle.symbol, [])
+        if window and window[-1][0] >= candle.ts_open:
+            window[:] = sorted(
+                [w for w in window if w[0] != candle.ts_open] + [(candle.ts_open, candle.close)]
+            )
+        else:
+            window.append((candle.ts_open, candle.close))
+        del window[: -(self.vol.window_hours + 1)]
         return self._refit_if_due(candle.symbol, candle.ts_event)
 
     def _refit_if_due(self, symbol: str, now: datetime) -> list[Contract]:
@@ -360,7 +456,11 @@ class Engine:
             return
         keep = self.agent_params.keep_bars
         start, end = agent_core.warm_span(ts, keep)
-        minutes = [c for c in self.seen.get(symbol, ()) if start <= c.ts_open < end]
+        run = self._runs.get(symbol)
+        if run is not None:
+            minutes = run.minutes(start, end)
+        else:
+            minutes = [c for c in self.seen.get(symbol, ()) if start <= c.ts_open < end]
         bars = agent_core.warm_bars(indicator_core.hourly_buckets(minutes), ts, keep)
         self.book = agent_core.warm_book(self.book, symbol, bars, keep)
 

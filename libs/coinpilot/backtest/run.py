@@ -6,12 +6,16 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 from coinpilot.backtest.engine import BacktestResult, Engine, Progress
 from coinpilot.backtest.report import BacktestReport, build_report
+from coinpilot.backtest.series import SeriesWindow, series_by_symbol
 from coinpilot.contracts import MinuteCandle
+
+EnginePath = Literal["fast", "batch", "live"]
 
 #: The regime needs 200 closed hours; a traded window starts after this much history by default.
 DEFAULT_WARMUP = timedelta(hours=210)
@@ -39,6 +43,15 @@ def split_window(
     )
 
 
+def to_series(window: Window) -> SeriesWindow:
+    """A candle window as columns (trading starts at the first traded candle)."""
+    candles = [*window.warmup, *window.trade]
+    start = min((c.ts_open for c in window.trade), default=None)
+    if start is None:
+        return SeriesWindow({}, max((c.ts_event for c in candles), default=datetime.fromtimestamp(0, UTC)))
+    return SeriesWindow(series_by_symbol(candles), start)
+
+
 @contextmanager
 def environment(overrides: dict[str, str]) -> Iterator[None]:
     """Apply service settings overrides (e.g. a --compare variant) for the engine's construction."""
@@ -55,7 +68,7 @@ def environment(overrides: dict[str, str]) -> Iterator[None]:
 
 
 async def run_backtest(
-    window: Window,
+    window: Window | SeriesWindow,
     *,
     label: str = "backtest",
     run_id: str = "backtest",
@@ -64,21 +77,34 @@ async def run_backtest(
     env: dict[str, str] | None = None,
     progress: Progress | None = None,
     records: object | None = None,
-    batch: bool = True,
+    path: EnginePath = "fast",
 ) -> tuple[BacktestResult, BacktestReport]:
+    """``path``: ``fast`` (default) evaluates only the candles that can act; ``batch`` and ``live``
+    run the core on every candle (batch indicators / candle-by-candle indicators): the reference
+    paths the fast one is proven equal to."""
     with environment(env or {}):
         engine = Engine(run_id, strategy_config, llm=llm, records=records)  # type: ignore[arg-type]
-    if batch:
+    if isinstance(window, SeriesWindow):
+        if path != "fast":
+            raise ValueError("a columnar window runs on the fast path only")
+        result = await engine.run_series(window, progress)
+        traded = window.traded()
+    elif path == "fast":
+        result = await engine.run_series(to_series(window), progress)
+        traded = len(window.trade)
+    elif path == "batch":
         result = await engine.run_batch(window.warmup, window.trade, progress)
+        traded = len(window.trade)
     else:
         engine.warm(window.warmup)
         result = await engine.run(window.trade, progress)
+        traded = len(window.trade)
     report = build_report(
         label,
         result.fills,
         result.equity,
         initial_equity=result.initial_balance,
         currency=result.currency,
-        candles=len(window.trade),
+        candles=traded,
     )
     return result, report

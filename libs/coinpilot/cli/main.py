@@ -276,8 +276,8 @@ def backtest(
     from datetime import UTC
 
     from coinpilot.backtest.report import write_outputs
-    from coinpilot.backtest.run import run_backtest, split_window
-    from coinpilot.candle_files import load_candles
+    from coinpilot.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
+    from coinpilot.backtest.series import load_series, series_window
 
     wanted = [s.strip() for s in symbols.split(",")] if symbols else None
     lo = start.replace(tzinfo=UTC) if start else None
@@ -294,11 +294,13 @@ def backtest(
             finally:
                 await db.dispose()
 
-        candles = asyncio.run(from_db())
+        window = to_series(split_window(asyncio.run(from_db()), lo, hi))
     else:
-        candles = load_candles([Path(p) for p in paths], symbols=wanted, end=hi, rename=_parse_map(renames))
-    window = split_window(candles, lo, hi)
-    click.echo(f"{len(window.warmup):,} warm-up candles, {len(window.trade):,} traded candles")
+        files = [Path(p) for p in paths]
+        series = load_series(files, symbols=wanted, end=hi, rename=_parse_map(renames))
+        window = series_window(series, lo, DEFAULT_WARMUP)
+    traded = window.traded()
+    click.echo(f"{window.warmup():,} warm-up candles, {traded:,} traded candles")
     variants = [("base", config, {})]
     if compare_config or compare_env:
         overrides = dict(_parse_env(compare_env))
@@ -311,7 +313,7 @@ def backtest(
 
         records = CallRecordStore(Database(_database_url()))
     for label, cfg, env in variants:
-        with click.progressbar(length=len(window.trade), label=f"backtest {label}") as bar:
+        with click.progressbar(length=traded, label=f"backtest {label}") as bar:
             seen = [0]
 
             def progress(done: int, total: int, bar=bar, seen=seen) -> None:  # type: ignore[no-untyped-def]
@@ -336,7 +338,7 @@ def backtest(
     png, html_path = write_outputs(reports, out_dir)
     elapsed = time.perf_counter() - started
     click.echo(f"report: {html_path} (chart {png})")
-    click.echo(f"{len(window.trade) * len(reports):,} candles in {elapsed:.1f}s end to end")
+    click.echo(f"{traded * len(reports):,} candles in {elapsed:.1f}s end to end")
 
 
 @main.command()

@@ -23,7 +23,7 @@ from coinpilot.indicators.hourly import (
     RegimeReading,
     closes_hour,
     regime_from_closes,
-    resample_hourly,
+    resample_hourly_arrays,
 )
 from coinpilot.indicators.kernels import rsi_tail
 from coinpilot.indicators.params import (
@@ -269,16 +269,14 @@ def compute_history(
         size=size,
     )
 
-    rows = zip(
-        ts.tolist(),
-        np.asarray(open_, dtype=np.float64).tolist(),
-        np.asarray(high, dtype=np.float64).tolist(),
-        np.asarray(low, dtype=np.float64).tolist(),
-        c.tolist(),
-        np.asarray(volume, dtype=np.float64).tolist(),
-        strict=True,
+    hours = resample_hourly_arrays(
+        ts,
+        np.asarray(open_, dtype=np.float64),
+        np.asarray(high, dtype=np.float64),
+        np.asarray(low, dtype=np.float64),
+        c,
+        np.asarray(volume, dtype=np.float64),
     )
-    hours = resample_hourly(rows)
     closes: list[float] = []
     readings: list[RegimeReading] = []
     for bar in hours:
@@ -287,11 +285,14 @@ def compute_history(
     closed_at = hours_closed_at(ts, hours)
     n = len(ts)
     which = np.searchsorted(closed_at, np.arange(n), side="right") - 1
-    regime = tuple(readings[k].regime if k >= 0 else Regime.UNKNOWN for k in which.tolist())
-    diff = np.array([readings[k].diff_pct if k >= 0 else math.nan for k in which.tolist()])
+    # per reading, then gathered per candle; index -1 (no closed hour yet) is the appended UNKNOWN
+    regimes_by_reading = [r.regime for r in readings] + [Regime.UNKNOWN]
+    regime = tuple(map(regimes_by_reading.__getitem__, which.tolist()))
+    diff = np.array([r.diff_pct for r in readings] + [math.nan])[which]
 
     index_of = {p: i for i, p in enumerate(distinct)}
-    chosen = np.array([index_of[params.for_regime(r)] for r in regime], dtype=np.int64)
+    chosen_by_reading = np.array([index_of[params.for_regime(r)] for r in regimes_by_reading], dtype=np.int64)
+    chosen = chosen_by_reading[which]
     rsi_min = np.full(n, np.nan)
     ma = np.full(n, np.nan)
     touch = np.full(n, -1, dtype=np.int8)

@@ -52,7 +52,7 @@ async def test_two_runs_over_the_same_candles_book_the_same_ledger(window, outco
 
 
 async def test_the_batch_indicator_path_books_the_same_ledger_as_the_live_path(window, outcome) -> None:
-    live, _ = await run_backtest(window, label="live", batch=False)
+    live, _ = await run_backtest(window, label="live", path="live")
     batch, _ = outcome
     assert [f.to_json() for f in live.fills] == [f.to_json() for f in batch.fills]
     assert [p.equity for p in live.equity] == [p.equity for p in batch.equity]

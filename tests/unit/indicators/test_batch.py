@@ -14,6 +14,7 @@ from coinpilot.indicators import (
     regime_from_closes,
     resample_hourly,
 )
+from coinpilot.indicators.hourly import resample_hourly_arrays
 
 ROWS = 20_000  # 13.9 days of March 2023: the 80-minute gap and the first regimes are inside
 PARAMS = (
@@ -94,3 +95,22 @@ def test_history_regimes_are_the_regime_of_the_closed_hours(btc_2023) -> None:
     closes = [b.close for b in bars]
     assert list(result.readings) == [regime_from_closes(closes[: k + 1]) for k in range(len(bars))]
     assert sum(r.regime.value != "UNKNOWN" for r in result.readings) == len(bars) - 199
+
+
+@pytest.mark.parametrize("rows", [0, 1, 59, 60, 61, ROWS, ROWS - 7])
+def test_the_vectorised_resampler_gives_the_bars_of_the_candle_by_candle_one(btc_2023, rows) -> None:
+    """Same bars (volume summed oldest first), the forming last hour dropped, across the real gap."""
+    columns = [np.asarray(btc_2023[k][:rows]) for k in ("ts", "open", "high", "low", "close", "volume")]
+    columns[0] = columns[0].astype(np.int64)
+    columns[1:] = [c.astype(np.float64) for c in columns[1:]]
+    expected = resample_hourly(zip(*(c.tolist() for c in columns), strict=True))
+    assert resample_hourly_arrays(*columns) == expected
+    if rows == ROWS - 7:  # ends mid-hour: that hour is not a bar yet
+        assert expected[-1].end_ms <= columns[0][-1]
+
+
+def test_the_vectorised_resampler_refuses_rows_out_of_order() -> None:
+    ts = np.array([120_000, 60_000], dtype=np.int64)
+    ones = np.ones(2)
+    with pytest.raises(ValueError, match="increasing"):
+        resample_hourly_arrays(ts, ones, ones, ones, ones, ones)

@@ -1,0 +1,182 @@
+"""Candles as columns: what the fast backtest path reads instead of one pydantic model per candle.
+
+A :class:`SymbolSeries` keeps each price column twice: the exact text the file (or the database's
+``Decimal``) gave, from which a :class:`MinuteCandle` is built only when a message needs one, and
+float64 for the vectorised indicators. ``float(Decimal(text))`` and polars' parse of the same text
+are both correctly rounded, so the floats are the ones the live indicator computes with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from coinpilot.candle_files import candle_paths, read_frame
+from coinpilot.contracts import MinuteCandle
+from coinpilot.indicators.hourly import HourBar, hour_spans, hour_start
+
+PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+ONE_MINUTE = timedelta(minutes=1)
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _extreme(values: npt.NDArray[np.float64], text: list[str], a: int, b: int, *, highest: bool) -> Decimal:
+    """The first maximal (or minimal) ``Decimal`` of ``text[a:b]``, as ``HourBar.add`` keeps it.
+
+    Floats of distinct decimals can only tie when the text has more digits than a float holds;
+    then the decimals themselves decide.
+    """
+    segment = values[a:b]
+    j = int(segment.argmax() if highest else segment.argmin())
+    if np.count_nonzero(segment == segment[j]) == 1:
+        return Decimal(text[a + j])
+    decimals = [Decimal(t) for t in text[a:b]]
+    return max(decimals) if highest else min(decimals)
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSeries:
+    """One symbol's candles, strictly increasing in open time."""
+
+    symbol: str
+    ts_ms: npt.NDArray[np.int64]
+    text: dict[str, list[str]]  # column -> exact decimal text per candle
+    floats: dict[str, npt.NDArray[np.float64]]  # column -> float64 per candle
+
+    def __len__(self) -> int:
+        return len(self.ts_ms)
+
+    def candle(self, i: int) -> MinuteCandle:
+        """The ``i``-th candle as the contract (equal to what ``load_candles`` builds)."""
+        start = datetime.fromtimestamp(int(self.ts_ms[i]) / 1000, UTC)
+        text = self.text
+        return MinuteCandle(
+            symbol=self.symbol,
+            ts_open=start,
+            ts_event=start + ONE_MINUTE,
+            open=Decimal(text["open"][i]),
+            high=Decimal(text["high"][i]),
+            low=Decimal(text["low"][i]),
+            close=Decimal(text["close"][i]),
+            volume=Decimal(text["volume"][i]),
+        )
+
+    def ts_event(self, i: int) -> datetime:
+        return datetime.fromtimestamp(int(self.ts_ms[i]) / 1000, UTC) + ONE_MINUTE
+
+    def hour_bars(self, count: int) -> list[HourBar[Decimal]]:
+        """The first ``count`` hourly buckets with ``Decimal`` prices: ``resample_hourly`` of the
+        candles, built from the text (high/low picked by the floats when no two of them tie)."""
+        first, end = hour_spans(self.ts_ms)
+        text, floats = self.text, self.floats
+        bars = []
+        for a, b in zip(first[:count].tolist(), end[:count].tolist(), strict=True):
+            volumes = [Decimal(v) for v in text["volume"][a:b]]
+            bars.append(
+                HourBar(
+                    hour_start(int(self.ts_ms[a])),
+                    Decimal(text["open"][a]),
+                    _extreme(floats["high"], text["high"], a, b, highest=True),
+                    _extreme(floats["low"], text["low"], a, b, highest=False),
+                    Decimal(text["close"][b - 1]),
+                    sum(volumes[1:], volumes[0]),
+                    b - a,
+                )
+            )
+        return bars
+
+    def candles(self, lo: int, hi: int) -> list[MinuteCandle]:
+        return [self.candle(i) for i in range(lo, hi)]
+
+    def index_at(self, ts: datetime) -> int:
+        """The number of candles that opened before ``ts``."""
+        return int(np.searchsorted(self.ts_ms, _ms(ts), side="left"))
+
+    @classmethod
+    def from_frame(cls, symbol: str, frame: pl.DataFrame) -> SymbolSeries:
+        """From a frame with ``ts`` (int ms) and the price columns as text, sorted by ``ts``."""
+        floats = frame.select(pl.col(c).cast(pl.Float64) for c in PRICE_COLUMNS)
+        return cls(
+            symbol,
+            frame["ts"].to_numpy().astype(np.int64),
+            {c: frame[c].to_list() for c in PRICE_COLUMNS},
+            {c: floats[c].to_numpy() for c in PRICE_COLUMNS},
+        )
+
+    @classmethod
+    def from_candles(cls, symbol: str, candles: Sequence[MinuteCandle]) -> SymbolSeries:
+        """From contracts (e.g. read from ``market_data``); ``str(Decimal)`` round-trips exactly."""
+        text = {c: [str(getattr(candle, c)) for candle in candles] for c in PRICE_COLUMNS}
+        return cls(
+            symbol,
+            np.array([_ms(c.ts_open) for c in candles], dtype=np.int64),
+            text,
+            {c: np.array([float(Decimal(v)) for v in values]) for c, values in text.items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesWindow:
+    """Every symbol's candles; those opening before ``start`` only warm the indicator."""
+
+    series: dict[str, SymbolSeries]
+    start: datetime
+
+    def traded(self) -> int:
+        return sum(len(s) - s.index_at(self.start) for s in self.series.values())
+
+    def warmup(self) -> int:
+        return sum(s.index_at(self.start) for s in self.series.values())
+
+
+def series_by_symbol(candles: Sequence[MinuteCandle]) -> dict[str, SymbolSeries]:
+    grouped: dict[str, list[MinuteCandle]] = {}
+    for candle in candles:
+        grouped.setdefault(candle.symbol, []).append(candle)
+    return {
+        symbol: SymbolSeries.from_candles(symbol, sorted(group, key=lambda c: c.ts_open))
+        for symbol, group in sorted(grouped.items())
+    }
+
+
+def load_series(
+    paths: Sequence[Path],
+    *,
+    symbols: Sequence[str] | None = None,
+    end: datetime | None = None,
+    rename: dict[str, str] | None = None,
+) -> dict[str, SymbolSeries]:
+    """Like :func:`coinpilot.candle_files.load_candles`, as columns per symbol (end exclusive)."""
+    frames = [read_frame(p) for p in candle_paths(paths)]
+    if not frames:
+        return {}
+    frame = pl.concat(frames)
+    if rename:
+        frame = frame.with_columns(pl.col("market").replace(rename))
+    if symbols:
+        frame = frame.filter(pl.col("market").is_in(list(symbols)))
+    if end is not None:
+        frame = frame.filter(pl.col("ts") < _ms(end))
+    frame = frame.unique(subset=["market", "ts"], keep="first", maintain_order=True).sort(["market", "ts"])
+    return {
+        str(market): SymbolSeries.from_frame(str(market), part.sort("ts"))
+        for (market,), part in frame.group_by(["market"], maintain_order=True)
+    }
+
+
+def series_window(series: dict[str, SymbolSeries], start: datetime | None, warmup: timedelta) -> SeriesWindow:
+    """Trade from ``start`` (default: the first candle + ``warmup``), like ``split_window``."""
+    if start is None:
+        first = min((int(s.ts_ms[0]) for s in series.values() if len(s)), default=0)
+        start = datetime.fromtimestamp(first / 1000, UTC) + warmup
+    return SeriesWindow(series, start)
