@@ -23,7 +23,7 @@ from coinpilot.backtest.candidates import (
     regime_codes,
 )
 from coinpilot.backtest.series import SymbolSeries
-from coinpilot.contracts import Regime
+from coinpilot.contracts import MinuteCandle, Regime
 from services.indicator.core import History, IndicatorConfig
 from services.strategy.core import SymbolState
 from services.strategy.params import StrategyParams
@@ -108,7 +108,7 @@ class SymbolRun:
             start,
         )
 
-    def minutes(self, start: datetime, end: datetime) -> list:  # type: ignore[type-arg]
+    def minutes(self, start: datetime, end: datetime) -> list[MinuteCandle]:
         """The candles ``market_data`` would hold in ``[start, end)`` while candle ``cursor`` is handled."""
         lo = self.series.index_at(start)
         hi = min(self.series.index_at(end), self.cursor + 1)
