@@ -23,7 +23,7 @@ from coinpilot.backtest.candidates import (
     next_exit_candidate,
     regime_codes,
 )
-from coinpilot.backtest.engine import BacktestResult
+from coinpilot.backtest.engine import BacktestResult, Engine
 from coinpilot.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
 from coinpilot.backtest.series import (
     PRICE_COLUMNS,
@@ -199,3 +199,17 @@ def test_exit_candidates_never_come_after_the_first_exit_the_core_fires(btc_samp
             fired_before_end += 1
             assert candidate is not None and start <= candidate <= first_exit, (trial, candidate, first_exit)
     assert fired_before_end > 100
+
+
+async def test_the_fast_path_refits_garch_as_the_batch_path_does(shared_data: Path) -> None:
+    """35 days of 2025 BTC: after 210 h of warm-up and 500 traded hours, GARCH refits daily."""
+    end = datetime(2025, 6, 24, tzinfo=UTC)
+    window = split_window(
+        load_candles([shared_data / "BTC_USDT-1m-20250520-20250818.csv.gz"], end=end), None, None
+    )
+    fast_engine, batch_engine = Engine("garch"), Engine("garch")
+    fast = await fast_engine.run_series(to_series(window))
+    batch = await batch_engine.run_batch(window.warmup, window.trade)
+    assert fast_engine.vol_states and fast_engine.vol_states == batch_engine.vol_states
+    assert fast_engine.hourly_closes == batch_engine.hourly_closes
+    assert ledger(fast) == ledger(batch)
