@@ -16,14 +16,20 @@ import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
-from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
+from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.backtest.report import EquityPoint
 from coinpilot.backtest.series import SeriesWindow
 from coinpilot.backtest.timeline import SymbolRun, Timeline
+from coinpilot.backtest.volatility_track import (
+    VolatilityTrack,
+    expected_fits,
+    fit_in_line,
+    start_fitting_ahead,
+)
 from coinpilot.clock import floor_hour, trading_day
 from coinpilot.contracts import (
     AiDecision,
@@ -54,7 +60,8 @@ from services.indicator import core as indicator_core
 from services.risk import core as risk_core
 from services.strategy import core as strategy_core
 
-HOUR = timedelta(hours=1)
+#: From this many GARCH fits on, a run fits them ahead in a worker process (it costs a start-up).
+FIT_AHEAD_MIN = 8
 Progress = Callable[[int, int], None]
 
 
@@ -137,8 +144,7 @@ class Engine:
         self.risk: risk_core.RiskState | None = None
         self.prices: dict[str, tuple[Decimal, datetime]] = {}
         self.reference: dict[date, Decimal] = {}
-        self.vol_states: dict[str, VolatilityState] = {}
-        self.hourly_closes: dict[str, list[tuple[datetime, Decimal]]] = {}
+        self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol))
         self.book = agent_core.ContextBook()
         self.guard = guardbook.GuardBook()
         self.balances: dict[str, Decimal] = {}
@@ -234,6 +240,21 @@ class Engine:
         runs = [r for r in runs if r.first < len(r.series)]
         self._runs = {r.series.symbol: r for r in runs}
         timeline = Timeline.merge(runs)
+        hours = {r.series.symbol: r.traded_hours() for r in runs}
+        ahead = None
+        if expected_fits(self.vol, hours) >= FIT_AHEAD_MIN:
+            ahead = start_fitting_ahead(self.vol, hours)
+            self.volatility.fit = ahead
+        try:
+            return await self._run_timeline(runs, timeline, progress)
+        finally:
+            if ahead is not None:
+                ahead.close()
+                self.volatility.fit = fit_in_line(self.vol)
+
+    async def _run_timeline(
+        self, runs: list[SymbolRun], timeline: Timeline, progress: Progress | None
+    ) -> BacktestResult:
         pending: list[tuple[int, int]] = []  # (merged position, run index) of strategy candidates
         for k, run in enumerate(runs):
             self._schedule(pending, k, run, run.first)
@@ -411,41 +432,20 @@ class Engine:
             self.reference[day] = step.reference_equity
         return list(step.out)
 
+    @property
+    def vol_states(self) -> dict[str, VolatilityState]:
+        return self.volatility.states
+
+    @property
+    def hourly_closes(self) -> dict[str, list[tuple[datetime, Decimal]]]:
+        return self.volatility.closes
+
     def _risk_hourly(self, candle: HourlyCandle) -> list[Contract]:
         self._note_price(candle.symbol, candle.close, candle.ts_event)
-        # risk's sorted set of (hour, close), capped: a redelivered hour replaces its entry
-        window = self.hourly_closes.setdefault(candle.symbol, [])
-        if window and window[-1][0] >= candle.ts_open:
-            window[:] = sorted(
-                [w for w in window if w[0] != candle.ts_open] + [(candle.ts_open, candle.close)]
-            )
-        else:
-            window.append((candle.ts_open, candle.close))
-        del window[: -(self.vol.window_hours + 1)]
-        return self._refit_if_due(candle.symbol, candle.ts_event)
-
-    def _refit_if_due(self, symbol: str, now: datetime) -> list[Contract]:
-        before = self.vol_states.get(symbol)
-        last = before.as_of if before is not None else None
-        if not risk_core.refit_due(last, now, self.vol.refit_at_utc):
+        refit = self.volatility.on_hour(candle.symbol, candle.ts_open, candle.close, candle.ts_event)
+        if refit is None or refit.after is None:
             return []
-        closes = [close for ts_open, close in self.hourly_closes.get(symbol, []) if ts_open + HOUR <= now]
-        if len(closes) - 1 < self.vol.min_returns:
-            return []
-        try:
-            fitted = fit_volatility(
-                symbol,
-                closes,
-                now,
-                threshold_pct=self.vol.vol_threshold_hourly_pct,
-                window=self.vol.window_hours,
-                min_returns=self.vol.min_returns,
-            )
-        except VolatilityFitError:
-            self.vol_states.pop(symbol, None)
-            return []
-        self.vol_states[symbol] = fitted
-        alert = risk_core.volatility_alert(before, fitted, now)
+        alert = risk_core.volatility_alert(refit.before, refit.after, candle.ts_event)
         return [] if alert is None else [alert]
 
     # -- agent ------------------------------------------------------------------------------------

@@ -64,6 +64,16 @@ class SymbolRun:
         run.evaluated = first - 1
         return run
 
+    def traded_hours(self) -> list[tuple[datetime, Decimal, datetime]]:
+        """``(open, close, end)`` of every hour closed by a traded candle: risk's hourly input."""
+        bars = self.history.bars
+        return [
+            (_utc(bars[k].start_ms), bars[k].close, _utc(bars[k].start_ms + HOUR_MS))
+            for i in sorted(self.history.closes_at)
+            if i >= self.first
+            for k in self.history.closes_at[i]
+        ]
+
     def closes(self, lo: int, hi: int) -> list[Decimal]:
         if self._closes is None:
             self._closes = [Decimal(t) for t in self.series.text["close"]]

@@ -9,6 +9,7 @@ decisions, rejections, alerts and equity curve as ``run_batch`` on real multi-sy
 from __future__ import annotations
 
 import random
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from coinpilot.backtest import engine as engine_module
 from coinpilot.backtest.candidates import (
     ExitTables,
     HeldPosition,
@@ -32,6 +34,7 @@ from coinpilot.backtest.series import (
     series_by_symbol,
     series_window,
 )
+from coinpilot.backtest.volatility_track import FitsAhead, fit_in_line, fit_key
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Regime
 from coinpilot.demo import sample_files
@@ -201,8 +204,16 @@ def test_exit_candidates_never_come_after_the_first_exit_the_core_fires(btc_samp
     assert fired_before_end > 100
 
 
-async def test_the_fast_path_refits_garch_as_the_batch_path_does(shared_data: Path) -> None:
-    """35 days of 2025 BTC: after 210 h of warm-up and 500 traded hours, GARCH refits daily."""
+@pytest.mark.parametrize("ahead", [False, True], ids=["fits-in-line", "fits-ahead-in-a-worker"])
+async def test_the_fast_path_refits_garch_as_the_batch_path_does(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch, ahead: bool
+) -> None:
+    """35 days of 2025 BTC: after 210 h of warm-up and 500 traded hours, GARCH refits daily;
+    fitted in line or ahead in a worker process, the fits and the ledger are the batch path's."""
+    monkeypatch.setattr(engine_module, "FIT_AHEAD_MIN", 1 if ahead else 10**9)
+    started = []
+    real_start = engine_module.start_fitting_ahead
+    monkeypatch.setattr(engine_module, "start_fitting_ahead", lambda *a: started.append(1) or real_start(*a))
     end = datetime(2025, 6, 24, tzinfo=UTC)
     window = split_window(
         load_candles([shared_data / "BTC_USDT-1m-20250520-20250818.csv.gz"], end=end), None, None
@@ -210,6 +221,23 @@ async def test_the_fast_path_refits_garch_as_the_batch_path_does(shared_data: Pa
     fast_engine, batch_engine = Engine("garch"), Engine("garch")
     fast = await fast_engine.run_series(to_series(window))
     batch = await batch_engine.run_batch(window.warmup, window.trade)
+    assert len(started) == int(ahead)
     assert fast_engine.vol_states and fast_engine.vol_states == batch_engine.vol_states
     assert fast_engine.hourly_closes == batch_engine.hourly_closes
     assert ledger(fast) == ledger(batch)
+
+
+def test_fits_ahead_that_failed_or_missed_are_fitted_in_line() -> None:
+    """A dead worker or a fit it did not make (other closes) costs time, never a different result."""
+    config = load_strategy_config(None).risk_management.volatility
+    now = datetime(2025, 6, 1, tzinfo=UTC)
+    closes = [Decimal(100) + Decimal(k % 7) / 10 + Decimal(k) / 1000 for k in range(config.min_returns + 2)]
+    expected = fit_in_line(config)("KRW-BTC", closes, now)
+    assert expected is not None
+    dead: Future[dict[str, object]] = Future()
+    dead.set_exception(RuntimeError("worker died"))
+    pool = ProcessPoolExecutor(max_workers=1)
+    assert FitsAhead(dead, fit_in_line(config), pool)("KRW-BTC", closes, now) == expected  # type: ignore[arg-type]
+    other: Future[dict[str, object]] = Future()
+    other.set_result({fit_key("KRW-BTC", closes[1:], now): None})
+    assert FitsAhead(other, fit_in_line(config), pool)("KRW-BTC", closes, now) == expected  # type: ignore[arg-type]
