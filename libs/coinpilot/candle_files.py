@@ -68,6 +68,30 @@ def frame_to_candles(frame: pl.DataFrame) -> Iterator[MinuteCandle]:
         )
 
 
+def read_frames(
+    paths: Sequence[Path],
+    *,
+    symbols: Sequence[str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    rename: dict[str, str] | None = None,
+) -> pl.DataFrame | None:
+    """Every file's rows, renamed, filtered and without a repeated (market, ts); None: no file."""
+    frames = [read_frame(p) for p in candle_paths(paths)]
+    if not frames:
+        return None
+    frame = pl.concat(frames)
+    if rename:
+        frame = frame.with_columns(pl.col("market").replace(rename))
+    if symbols:
+        frame = frame.filter(pl.col("market").is_in(list(symbols)))
+    if start is not None:
+        frame = frame.filter(pl.col("ts") >= int(start.timestamp() * 1000))
+    if end is not None:
+        frame = frame.filter(pl.col("ts") < int(end.timestamp() * 1000))
+    return frame.unique(subset=["market", "ts"], keep="first", maintain_order=True)
+
+
 def load_candles(
     paths: Sequence[Path],
     *,
@@ -81,17 +105,8 @@ def load_candles(
     ``rename`` maps a file market to the market to publish it as (e.g. ``USDT-BTC`` -> ``KRW-BTC``
     for a KRW demo on USDT data); ``start``/``end`` bound the candle open time, end exclusive.
     """
-    frames = [read_frame(p) for p in candle_paths(paths)]
-    if not frames:
+    frame = read_frames(paths, symbols=symbols, start=start, end=end, rename=rename)
+    if frame is None:
         return []
-    frame = pl.concat(frames)
-    if rename:
-        frame = frame.with_columns(pl.col("market").replace(rename))
-    if symbols:
-        frame = frame.filter(pl.col("market").is_in(list(symbols)))
-    if start is not None:
-        frame = frame.filter(pl.col("ts") >= int(start.timestamp() * 1000))
-    if end is not None:
-        frame = frame.filter(pl.col("ts") < int(end.timestamp() * 1000))
-    frame = frame.unique(subset=["market", "ts"], keep="first").sort(["ts", "market"])
+    frame = frame.sort(["ts", "market"])
     return list(frame_to_candles(frame))

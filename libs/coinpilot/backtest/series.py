@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from coinpilot.candle_files import candle_paths, read_frame
+from coinpilot.candle_files import read_frames
 from coinpilot.contracts import MinuteCandle
 from coinpilot.indicators.hourly import HourBar, hour_spans, hour_start
 
@@ -157,17 +157,10 @@ def load_series(
     rename: dict[str, str] | None = None,
 ) -> dict[str, SymbolSeries]:
     """Like :func:`coinpilot.candle_files.load_candles`, as columns per symbol (end exclusive)."""
-    frames = [read_frame(p) for p in candle_paths(paths)]
-    if not frames:
+    frame = read_frames(paths, symbols=symbols, end=end, rename=rename)
+    if frame is None:
         return {}
-    frame = pl.concat(frames)
-    if rename:
-        frame = frame.with_columns(pl.col("market").replace(rename))
-    if symbols:
-        frame = frame.filter(pl.col("market").is_in(list(symbols)))
-    if end is not None:
-        frame = frame.filter(pl.col("ts") < _ms(end))
-    frame = frame.unique(subset=["market", "ts"], keep="first", maintain_order=True).sort(["market", "ts"])
+    frame = frame.sort(["market", "ts"])
     return {
         str(market): SymbolSeries.from_frame(str(market), part.sort("ts"))
         for (market,), part in frame.group_by(["market"], maintain_order=True)
