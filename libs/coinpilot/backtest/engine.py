@@ -24,12 +24,7 @@ from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.backtest.report import EquityPoint
 from coinpilot.backtest.series import SeriesWindow
 from coinpilot.backtest.timeline import SymbolRun, Timeline
-from coinpilot.backtest.volatility_track import (
-    VolatilityTrack,
-    expected_fits,
-    fit_in_line,
-    start_fitting_ahead,
-)
+from coinpilot.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.clock import floor_hour, trading_day
 from coinpilot.contracts import (
     AiDecision,
@@ -233,19 +228,21 @@ class Engine:
         the strategy state absorbs in one step (its high-water mark). Equal ledgers to
         :meth:`run_batch` (tests/unit/backtest/test_fast_path.py).
         """
-        runs = [
-            SymbolRun.prepare(s, window.start, self.indicator_config, self.strategy_params)
-            for s in window.series.values()
-        ]
-        runs = [r for r in runs if r.first < len(r.series)]
-        self._runs = {r.series.symbol: r for r in runs}
-        timeline = Timeline.merge(runs)
-        hours = {r.series.symbol: r.traded_hours() for r in runs}
-        ahead = None
-        if expected_fits(self.vol, hours) >= FIT_AHEAD_MIN:
-            ahead = start_fitting_ahead(self.vol, hours)
-            self.volatility.fit = ahead
+        traded_hours = {s.symbol: s.traded_hours(window.start) for s in window.series.values()}
+        ahead = (
+            FitsAhead(self.vol).start() if expected_fits(self.vol, traded_hours) >= FIT_AHEAD_MIN else None
+        )
         try:
+            runs = [
+                SymbolRun.prepare(s, window.start, self.indicator_config, self.strategy_params)
+                for s in window.series.values()
+            ]
+            runs = [r for r in runs if r.first < len(r.series)]
+            self._runs = {r.series.symbol: r for r in runs}
+            timeline = Timeline.merge(runs)
+            if ahead is not None:
+                ahead.submit({r.series.symbol: r.traded_hours() for r in runs})
+                self.volatility.fit = ahead
             return await self._run_timeline(runs, timeline, progress)
         finally:
             if ahead is not None:

@@ -95,6 +95,11 @@ class SymbolSeries:
             )
         return bars
 
+    def traded_hours(self, start: datetime) -> int:
+        """How many hours hold a candle opening at or after ``start``."""
+        traded = self.ts_ms[self.index_at(start) :]
+        return len(np.unique(traded // 3_600_000))
+
     def candles(self, lo: int, hi: int) -> list[MinuteCandle]:
         return [self.candle(i) for i in range(lo, hi)]
 

@@ -3,10 +3,11 @@
 :class:`VolatilityTrack` is what the risk service does with each hourly candle (§4.9): keep the
 last ``window_hours + 1`` closes, refit once a day at ``refit_at_utc`` once ``min_returns`` returns
 exist, drop the state when a fit fails. Its fits depend only on the hourly closes, so the whole
-sequence of fits of a run is known as soon as the indicators are: :func:`start_fitting_ahead`
-computes it in a worker process while the engine runs, and the engine's track takes each fit from
-there (:class:`FitsAhead`) instead of fitting in line. A fit the worker did not make for exactly
-the same closes is made in line, so the result never depends on the worker.
+sequence of fits of a run is known as soon as the indicators are: :class:`FitsAhead`
+computes it in a worker process while the engine runs (the worker imports arch while the engine
+computes indicators, then streams each fit as it is made), and the engine's track takes each fit
+from there (:class:`FitsAhead`) instead of fitting in line. A fit the worker did not make for
+exactly the same closes is made in line, so the result never depends on the worker.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from multiprocessing.connection import Connection
 
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
 from coinpilot.strategy_config import VolatilityConfig
@@ -107,39 +108,81 @@ def fits_of(
     return made
 
 
-def expected_fits(config: VolatilityConfig, hours: dict[str, list[HourlyClose]]) -> int:
+def expected_fits(config: VolatilityConfig, traded_hours: dict[str, int]) -> int:
     """A lower bound of the fits a run makes: one per day once ``min_returns`` hours are in."""
-    return sum(max(0, (len(h) - config.min_returns - 1) // 24 + 1) for h in hours.values())
+    return sum(max(0, (n - config.min_returns - 1) // 24 + 1) for n in traded_hours.values())
 
 
-@dataclass
+def _fit_worker(conn: Connection) -> None:
+    """The worker: import arch while the engine computes indicators, then stream every fit."""
+    from arch import arch_model  # noqa: F401  (the import is the point: it takes ~0.5-1 s)
+
+    config, hours = conn.recv()
+    real = fit_in_line(config)
+
+    def fit_and_send(symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
+        state = real(symbol, closes, now)
+        conn.send((fit_key(symbol, closes, now), state))
+        return state
+
+    track = VolatilityTrack(config, fit_and_send)
+    for symbol, series in hours.items():
+        for ts_open, close, now in series:
+            track.on_hour(symbol, ts_open, close, now)
+    conn.send(None)
+    conn.close()
+
+
 class FitsAhead:
-    """The worker's fits, waited for at the first one the engine needs; misses are fitted in line."""
+    """Fits made by a worker process, received as it makes them; misses are fitted in line.
 
-    future: Future[dict[str, VolatilityState | None]]
-    fallback: Fitter
-    pool: ProcessPoolExecutor
-    _fits: dict[str, VolatilityState | None] | None = None
+    Start it before the indicators are computed (:meth:`start`), hand it the hourly closes when
+    they are known (:meth:`submit`), then use it as the track's fitter. A worker that dies or
+    never answers costs time, never a different result.
+    """
+
+    def __init__(self, config: VolatilityConfig) -> None:
+        self.fallback = fit_in_line(config)
+        self._config = config
+        self._fits: dict[str, VolatilityState | None] = {}
+        self._done = False
+        context = multiprocessing.get_context("fork")  # the engine's modules are loaded already
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_fit_worker, args=(child,), daemon=True)
+
+    def start(self) -> FitsAhead:
+        self._process.start()
+        return self
+
+    def submit(self, hours: dict[str, list[HourlyClose]]) -> None:
+        self._conn.send((self._config, hours))
 
     def __call__(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
-        if self._fits is None:
-            try:
-                self._fits = self.future.result()
-            except Exception:  # a worker that died costs time, never a result
-                self._fits = {}
-            self.pool.shutdown(wait=False)
         key = fit_key(symbol, closes, now)
+        while key not in self._fits and not self._done:
+            self._receive()
         if key in self._fits:
-            return self._fits[key]
+            return self._fits.pop(key)
         return self.fallback(symbol, closes, now)
 
+    def _receive(self) -> None:
+        try:
+            while not self._conn.poll(0.2):
+                if not self._process.is_alive() and not self._conn.poll(0):
+                    self._done = True
+                    return
+            message = self._conn.recv()
+        except (EOFError, OSError):
+            self._done = True
+            return
+        if message is None:
+            self._done = True
+        else:
+            key, state = message
+            self._fits[key] = state
+
     def close(self) -> None:
-        self.future.cancel()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def start_fitting_ahead(config: VolatilityConfig, hours: dict[str, list[HourlyClose]]) -> FitsAhead:
-    """Start :func:`fits_of` in a forked worker: the engine's modules are loaded already, arch is
-    imported there, in parallel with the run (a spawned worker would re-import everything)."""
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    return FitsAhead(pool.submit(fits_of, config, hours), fit_in_line(config), pool)
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+        self._conn.close()

@@ -9,7 +9,6 @@ decisions, rejections, alerts and equity curve as ``run_batch`` on real multi-sy
 from __future__ import annotations
 
 import random
-from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,7 +33,7 @@ from coinpilot.backtest.series import (
     series_by_symbol,
     series_window,
 )
-from coinpilot.backtest.volatility_track import FitsAhead, fit_in_line, fit_key
+from coinpilot.backtest.volatility_track import FitsAhead, fit_in_line
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Regime
 from coinpilot.demo import sample_files
@@ -212,8 +211,8 @@ async def test_the_fast_path_refits_garch_as_the_batch_path_does(
     fitted in line or ahead in a worker process, the fits and the ledger are the batch path's."""
     monkeypatch.setattr(engine_module, "FIT_AHEAD_MIN", 1 if ahead else 10**9)
     started = []
-    real_start = engine_module.start_fitting_ahead
-    monkeypatch.setattr(engine_module, "start_fitting_ahead", lambda *a: started.append(1) or real_start(*a))
+    real_start = FitsAhead.start
+    monkeypatch.setattr(FitsAhead, "start", lambda self: started.append(1) or real_start(self))
     end = datetime(2025, 6, 24, tzinfo=UTC)
     window = split_window(
         load_candles([shared_data / "BTC_USDT-1m-20250520-20250818.csv.gz"], end=end), None, None
@@ -228,16 +227,18 @@ async def test_the_fast_path_refits_garch_as_the_batch_path_does(
 
 
 def test_fits_ahead_that_failed_or_missed_are_fitted_in_line() -> None:
-    """A dead worker or a fit it did not make (other closes) costs time, never a different result."""
+    """A gone worker or a fit it did not make (other closes) costs time, never a different result."""
     config = load_strategy_config(None).risk_management.volatility
     now = datetime(2025, 6, 1, tzinfo=UTC)
     closes = [Decimal(100) + Decimal(k % 7) / 10 + Decimal(k) / 1000 for k in range(config.min_returns + 2)]
     expected = fit_in_line(config)("KRW-BTC", closes, now)
     assert expected is not None
-    dead: Future[dict[str, object]] = Future()
-    dead.set_exception(RuntimeError("worker died"))
-    pool = ProcessPoolExecutor(max_workers=1)
-    assert FitsAhead(dead, fit_in_line(config), pool)("KRW-BTC", closes, now) == expected  # type: ignore[arg-type]
-    other: Future[dict[str, object]] = Future()
-    other.set_result({fit_key("KRW-BTC", closes[1:], now): None})
-    assert FitsAhead(other, fit_in_line(config), pool)("KRW-BTC", closes, now) == expected  # type: ignore[arg-type]
+    gone = FitsAhead(config).start()
+    gone.close()
+    assert gone("KRW-BTC", closes, now) == expected
+    idle = FitsAhead(config).start()
+    try:
+        idle.submit({"KRW-BTC": []})  # no hour, no fit: the worker finishes without making this one
+        assert idle("KRW-BTC", closes, now) == expected
+    finally:
+        idle.close()
