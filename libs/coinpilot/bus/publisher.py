@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
@@ -15,6 +17,18 @@ from coinpilot.contracts import Contract, DeadLetter
 from coinpilot.errors import TransientError
 
 
+def _headers(msg: Contract, run_id: str, trace_id: str | None) -> dict[str, str]:
+    msg_id = msg.msg_id()
+    return h.build_headers(
+        msg_id=msg_id,
+        run_id=run_id,
+        trace_id=trace_id or msg_id,
+        ts_event=msg.ts_event,
+        published_at=wall_clock_now(),
+        schema=f"{type(msg).__name__}/v{msg.schema_version}",
+    )
+
+
 class Bus:
     """Publishes contracts for one service; every publish waits for the stream's ack."""
 
@@ -24,15 +38,28 @@ class Bus:
         self._timeout = timeout
 
     async def publish(self, msg: Contract, *, run_id: str, trace_id: str | None = None) -> None:
-        headers = h.build_headers(
-            msg_id=msg.msg_id(),
-            run_id=run_id,
-            trace_id=trace_id or msg.msg_id(),
-            ts_event=msg.ts_event,
-            published_at=wall_clock_now(),
-            schema=f"{type(msg).__name__}/v{msg.schema_version}",
-        )
-        await self.publish_raw(msg.subject(), msg.to_json(), headers)
+        await self.publish_raw(msg.subject(), msg.to_json(), _headers(msg, run_id, trace_id))
+
+    async def publish_batch(self, items: Sequence[tuple[Contract, str, str | None]]) -> None:
+        """Publish ``(message, run id, trace id)`` items in order, then wait for all their acks.
+
+        The messages are written to the connection one after another (so a stream stores them in
+        this order) without a round trip each; any failed or missing ack fails the whole call,
+        and a retry is safe because every message carries its Nats-Msg-Id.
+        """
+        if not items:
+            return
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for msg, run_id, trace_id in items:
+                headers = _headers(msg, run_id, trace_id)
+                futures.append(await self._js.publish_async(msg.subject(), msg.to_json(), headers=headers))
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=self._timeout)
+        except (NatsError, JetStreamError, TimeoutError) as exc:
+            for future in futures:
+                future.cancel()
+            what = f"{type(exc).__name__}: {exc}"
+            raise TransientError(f"publish of {len(items)} messages failed: {what}") from exc
 
     async def publish_all(self, msgs: Iterable[Contract], *, run_id: str, trace_id: str | None) -> None:
         for msg in msgs:

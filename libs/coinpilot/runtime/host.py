@@ -12,16 +12,15 @@ from typing import Any
 
 import uvicorn
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker
 from faststream.security import BaseSecurity, SASLPlaintext
-from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from coinpilot import metrics as m
-from coinpilot.bus import Bus, Consumer, ensure_streams, process, stream_for_subject
+from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
 from coinpilot.bus.connect import connect_options
 from coinpilot.runtime.definition import SERVICES, Runtime, ServiceDefinition
 from coinpilot.runtime.probes import build_probe_app
+from coinpilot.runtime.pull import PullLoop
 from coinpilot.settings import CommonSettings
 
 log = logging.getLogger("coinpilot.runtime")
@@ -43,6 +42,8 @@ def service_label(name: str) -> str:
 
 
 def make_broker(settings: CommonSettings, name: str) -> NatsBroker:
+    """The FastStream broker that owns the NATS connection (reconnects, auth, TLS); consumers are
+    ``PullLoop`` objects on its JetStream context, publishing goes through :class:`Bus`."""
     opts = connect_options(settings, name)
     security: BaseSecurity | None = None
     tls = opts.pop("tls", None)
@@ -61,11 +62,6 @@ def make_broker(settings: CommonSettings, name: str) -> NatsBroker:
     )
 
 
-async def _the_message_itself(msg: NatsMessage) -> NatsMessage:
-    """Decoder handing the handler the message untouched: the ladder parses bytes into contracts."""
-    return msg
-
-
 class ServiceHost:
     """Hosts services sharing one NATS connection, one HTTP probe server and one shutdown."""
 
@@ -77,6 +73,7 @@ class ServiceHost:
         self.runtimes: list[Runtime] = []
         self.definitions: list[ServiceDefinition] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._loops: list[PullLoop] = []
         self._http: uvicorn.Server | None = None
         self._db: Any = None
         self._cache: Any = None
@@ -101,12 +98,13 @@ class ServiceHost:
             definition = load_definition(name, rt)
             self.runtimes.append(rt)
             self.definitions.append(definition)
-            for consumer in definition.consumers:
-                self._subscribe(rt, consumer)
+            self._loops.extend(self._pull_loop(rt, consumer) for consumer in definition.consumers)
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             if definition.on_start is not None:
                 await definition.on_start(rt)
         await self.broker.start()
+        for loop in self._loops:
+            await loop.start()
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             for task in definition.tasks:
                 self._tasks.append(asyncio.create_task(self._guard(rt, task), name=f"{rt.service}-task"))
@@ -116,7 +114,8 @@ class ServiceHost:
         log.info("started %s", ", ".join(self.names))
 
     async def stop(self) -> None:
-        """Stop taking messages, let the in-flight one finish and ack, then close connections."""
+        """Stop taking messages, let the in-flight batch finish and ack, then close connections."""
+        await asyncio.gather(*(loop.stop() for loop in self._loops))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -172,38 +171,16 @@ class ServiceHost:
             cache = Cache(self.settings.redis_url)
         return db, cache
 
-    def _subscribe(self, rt: Runtime, consumer: Consumer) -> None:
-        spec = stream_for_subject(consumer.subject)
+    def _pull_loop(self, rt: Runtime, consumer: Consumer) -> PullLoop:
         settings = self.settings
-        batch = consumer.batch_size or settings.pull_batch_size
-        subscriber = self.broker.subscriber(
-            consumer.subject,
-            stream=JStream(spec.name, declare=False),
-            durable=consumer.durable,
-            pull_sub=PullSub(batch_size=batch, timeout=1.0),
-            config=ConsumerConfig(
-                durable_name=consumer.durable,
-                ack_policy=JsAckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL,
-                ack_wait=settings.ack_wait_seconds,
-                max_deliver=-1,
-                max_ack_pending=batch * 4,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            no_reply=True,
-            decoder=_the_message_itself,
-            title=f"{rt.service}:{consumer.durable}",
+        return PullLoop(
+            self.broker.config.connection_state.stream,
+            rt.bus,
+            consumer,
+            batch_size=consumer.batch_size or settings.pull_batch_size,
+            max_deliver=settings.max_deliver,
+            ack_wait=settings.ack_wait_seconds,
         )
-        bus, max_deliver = rt.bus, settings.max_deliver
-        # FastStream hands a fetched batch to concurrent tasks, started in stream order; the lock
-        # (FIFO) makes them take turns, so a consumer handles one message at a time, in order.
-        in_order = asyncio.Lock()
-
-        async def handle(msg: NatsMessage) -> None:
-            async with in_order:
-                await process(msg.raw_message, consumer, bus, max_deliver)
-
-        subscriber(handle)
 
     async def _guard(self, rt: Runtime, task: Any) -> None:
         """Run a background task; if it crashes, log it and restart it after a pause."""
