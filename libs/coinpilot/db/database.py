@@ -27,11 +27,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class Database:
-    """``create_async_engine(url, pool_pre_ping=True)`` plus sessions that commit or roll back."""
+    """An async engine plus sessions that commit or roll back.
+
+    No ``pool_pre_ping``: it costs a round trip per transaction on the hot path. A connection
+    that died meanwhile (a database restart) fails its first statement instead; SQLAlchemy then
+    discards it (and the pool's other stale connections), the session surfaces
+    :class:`TransientError`, and the ladder's NAK retries on a fresh connection.
+    """
 
     def __init__(self, url: str, **engine_options: Any) -> None:
         self.url = url
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True, **engine_options)
+        self.engine: AsyncEngine = create_async_engine(url, **engine_options)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @asynccontextmanager

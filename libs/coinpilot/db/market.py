@@ -82,6 +82,34 @@ WHERE ({", ".join(f"market_data.{c}" for c in VALUE_COLUMNS)})
 """
 
 
+# The same merge from arrays, for a run of live candles (one round trip, no temp table).
+_MERGE_ARRAYS = f"""
+INSERT INTO market_data ({", ".join(COPY_COLUMNS)})
+SELECT DISTINCT ON (symbol, interval, timestamp) {", ".join(COPY_COLUMNS)}
+FROM unnest($1::varchar[], $2::varchar[], $3::timestamptz[],
+            $4::numeric[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+     WITH ORDINALITY AS batch({", ".join(COPY_COLUMNS)}, seq)
+ORDER BY symbol, interval, timestamp, seq DESC
+ON CONFLICT (symbol, interval, timestamp) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in VALUE_COLUMNS)}
+WHERE ({", ".join(f"market_data.{c}" for c in VALUE_COLUMNS)})
+    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in VALUE_COLUMNS)})
+"""
+
+
+async def upsert_candles(db: Database, candles: Sequence[MinuteCandle | HourlyCandle | CandleRow]) -> int:
+    """Upsert a run of candles in one statement; the last of a repeated candle wins.
+
+    Returns the rows written (inserted, or corrected because a value differed).
+    """
+    if not candles:
+        return 0
+    columns = list(zip(*(candle_row(c) for c in candles), strict=True))
+    async with db.engine.begin() as conn:
+        result = await conn.exec_driver_sql(_MERGE_ARRAYS, tuple(list(c) for c in columns))
+        return int(result.rowcount)
+
+
 async def copy_candles(db: Database, rows: Iterable[MinuteCandle | HourlyCandle | CandleRow]) -> int:
     """Bulk import: COPY into a temp table, then merge into ``market_data`` in one transaction.
 
@@ -232,4 +260,5 @@ __all__: Sequence[str] = (
     "load_rows",
     "minute_candle",
     "upsert_candle",
+    "upsert_candles",
 )
