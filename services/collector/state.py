@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import func, select
 
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database, MarketData
-from coinpilot.db.market import CandleRow, copy_candles, upsert_candle
+from coinpilot.db.market import CandleRow, copy_candles, upsert_candles
 from services.collector.core import StoredRange
 
 
@@ -28,7 +28,7 @@ async def store_candles(db: Database, candles: Iterable[MinuteCandle | CandleRow
     return await copy_candles(db, candles)
 
 
-async def record_candle(db: Database, candle: MinuteCandle) -> bool:
-    """Upsert one candle; True when a row was inserted or corrected, False when it was there already."""
-    async with db.session() as session:
-        return await upsert_candle(session, candle)
+async def record_candles(db: Database, candles: Sequence[MinuteCandle]) -> int:
+    """Upsert a run of candles in one statement (the later of a repeated candle wins); returns
+    how many rows were inserted or corrected."""
+    return await upsert_candles(db, candles)

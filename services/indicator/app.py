@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 from coinpilot.contracts import Contract, MinuteCandle
@@ -31,20 +30,13 @@ def build(rt: Runtime) -> ServiceDefinition:
         log=rt.log,
         gauge_run_id=rt.settings.run_id,
     )
-    # FastStream hands a fetched batch to concurrent tasks (started in stream order). The state is
-    # per symbol and ordered, so candles are handled one at a time, and their outputs published
-    # here, before the next candle, so snapshots leave in candle order too (then the runtime acks).
-    in_order = asyncio.Lock()
 
-    async def on_candle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
-        async with in_order:
-            out = await handler.handle(d.message, d.run_id)
-            await rt.bus.publish_all(out, run_id=d.run_id, trace_id=d.trace_id)
-        return ()
+    async def on_candles(ds: Sequence[Delivery[MinuteCandle]]) -> list[tuple[Contract, ...]]:
+        """A fetched run of candles, in stream order; the runtime publishes the outputs in that
+        order (so snapshots leave in candle order) and then acks."""
+        return await handler.handle_batch([(d.message, d.run_id) for d in ds])
 
     return ServiceDefinition(
         name="indicator",
-        consumers=[
-            Consumer(subject=SUBJECT, durable=DURABLE, handler=on_candle, parse=parser_for(MinuteCandle))
-        ],
+        consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parser_for(MinuteCandle))],
     )

@@ -9,7 +9,8 @@ query, never a wrong value.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -58,25 +59,39 @@ class CandleHandler:
 
     async def handle(self, candle: MinuteCandle, run_id: str) -> tuple[Contract, ...]:
         """Outputs of ``candle``; a redelivered candle gets its earlier outputs again (deduped by id)."""
+        return (await self.handle_batch([(candle, run_id)]))[0]
+
+    async def handle_batch(self, items: Sequence[tuple[MinuteCandle, str]]) -> list[tuple[Contract, ...]]:
+        """Outputs of each ``(candle, run id)`` in order; their regime rows written in one statement
+        per run before they are returned (and so before they are published)."""
+        outputs: list[tuple[Contract, ...]] = []
+        regimes: dict[str, list[RegimeUpdate]] = defaultdict(list)
+        for candle, run_id in items:
+            out = await self._step(candle, run_id)
+            outputs.append(out)
+            regimes[run_id].extend(m for m in out if isinstance(m, RegimeUpdate))
+        for run_id, updates in regimes.items():
+            if not updates:
+                continue
+            await state.save_regimes(self.db, run_id, updates)
+            for update in updates:
+                await state.cache_regime(self.cache, run_id, update, self.regime_ttl_seconds)
+                if run_id == self.gauge_run_id:
+                    state.publish_regime_gauge(update)
+        return outputs
+
+    async def _step(self, candle: MinuteCandle, run_id: str) -> tuple[Contract, ...]:
         entry = await self._entry(candle, run_id)
         step = core.on_candle(entry.state, candle, self.config)
         metrics.CANDLES.labels(candle.symbol, step.outcome.value).inc()
-        if step.outcome is core.CandleOutcome.PROCESSED:
-            out = step.out
-            entry.state = step.state
-            entry.remember(candle.ts_open, out, self.keep_outputs)
-            snapshot = out[-1]
-            if isinstance(snapshot, IndicatorSnapshot) and snapshot.gap_minutes:
-                metrics.MISSING_MINUTES.labels(candle.symbol).inc(snapshot.gap_minutes)
-        else:
-            out = entry.recent.get(candle.ts_open, ())
-        updates = [m for m in out if isinstance(m, RegimeUpdate)]
-        await state.save_regimes(self.db, run_id, updates)
-        for update in updates:
-            await state.cache_regime(self.cache, run_id, update, self.regime_ttl_seconds)
-            if run_id == self.gauge_run_id:
-                state.publish_regime_gauge(update)
-        return out
+        if step.outcome is not core.CandleOutcome.PROCESSED:
+            return entry.recent.get(candle.ts_open, ())
+        entry.state = step.state
+        entry.remember(candle.ts_open, step.out, self.keep_outputs)
+        snapshot = step.out[-1]
+        if isinstance(snapshot, IndicatorSnapshot) and snapshot.gap_minutes:
+            metrics.MISSING_MINUTES.labels(candle.symbol).inc(snapshot.gap_minutes)
+        return step.out
 
     async def _entry(self, candle: MinuteCandle, run_id: str) -> SymbolEntry:
         key = (run_id, candle.symbol)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from coinpilot.clock import wall_clock_now
-from coinpilot.contracts import Contract, EntrySignal, Fill, IndicatorSnapshot, OrderRejected
+from coinpilot.contracts import Contract, EntrySignal, ExitSignal, Fill, IndicatorSnapshot, OrderRejected
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from services.strategy import core, metrics, state
@@ -29,26 +29,39 @@ def build(rt: Runtime) -> ServiceDefinition:
     params = settings.params(rt.settings.strategy_config)
     mirror = state.Mirror(rt.cache, settings.cache_retry_seconds)
 
-    async def on_snapshot(d: Delivery[IndicatorSnapshot]) -> Sequence[Contract]:
-        snapshot = d.message
+    async def on_snapshots(ds: Sequence[Delivery[IndicatorSnapshot]]) -> list[Sequence[Contract]]:
+        """A fetched run of snapshots, in stream order, in one transaction holding their symbols'
+        row locks; each symbol's state is read once, carried through its candles, written once."""
+        outputs: list[Sequence[Contract]] = []
+        statuses: dict[state.Key, dict[str, object]] = {}
+        positions: dict[state.Key, core.Position | None] = {}
         async with db.session() as session:
-            before = await state.load_state(session, d.run_id, snapshot.symbol)
-            step = core.on_snapshot(before, snapshot, params)
-            if step.state != before:
-                await state.save_state(session, d.run_id, step.state, wall_clock_now())
-        evaluation = step.evaluation
-        if evaluation is not None:
-            metrics.EVALUATIONS.labels(snapshot.symbol, evaluation.action.value, evaluation.reason).inc()
-            await mirror.status(
-                d.run_id, snapshot.symbol, core.status_payload(step.state, snapshot, evaluation)
-            )
-            await mirror.hwm(d.run_id, snapshot.symbol, step.state.position)
-        for signal in step.out:
+            states = await state.lock_states(session, [(d.run_id, d.message.symbol) for d in ds])
+            before = dict(states)
+            for d in ds:
+                snapshot, key = d.message, (d.run_id, d.message.symbol)
+                step = core.on_snapshot(states[key], snapshot, params)
+                states[key] = step.state
+                outputs.append(step.out)
+                evaluation = step.evaluation
+                if evaluation is not None:
+                    metrics.EVALUATIONS.labels(
+                        snapshot.symbol, evaluation.action.value, evaluation.reason
+                    ).inc()
+                    statuses[key] = core.status_payload(step.state, snapshot, evaluation)
+                    positions[key] = step.state.position
+                _count_signals(step.out)
+            changed = [(run_id, s) for (run_id, symbol), s in states.items() if s != before[(run_id, symbol)]]
+            await state.save_states(session, changed, wall_clock_now())
+        await mirror.after_batch(statuses, positions)
+        return outputs
+
+    def _count_signals(signals: Sequence[EntrySignal | ExitSignal]) -> None:
+        for signal in signals:
             kind = "entry" if isinstance(signal, EntrySignal) else "exit"
             reason = signal.reason if isinstance(signal, EntrySignal) else signal.exit_reason
             metrics.SIGNALS.labels(signal.symbol, kind, reason.value).inc()
             rt.log.info("%s signal %s %s at %s", kind, signal.symbol, reason.value, signal.price)
-        return step.out
 
     async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
         fill = d.message
@@ -89,7 +102,7 @@ def build(rt: Runtime) -> ServiceDefinition:
     return ServiceDefinition(
         name="strategy",
         consumers=[
-            Consumer(INDICATORS, INDICATORS_DURABLE, on_snapshot, parser_for(IndicatorSnapshot)),
+            Consumer.of_batches(INDICATORS, INDICATORS_DURABLE, on_snapshots, parser_for(IndicatorSnapshot)),
             Consumer(FILLS, FILLS_DURABLE, on_fill, parser_for(Fill)),
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
         ],

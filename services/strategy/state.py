@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +51,8 @@ def decode_pending(symbol: str, last_reason: str | None) -> tuple[str | None, st
     return None, last_reason
 
 
-def to_state(row: StrategyState) -> SymbolState:
+def to_state(row: Any) -> SymbolState:
+    """From a ``strategy_state`` row (ORM object or Core row: the same attribute names)."""
     position = None
     if (
         row.has_position
@@ -71,26 +73,38 @@ def to_state(row: StrategyState) -> SymbolState:
     return SymbolState(row.symbol, position, pending, last, reason)
 
 
-async def load_state(session: AsyncSession, run_id: str, symbol: str) -> SymbolState:
-    """The symbol's state, row-locked until the transaction ends (serialises every consumer)."""
+Key = tuple[str, str]  # (run id, symbol)
+
+
+async def lock_states(session: AsyncSession, keys: Iterable[Key]) -> dict[Key, SymbolState]:
+    """The states of ``keys`` (created when new), row-locked until the transaction ends.
+
+    Rows are locked in key order, so two units of work over overlapping symbols never deadlock.
+    """
+    ordered = sorted(set(keys))
     await session.execute(
         insert(StrategyState)
-        .values(run_id=run_id, symbol=symbol)
+        .values([{"run_id": run_id, "symbol": symbol} for run_id, symbol in ordered])
         .on_conflict_do_nothing(index_elements=["run_id", "symbol"])
     )
-    row = (
-        await session.execute(
-            select(StrategyState)
-            .where(StrategyState.run_id == run_id, StrategyState.symbol == symbol)
-            .with_for_update()
-        )
-    ).scalar_one()
-    return to_state(row)
+    t = StrategyState.__table__.c
+    rows = await session.execute(
+        select(*StrategyState.__table__.c)
+        .where(tuple_(t.run_id, t.symbol).in_(ordered))
+        .order_by(t.run_id, t.symbol)
+        .with_for_update()
+    )
+    return {(row.run_id, row.symbol): to_state(row) for row in rows}
 
 
-async def save_state(session: AsyncSession, run_id: str, state: SymbolState, now: datetime) -> None:
+async def load_state(session: AsyncSession, run_id: str, symbol: str) -> SymbolState:
+    """The symbol's state, row-locked until the transaction ends (serialises every consumer)."""
+    return (await lock_states(session, [(run_id, symbol)]))[(run_id, symbol)]
+
+
+def _values(state: SymbolState, now: datetime) -> dict[str, object]:
     position = state.position
-    values = {
+    return {
         "has_position": position is not None,
         "position_id": position.position_id if position else None,
         "avg_price": position.avg_price if position else None,
@@ -102,11 +116,27 @@ async def save_state(session: AsyncSession, run_id: str, state: SymbolState, now
         "last_reason": encode_reason(state),
         "updated_at": now,
     }
+
+
+async def save_states(
+    session: AsyncSession, states: Iterable[tuple[str, SymbolState]], now: datetime
+) -> None:
+    """Upsert ``(run id, state)`` rows in one statement."""
+    rows = [{"run_id": run_id, "symbol": state.symbol, **_values(state, now)} for run_id, state in states]
+    if not rows:
+        return
+    statement = insert(StrategyState).values(rows)
+    excluded = statement.excluded
     await session.execute(
-        insert(StrategyState)
-        .values(run_id=run_id, symbol=state.symbol, **values)
-        .on_conflict_do_update(index_elements=["run_id", "symbol"], set_=values)
+        statement.on_conflict_do_update(
+            index_elements=["run_id", "symbol"],
+            set_={column: excluded[column] for column in rows[0] if column not in ("run_id", "symbol")},
+        )
     )
+
+
+async def save_state(session: AsyncSession, run_id: str, state: SymbolState, now: datetime) -> None:
+    await save_states(session, [(run_id, state)], now)
 
 
 async def load_all(session: AsyncSession, run_id: str) -> list[SymbolState]:
@@ -125,12 +155,6 @@ class Mirror:
         self.retry_seconds = retry_seconds
         self._down_until = 0.0
 
-    async def status(self, run_id: str, symbol: str, payload: dict[str, object]) -> None:
-        key = keys.bot_status(symbol, run_id)
-        await self._write(
-            "bot_status", lambda c: c.set(key, json.dumps(payload), keys.BOT_STATUS_TTL_SECONDS)
-        )
-
     async def hwm(self, run_id: str, symbol: str, position: Position | None) -> None:
         key = keys.position_hwm(symbol, run_id)
         if position is None:
@@ -138,6 +162,30 @@ class Mirror:
         else:
             value = format(position.high_water_mark, "f")
             await self._write("position_hwm", lambda c: c.set(key, value))
+
+    async def after_batch(
+        self, statuses: Mapping[Key, dict[str, object]], positions: Mapping[Key, Position | None]
+    ) -> None:
+        """The keys as a run of candles left them (the last status and HWM of each symbol), in one
+        pipeline: a mirror only needs the latest values."""
+        if not statuses and not positions:
+            return
+
+        async def write(cache: Cache) -> None:
+            async with cache.client.pipeline(transaction=False) as pipe:
+                for (run_id, symbol), payload in statuses.items():
+                    pipe.set(
+                        keys.bot_status(symbol, run_id), json.dumps(payload), ex=keys.BOT_STATUS_TTL_SECONDS
+                    )
+                for (run_id, symbol), position in positions.items():
+                    key = keys.position_hwm(symbol, run_id)
+                    if position is None:
+                        pipe.delete(key)
+                    else:
+                        pipe.set(key, format(position.high_water_mark, "f"))
+                await pipe.execute()
+
+        await self._write("bot_status+position_hwm", write)
 
     async def hwms(self, run_id: str, states: Sequence[SymbolState]) -> None:
         for state in states:
