@@ -26,6 +26,7 @@ from coinpilot.contracts import MinuteCandle
 from coinpilot.replay.pacing import Pace
 
 Progress = Callable[[int, int], None]
+MAX_PACE_WINDOW = 256  # candles in flight at pace max (the stream stores them in order)
 
 
 @dataclass
@@ -89,6 +90,12 @@ async def replay_candles(
     result = ReplayResult(run_id=run_id)
     started = time.perf_counter()
     previous = None
+    unsent: list[MinuteCandle] = []  # pace max: candles written back to back, acks awaited per window
+
+    async def send() -> None:
+        await bus.publish_batch([(c, run_id, None) for c in unsent])
+        unsent.clear()
+
     for ts, group in groupby(candles, key=lambda c: c.ts_open):
         batch = sorted(group, key=lambda c: c.symbol)
         delay = pace.wall_delay(previous, ts)
@@ -99,12 +106,16 @@ async def replay_candles(
                 await bus.publish(candle, run_id=run_id)
                 result.drain_waits.append(await wait_drained(js, timeout=drain_timeout))
         else:
-            await asyncio.gather(*(bus.publish(c, run_id=run_id) for c in batch))
+            unsent.extend(batch)
+            if pace.mode != "max" or len(unsent) >= MAX_PACE_WINDOW:
+                await send()
         result.candles += len(batch)
         result.timestamps += 1
         if progress is not None:
             progress(result.candles, len(candles))
         previous = ts
+    if unsent:
+        await send()
     if pace.mode != "lockstep":
         await wait_drained(js, timeout=drain_timeout)
     result.seconds = time.perf_counter() - started
