@@ -78,6 +78,9 @@ class ServiceHost:
         self._db: Any = None
         self._cache: Any = None
         self.stopped = asyncio.Event()
+        # Set when stopping. Background loops check it, not only their cancellation: nats-py turns a
+        # CancelledError inside a request into its TimeoutError, which a loop may catch and go on.
+        self._closing = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -115,12 +118,9 @@ class ServiceHost:
 
     async def stop(self) -> None:
         """Stop taking messages, let the in-flight batch finish and ack, then close connections."""
+        self._closing.set()
         await asyncio.gather(*(loop.stop() for loop in self._loops))
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._cancel_tasks()
         await self.broker.stop()
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             if definition.on_stop is not None:
@@ -182,21 +182,40 @@ class ServiceHost:
             ack_wait=settings.ack_wait_seconds,
         )
 
+    async def _cancel_tasks(self) -> None:
+        """Cancel the background tasks until they end: a cancellation swallowed inside a library
+        call (see ``_closing``) is repeated, bounded by the graceful timeout."""
+        pending = {task for task in self._tasks if not task.done()}
+        deadline = asyncio.get_running_loop().time() + self.settings.graceful_timeout_seconds
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.5)
+        for task in pending:
+            log.error("background task %s did not stop within the graceful timeout", task.get_name())
+
     async def _guard(self, rt: Runtime, task: Any) -> None:
         """Run a background task; if it crashes, log it and restart it after a pause."""
-        while True:
+        while not self._closing.is_set():
             try:
                 await task(rt)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if self._closing.is_set():
+                    return
                 rt.log.exception("background task of %s crashed; restarting in 5 s", rt.service)
-                await asyncio.sleep(5)
+                await self._pause(5)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up when the host starts stopping."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
     async def _watch_consumers(self) -> None:
         js = self.broker.config.connection_state.stream
-        while True:
+        while not self._closing.is_set():
             for rt, definition in zip(self.runtimes, self.definitions, strict=True):
                 for consumer in definition.consumers:
                     spec = stream_for_subject(consumer.subject)
@@ -208,7 +227,7 @@ class ServiceHost:
                         )
             with contextlib.suppress(Exception):
                 await self.ready_checks()
-            await asyncio.sleep(5)
+            await self._pause(5)
 
     async def _start_http(self) -> None:
         app = build_probe_app(self.ready_checks)
