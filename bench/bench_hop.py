@@ -2,8 +2,10 @@
 
 Compares, in the same run and on the same private nats-server:
   raw      nats-py pull consumer that forwards each body to the next subject and acks
-  runtime  CoinPilot's ServiceHost (FastStream pull subscriber + our ladder): parse the contract,
-           build the output contract, publish with standard headers and dedup id, ack
+  runtime  CoinPilot's ServiceHost (its pull loop + our ladder), one message at a time: parse the
+           contract, build the output contract, publish with standard headers and dedup id, ack
+  batches  the same as a batch consumer (``Consumer.of_batches``): a fetched run per handler call,
+           its outputs published back to back, then the acks (what indicator/strategy/recorder do)
 Each side drains N pre-published candles; throughput = N / time to the last output stored.
 Usage: python bench/bench_hop.py [N]
 """
@@ -60,16 +62,16 @@ async def raw_hop(url: str, n: int) -> float:
     return n / elapsed
 
 
-async def runtime_hop(url: str, n: int) -> float:
+async def runtime_hop(url: str, n: int, service: str, symbol: str) -> float:
     nc = await nats.connect(url)
     js = nc.jetstream()
     await js.purge_stream("CANDLES")  # the echo consumer reads candles.1m.*: only this run's candles
-    await preload(js, n, "KRW-CP")
+    await preload(js, n, symbol)
     settings = CommonSettings(nats_url=url, database_url="", redis_url="", pull_batch_size=32)
-    host = ServiceHost(["tests.support.echo_service:build"], settings, serve_http=False)
+    host = ServiceHost([f"tests.support.echo_service:{service}"], settings, serve_http=False)
     started = time.perf_counter()
     await host.start()
-    await wait_outputs(js, "INDICATORS", "indicators.1m.KRW-CP", n)
+    await wait_outputs(js, "INDICATORS", f"indicators.1m.{symbol}", n)
     elapsed = time.perf_counter() - started
     await host.stop()
     await nc.close()
@@ -84,12 +86,14 @@ async def main(n: int) -> None:
         await ensure_streams(nc.jetstream())
         await nc.close()
         raw = await raw_hop(server.url, n)
-        ours = await runtime_hop(server.url, n)
+        ours = await runtime_hop(server.url, n, "build", "KRW-CP")
+        batched = await runtime_hop(server.url, n, "build_batches", "KRW-CPB")
     finally:
         server.close()
-    print(f"one hop over real NATS JetStream, {n} messages, pull batch 32, one consumer")
-    print(f"  raw nats-py hop        {raw:10,.0f} msg/s")
-    print(f"  CoinPilot runtime hop  {ours:10,.0f} msg/s   ({ours / raw:.0%} of raw)")
+    print(f"one hop over real NATS JetStream, {n} messages, one consumer")
+    print(f"  raw nats-py hop (fetch 32)             {raw:10,.0f} msg/s")
+    print(f"  CoinPilot runtime hop, one at a time   {ours:10,.0f} msg/s   ({ours / raw:.0%} of raw)")
+    print(f"  CoinPilot runtime hop, batch consumer  {batched:10,.0f} msg/s   ({batched / raw:.0%} of raw)")
 
 
 if __name__ == "__main__":

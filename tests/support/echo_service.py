@@ -51,3 +51,15 @@ def build(rt: Runtime) -> ServiceDefinition:
             )
         ],
     )
+
+
+def build_batches(rt: Runtime) -> ServiceDefinition:
+    """The same echo as a batch consumer (one handler call per fetched run), for bench_hop."""
+
+    async def on_candles(ds: Sequence[Delivery[MinuteCandle]]) -> list[Sequence[Contract]]:
+        return [[echo(d.message)] for d in ds]
+
+    return ServiceDefinition(
+        name="echo",
+        consumers=[Consumer.of_batches("candles.1m.*", "echo-batches", on_candles, parser_for(MinuteCandle))],
+    )
