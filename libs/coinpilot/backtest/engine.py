@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.backtest.report import EquityPoint
+from coinpilot.backtest.report import ChartRenderer, EquityPoint
 from coinpilot.backtest.series import SeriesWindow
 from coinpilot.backtest.timeline import SymbolRun, Timeline
 from coinpilot.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
@@ -82,6 +82,8 @@ class BacktestResult:
     counters: Counters = field(default_factory=Counters)
     initial_balance: Decimal = Decimal(0)
     currency: str = "KRW"
+    #: The run's GARCH worker, kept up to render the report's chart (``charts_ahead``).
+    chart_renderer: ChartRenderer | None = field(default=None, compare=False, repr=False)
 
 
 def offline_reviewer(settings: AgentSettings, records: RecordStore | None) -> Reviewer:
@@ -243,7 +245,10 @@ class Engine:
             if ahead is not None:
                 ahead.submit({r.series.symbol: r.traded_hours() for r in runs})
                 self.volatility.fit = ahead
-            return await self._run_timeline(runs, timeline, progress)
+            result = await self._run_timeline(runs, timeline, progress)
+            if ahead is not None:
+                result.chart_renderer = ahead.to_chart_renderer()
+            return result
         finally:
             if ahead is not None:
                 ahead.close()
@@ -306,7 +311,7 @@ class Engine:
         state = self._strategy_state(symbol)
         position = state.position
         if position is not None:
-            hwm = max(position.high_water_mark, *run.closes(lo, upto))
+            hwm = max(position.high_water_mark, run.series.highest("close", lo, upto))
             position = replace(position, high_water_mark=hwm)
         ts_event = run.series.ts_event(upto - 1)
         self.strategy[symbol] = replace(state, position=position, last_candle_at=ts_event)
@@ -319,7 +324,7 @@ class Engine:
             if run is not None:
                 i = run.last_index_by(p)
                 if i >= run.first:
-                    self.last_close[symbol] = run.closes(i, i + 1)[0]
+                    self.last_close[symbol] = run.series.price("close", i)
         self._mark_equity(timeline.ts_event(p))
 
     async def on_candle(self, candle: MinuteCandle) -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 from coinpilot.analytics.performance import HOURLY_PERIODS_PER_YEAR, generate_report
 from coinpilot.contracts import Fill, Side
@@ -70,6 +71,8 @@ class BacktestReport:
     trips: list[RoundTrip] = field(default_factory=list)
     by_exit_reason: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     equity: list[EquityPoint] = field(default_factory=list)
+    #: The run's worker that renders the chart (``write_outputs`` releases it), if one is up.
+    chart_renderer: ChartRenderer | None = field(default=None, compare=False, repr=False)
 
     def summary_lines(self) -> list[str]:
         pf = "n/a" if self.profit_factor is None else f"{self.profit_factor:.2f}"
@@ -127,6 +130,7 @@ def build_report(
     initial_equity: Decimal,
     currency: str,
     candles: int,
+    chart_renderer: ChartRenderer | None = None,
 ) -> BacktestReport:
     trips = round_trips(fills)
     curve = [initial_equity, *[p.equity for p in equity]]
@@ -155,27 +159,64 @@ def build_report(
         trips=trips,
         by_exit_reason=dict(by_reason),
         equity=list(equity),
+        chart_renderer=chart_renderer,
     )
 
 
-def chart_png(reports: Sequence[BacktestReport]) -> bytes:
-    """Equity (top) and drawdown (bottom) of one or more runs, as PNG bytes."""
+@dataclass(frozen=True, slots=True)
+class ChartLine:
+    """One run's hourly equity curve, as the chart plots it."""
+
+    label: str
+    ts: tuple[datetime, ...]
+    equity: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chart:
+    """What the chart of one or more runs shows: plain values, so a worker process can render it."""
+
+    lines: tuple[ChartLine, ...]
+    currency: str
+
+
+class ChartRenderer(Protocol):
+    """A process that renders charts ahead of the caller (``backtest.charts_ahead.ChartAhead``)."""
+
+    def render(self, chart: Chart) -> bytes | None:
+        """The PNG of ``chart``, or None when the renderer is gone (render it in line then)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def chart_of(reports: Sequence[BacktestReport]) -> Chart:
+    lines = tuple(
+        ChartLine(
+            report.label, tuple(p.ts for p in report.equity), tuple(float(p.equity) for p in report.equity)
+        )
+        for report in reports
+    )
+    return Chart(lines, reports[0].currency if reports else "")
+
+
+def render_chart(chart: Chart) -> bytes:
+    """Equity (top) and drawdown (bottom) of each line, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, height_ratios=(3, 1))
-    for report in reports:
-        xs = [p.ts for p in report.equity]
-        ys = [float(p.equity) for p in report.equity]
+    for line in chart.lines:
+        xs, ys = list(line.ts), list(line.equity)
         peak, dd = float("-inf"), []
         for y in ys:
             peak = max(peak, y)
             dd.append((y - peak) / peak * 100 if peak > 0 else 0.0)
-        top.plot(xs, ys, label=report.label, linewidth=1)
-        bottom.fill_between(xs, dd, 0, alpha=0.4, label=report.label)
-    top.set_ylabel(f"equity ({reports[0].currency if reports else ''})")
+        top.plot(xs, ys, label=line.label, linewidth=1)
+        bottom.fill_between(xs, dd, 0, alpha=0.4, label=line.label)
+    top.set_ylabel(f"equity ({chart.currency})")
     top.legend(loc="upper left")
     top.grid(alpha=0.3)
     bottom.set_ylabel("drawdown %")
@@ -186,6 +227,20 @@ def chart_png(reports: Sequence[BacktestReport]) -> bytes:
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     return buf.getvalue()
+
+
+def chart_png(reports: Sequence[BacktestReport]) -> bytes:
+    """Equity (top) and drawdown (bottom) of one or more runs, as PNG bytes.
+
+    Rendered by a run's chart worker when one is still up (the same function, so the same bytes),
+    else in line: importing matplotlib here would cost the caller ~0.5 s.
+    """
+    chart = chart_of(reports)
+    for renderer in (r.chart_renderer for r in reports if r.chart_renderer is not None):
+        png = renderer.render(chart)
+        if png is not None:
+            return png
+    return render_chart(chart)
 
 
 def html_page(reports: Sequence[BacktestReport], png: bytes) -> str:
@@ -229,8 +284,15 @@ def html_page(reports: Sequence[BacktestReport], png: bytes) -> str:
 
 
 def write_outputs(reports: Sequence[BacktestReport], out_dir: Path) -> tuple[Path, Path]:
+    """``equity.png`` and ``report.html`` in ``out_dir``; the reports' chart workers are released."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = chart_png(reports)
+    try:
+        png = chart_png(reports)
+    finally:
+        for report in reports:
+            if report.chart_renderer is not None:
+                report.chart_renderer.close()
+                report.chart_renderer = None
     png_path = out_dir / "equity.png"
     png_path.write_bytes(png)
     html_path = out_dir / "report.html"

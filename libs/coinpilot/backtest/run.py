@@ -106,5 +106,6 @@ async def run_backtest(
         initial_equity=result.initial_balance,
         currency=result.currency,
         candles=traded,
+        chart_renderer=result.chart_renderer,
     )
     return result, report

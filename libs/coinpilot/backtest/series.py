@@ -3,12 +3,14 @@
 A :class:`SymbolSeries` keeps each price column twice: the exact text the file (or the database's
 ``Decimal``) gave, from which a :class:`MinuteCandle` is built only when a message needs one, and
 float64 for the vectorised indicators. ``float(Decimal(text))`` and polars' parse of the same text
-are both correctly rounded, so the floats are the ones the live indicator computes with.
+are both correctly rounded, so the floats are the ones the live indicator computes with. The text
+read from a file stays a polars column, not a list of Python strings: but for the volumes (summed
+into hourly bars), a run reads only a few values of each column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -30,17 +32,20 @@ def _ms(ts: datetime) -> int:
     return int(ts.timestamp() * 1000)
 
 
-def _extreme(values: npt.NDArray[np.float64], text: list[str], a: int, b: int, *, highest: bool) -> Decimal:
+def _extreme(
+    values: npt.NDArray[np.float64], text: Sequence[str], a: int, b: int, *, highest: bool
+) -> Decimal:
     """The first maximal (or minimal) ``Decimal`` of ``text[a:b]``, as ``HourBar.add`` keeps it.
 
     Floats of distinct decimals can only tie when the text has more digits than a float holds;
-    then the decimals themselves decide.
+    then the decimals of the tied floats decide (``float`` is monotonic: no other one can win).
     """
     segment = values[a:b]
     j = int(segment.argmax() if highest else segment.argmin())
-    if np.count_nonzero(segment == segment[j]) == 1:
+    ties = np.flatnonzero(segment == segment[j])
+    if len(ties) == 1:
         return Decimal(text[a + j])
-    decimals = [Decimal(t) for t in text[a:b]]
+    decimals = [Decimal(text[a + k]) for k in ties.tolist()]
     return max(decimals) if highest else min(decimals)
 
 
@@ -50,7 +55,7 @@ class SymbolSeries:
 
     symbol: str
     ts_ms: npt.NDArray[np.int64]
-    text: dict[str, list[str]]  # column -> exact decimal text per candle
+    text: Mapping[str, Sequence[str]]  # column -> exact decimal text per candle (a list or a polars column)
     floats: dict[str, npt.NDArray[np.float64]]  # column -> float64 per candle
 
     def __len__(self) -> int:
@@ -71,6 +76,14 @@ class SymbolSeries:
             volume=Decimal(text["volume"][i]),
         )
 
+    def price(self, column: str, i: int) -> Decimal:
+        """The ``i``-th candle's ``column`` (open, high, low, close, volume) as the contract holds it."""
+        return Decimal(self.text[column][i])
+
+    def highest(self, column: str, lo: int, hi: int) -> Decimal:
+        """``max`` of the ``Decimal`` prices of candles ``lo .. hi - 1`` (the first one, on ties)."""
+        return _extreme(self.floats[column], self.text[column], lo, hi, highest=True)
+
     def ts_event(self, i: int) -> datetime:
         return datetime.fromtimestamp(int(self.ts_ms[i]) / 1000, UTC) + ONE_MINUTE
 
@@ -79,9 +92,10 @@ class SymbolSeries:
         candles, built from the text (high/low picked by the floats when no two of them tie)."""
         first, end = hour_spans(self.ts_ms)
         text, floats = self.text, self.floats
+        volume = list(text["volume"])  # every one is summed
         bars = []
         for a, b in zip(first[:count].tolist(), end[:count].tolist(), strict=True):
-            volumes = [Decimal(v) for v in text["volume"][a:b]]
+            volumes = [Decimal(v) for v in volume[a:b]]
             bars.append(
                 HourBar(
                     hour_start(int(self.ts_ms[a])),
@@ -114,7 +128,7 @@ class SymbolSeries:
         return cls(
             symbol,
             frame["ts"].to_numpy().astype(np.int64),
-            {c: frame[c].to_list() for c in PRICE_COLUMNS},
+            {c: frame[c] for c in PRICE_COLUMNS},
             {c: floats[c].to_numpy() for c in PRICE_COLUMNS},
         )
 

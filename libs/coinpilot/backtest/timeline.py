@@ -49,7 +49,6 @@ class SymbolRun:
     positions: Ints = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # merged pos per traded
     evaluated: int = -1  # last candle the strategy state reflects
     cursor: int = -1  # the candle being handled (what ``market_data`` holds up to)
-    _closes: list[Decimal] | None = None
     _exit_tables: dict[Regime, ExitTables] = field(default_factory=dict)
 
     @classmethod
@@ -73,11 +72,6 @@ class SymbolRun:
             if i >= self.first
             for k in self.history.closes_at[i]
         ]
-
-    def closes(self, lo: int, hi: int) -> list[Decimal]:
-        if self._closes is None:
-            self._closes = [Decimal(t) for t in self.series.text["close"]]
-        return self._closes[lo:hi]
 
     def position_of(self, i: int) -> int:
         return int(self.positions[i - self.first])

@@ -7,11 +7,13 @@ sequence of fits of a run is known as soon as the indicators are: :class:`FitsAh
 computes it in a worker process while the engine runs (the worker imports arch while the engine
 computes indicators, then streams each fit as it is made), and the engine's track takes each fit
 from there (:class:`FitsAhead`) instead of fitting in line. A fit the worker did not make for
-exactly the same closes is made in line, so the result never depends on the worker.
+exactly the same closes is made in line, so the result never depends on the worker. Once its
+fits are made, the worker renders the report's chart (``charts_ahead``).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 from collections.abc import Callable, Sequence
@@ -21,6 +23,7 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
+from coinpilot.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.strategy_config import VolatilityConfig
 from services.risk import core as risk_core
 
@@ -68,9 +71,12 @@ class VolatilityTrack:
         last = before.as_of if before is not None else None
         if not risk_core.refit_due(last, now, self.config.refit_at_utc):
             return None
-        closes = [c for ts, c in window if ts + HOUR <= now]
-        if len(closes) - 1 < self.config.min_returns:
+        closed = len(window)  # the window is in time order: the closed hours are a prefix
+        while closed and window[closed - 1][0] + HOUR > now:
+            closed -= 1
+        if closed - 1 < self.config.min_returns:
             return None
+        closes = [c for _, c in window[:closed]]
         fitted = self.fit(symbol, closes, now)
         if fitted is None:
             self.states.pop(symbol, None)
@@ -114,8 +120,16 @@ def expected_fits(config: VolatilityConfig, traded_hours: dict[str, int]) -> int
 
 
 def _fit_worker(conn: Connection) -> None:
-    """The worker: import arch while the engine computes indicators, then stream every fit."""
-    from arch import arch_model  # noqa: F401  (the import is the point: it takes ~0.5-1 s)
+    """The worker: import arch while the engine computes indicators, stream every fit, then serve
+    the report's chart (``charts_ahead.serve``) until the main process closes the pipe."""
+    # Collections would walk (and so copy, page by page) the heap forked from the engine, and the
+    # ~120,000 objects of the import are all long-lived: no collection until the fits start.
+    gc.disable()
+    gc.freeze()
+    from arch import arch_model  # noqa: F401  (the import is the point: it takes ~1-1.5 s)
+
+    gc.freeze()
+    gc.enable()
 
     config, hours = conn.recv()
     real = fit_in_line(config)
@@ -130,6 +144,7 @@ def _fit_worker(conn: Connection) -> None:
         for ts_open, close, now in series:
             track.on_hour(symbol, ts_open, close, now)
     conn.send(None)
+    serve(conn)
     conn.close()
 
 
@@ -138,7 +153,8 @@ class FitsAhead:
 
     Start it before the indicators are computed (:meth:`start`), hand it the hourly closes when
     they are known (:meth:`submit`), then use it as the track's fitter. A worker that dies or
-    never answers costs time, never a different result.
+    never answers costs time, never a different result. After the run, :meth:`to_chart_renderer`
+    hands the worker over to render the report's chart; :meth:`close` stops it unless handed over.
     """
 
     def __init__(self, config: VolatilityConfig) -> None:
@@ -146,6 +162,7 @@ class FitsAhead:
         self._config = config
         self._fits: dict[str, VolatilityState | None] = {}
         self._done = False
+        self._handed_over = False
         context = multiprocessing.get_context("fork")  # the engine's modules are loaded already
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_fit_worker, args=(child,), daemon=True)
@@ -181,7 +198,16 @@ class FitsAhead:
             key, state = message
             self._fits[key] = state
 
+    def to_chart_renderer(self) -> ChartAhead | None:
+        """The worker, from now on a chart renderer (None when it is gone); this fitter stops using it."""
+        if not self._process.is_alive():
+            return None
+        self._handed_over = True
+        return ChartAhead(self._process, self._conn, fits_pending=not self._done)
+
     def close(self) -> None:
+        if self._handed_over:
+            return
         if self._process.is_alive():
             self._process.kill()
         self._process.join()
