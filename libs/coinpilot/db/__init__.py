@@ -10,7 +10,7 @@ async with db.session() as session:      # one transaction: commit on success, r
 """
 
 from coinpilot.db.database import Database
-from coinpilot.db.inbox import claim
+from coinpilot.db.inbox import claim, claim_on
 from coinpilot.db.migrate import current_revision, downgrade, upgrade
 from coinpilot.db.models import (
     TABLES,
@@ -54,6 +54,7 @@ __all__ = [
     "StrategyState",
     "TradingHistory",
     "claim",
+    "claim_on",
     "current_revision",
     "downgrade",
     "upgrade",

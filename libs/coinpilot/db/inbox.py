@@ -7,6 +7,7 @@ claim, and the retry processes the message again.
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,3 +24,15 @@ async def claim(session: AsyncSession, consumer: str, msg_id: str, run_id: str) 
     )
     result = await session.execute(statement)
     return result.scalar_one_or_none() is not None
+
+
+_CLAIM = """
+INSERT INTO inbox (run_id, consumer, msg_id) VALUES ($1, $2, $3)
+ON CONFLICT (run_id, consumer, msg_id) DO NOTHING
+RETURNING msg_id
+"""
+
+
+async def claim_on(conn: asyncpg.Connection, consumer: str, msg_id: str, run_id: str) -> bool:
+    """:func:`claim` inside a :meth:`Database.transaction` (one round trip, no ORM)."""
+    return await conn.fetchval(_CLAIM, run_id, consumer, msg_id) is not None

@@ -48,3 +48,42 @@ async def test_timestamps_come_back_timezone_aware_in_utc(db: Database) -> None:
     async with db.session() as session:
         boundary = await session.scalar(select(JobRun.boundary).where(JobRun.job_name == "committed"))
     assert boundary is not None and boundary.utcoffset() is not None
+
+
+async def test_a_driver_transaction_commits_on_success_and_rolls_back_on_error(db: Database) -> None:
+    boundary = datetime(2025, 1, 3, tzinfo=UTC)
+    insert = "INSERT INTO job_runs (run_id, job_name, boundary) VALUES ($1, $2, $3)"
+    async with db.transaction() as conn:
+        await conn.execute(insert, "db-raw", "committed", boundary)
+    with pytest.raises(ValueError):
+        async with db.transaction() as conn:
+            await conn.execute(insert, "db-raw", "rolled-back", boundary)
+            raise ValueError("boom")
+    async with db.transaction() as conn:
+        rows = await conn.fetch("SELECT job_name, boundary FROM job_runs WHERE run_id = 'db-raw'")
+    assert [row["job_name"] for row in rows] == ["committed"]
+    assert rows[0]["boundary"] == boundary and rows[0]["boundary"].utcoffset() is not None
+
+
+async def test_a_driver_transaction_on_an_unreachable_server_is_transient() -> None:
+    down = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing")
+    try:
+        with pytest.raises(TransientError):
+            async with down.transaction() as conn:
+                await conn.execute("SELECT 1")
+    finally:
+        await down.dispose()
+
+
+async def test_a_connection_killed_mid_transaction_is_transient_and_never_reused(db: Database) -> None:
+    async with db.transaction() as conn:
+        victim = await conn.fetchval("SELECT pg_backend_pid()")
+    with pytest.raises(TransientError):
+        async with db.transaction() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == victim, "the pool reuses it"
+            async with db.session() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": victim})
+            await conn.execute("SELECT 1")
+    async with db.transaction() as conn:
+        assert await conn.fetchval("SELECT pg_backend_pid()") != victim
+        assert await conn.fetchval("SELECT 1") == 1

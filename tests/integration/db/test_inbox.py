@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coinpilot.db import Database, claim
+from coinpilot.db import Database, claim, claim_on
 
 pytestmark = pytest.mark.postgres
 
@@ -31,3 +31,17 @@ async def test_a_rolled_back_transaction_releases_its_claim(db: Database) -> Non
             raise RuntimeError("handler failed after claiming")
     async with db.session() as session:
         assert await claim(session, "risk-fills", "fill:KRW-ETH:3", "live") is True
+
+
+async def test_claim_on_a_driver_transaction_shares_the_inbox_with_claim(db: Database) -> None:
+    async with db.transaction() as conn:
+        assert await claim_on(conn, "executor-orders", "order:KRW-XRP:4", "live") is True
+        assert await claim_on(conn, "executor-orders", "order:KRW-XRP:4", "live") is False
+    async with db.session() as session:
+        assert await claim(session, "executor-orders", "order:KRW-XRP:4", "live") is False
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            assert await claim_on(conn, "risk-fills", "fill:KRW-XRP:5", "live") is True
+            raise RuntimeError("handler failed after claiming")
+    async with db.transaction() as conn:
+        assert await claim_on(conn, "risk-fills", "fill:KRW-XRP:5", "live") is True
