@@ -35,8 +35,8 @@ def build(rt: Runtime) -> ServiceDefinition:
         outputs: list[Sequence[Contract]] = []
         statuses: dict[state.Key, dict[str, object]] = {}
         positions: dict[state.Key, core.Position | None] = {}
-        async with db.session() as session:
-            states = await state.lock_states(session, [(d.run_id, d.message.symbol) for d in ds])
+        async with db.transaction() as conn:
+            states = await state.lock_states(conn, [(d.run_id, d.message.symbol) for d in ds])
             before = dict(states)
             for d in ds:
                 snapshot, key = d.message, (d.run_id, d.message.symbol)
@@ -52,7 +52,7 @@ def build(rt: Runtime) -> ServiceDefinition:
                     positions[key] = step.state.position
                 _count_signals(step.out)
             changed = [(run_id, s) for (run_id, symbol), s in states.items() if s != before[(run_id, symbol)]]
-            await state.save_states(session, changed, wall_clock_now())
+            await state.save_states(conn, changed, wall_clock_now())
         await mirror.after_batch(statuses, positions)
         return outputs
 
@@ -65,22 +65,22 @@ def build(rt: Runtime) -> ServiceDefinition:
 
     async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
         fill = d.message
-        async with db.session() as session:
-            before = await state.load_state(session, d.run_id, fill.symbol)
+        async with db.transaction() as conn:
+            before = await state.load_state(conn, d.run_id, fill.symbol)
             after = core.on_fill(before, fill)
             if after != before:
-                await state.save_state(session, d.run_id, after, wall_clock_now())
+                await state.save_state(conn, d.run_id, after, wall_clock_now())
         metrics.OPEN_POSITIONS.labels(fill.symbol).set(0 if after.position is None else 1)
         await mirror.hwm(d.run_id, fill.symbol, after.position)
         return ()
 
     async def on_rejection(d: Delivery[OrderRejected]) -> Sequence[Contract]:
         rejected = d.message
-        async with db.session() as session:
-            before = await state.load_state(session, d.run_id, rejected.symbol)
+        async with db.transaction() as conn:
+            before = await state.load_state(conn, d.run_id, rejected.symbol)
             after = core.on_rejection(before, rejected)
             if after != before:
-                await state.save_state(session, d.run_id, after, wall_clock_now())
+                await state.save_state(conn, d.run_id, after, wall_clock_now())
                 rt.log.info(
                     "pending %s freed by %s rejection %s", rejected.order_id, rejected.stage, rejected.reason
                 )
@@ -88,8 +88,8 @@ def build(rt: Runtime) -> ServiceDefinition:
 
     async def warm(rt: Runtime) -> None:
         """Read every symbol's state of this run and refresh the HWM cache from it (the truth)."""
-        async with db.session() as session:
-            states = await state.load_all(session, rt.settings.run_id)
+        async with db.transaction() as conn:
+            states = await state.load_all(conn, rt.settings.run_id)
         for s in states:
             metrics.OPEN_POSITIONS.labels(s.symbol).set(0 if s.position is None else 1)
         await mirror.hwms(rt.settings.run_id, states)

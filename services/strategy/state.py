@@ -18,15 +18,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from redis.exceptions import RedisError
-from sqlalchemy import select, tuple_
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.cache import Cache, keys
 from coinpilot.clock import ensure_utc
 from coinpilot.contracts import Regime
-from coinpilot.db import StrategyState
 from coinpilot.errors import TransientError
 from services.strategy import metrics
 from services.strategy.core import HoldReason, Position, SymbolState
@@ -51,96 +48,115 @@ def decode_pending(symbol: str, last_reason: str | None) -> tuple[str | None, st
     return None, last_reason
 
 
-def to_state(row: Any) -> SymbolState:
-    """From a ``strategy_state`` row (ORM object or Core row: the same attribute names)."""
+def to_state(row: Mapping[str, Any]) -> SymbolState:
+    """From a ``strategy_state`` row."""
     position = None
     if (
-        row.has_position
-        and row.avg_price is not None
-        and row.quantity is not None
-        and row.opened_at is not None
+        row["has_position"]
+        and row["avg_price"] is not None
+        and row["quantity"] is not None
+        and row["opened_at"] is not None
     ):
         position = Position(
-            position_id=row.position_id or "",
-            avg_price=row.avg_price,
-            quantity=row.quantity,
-            entry_regime=Regime(row.entry_regime or Regime.SIDEWAYS),
-            opened_at=ensure_utc(row.opened_at),
-            high_water_mark=row.high_water_mark or row.avg_price,
+            position_id=row["position_id"] or "",
+            avg_price=row["avg_price"],
+            quantity=row["quantity"],
+            entry_regime=Regime(row["entry_regime"] or Regime.SIDEWAYS),
+            opened_at=ensure_utc(row["opened_at"]),
+            high_water_mark=row["high_water_mark"] or row["avg_price"],
         )
-    pending, reason = decode_pending(row.symbol, row.last_reason)
-    last = None if row.last_candle_at is None else ensure_utc(row.last_candle_at)
-    return SymbolState(row.symbol, position, pending, last, reason)
+    pending, reason = decode_pending(row["symbol"], row["last_reason"])
+    last = None if row["last_candle_at"] is None else ensure_utc(row["last_candle_at"])
+    return SymbolState(row["symbol"], position, pending, last, reason)
 
 
 Key = tuple[str, str]  # (run id, symbol)
 
+_COLUMNS = (
+    "run_id, symbol, has_position, position_id, avg_price, quantity, entry_regime, opened_at, "
+    "high_water_mark, last_candle_at, last_reason, updated_at"
+)
+_KEYS = "SELECT * FROM unnest($1::varchar[], $2::varchar[])"
 
-async def lock_states(session: AsyncSession, keys: Iterable[Key]) -> dict[Key, SymbolState]:
+# Locks in key order, so two units of work over overlapping symbols never deadlock.
+_LOCK = f"""
+SELECT {_COLUMNS} FROM strategy_state
+WHERE (run_id, symbol) IN ({_KEYS})
+ORDER BY run_id, symbol
+FOR UPDATE
+"""
+
+_CREATE = f"""
+INSERT INTO strategy_state (run_id, symbol)
+SELECT * FROM ({_KEYS}) AS new_keys (run_id, symbol) ORDER BY run_id, symbol
+ON CONFLICT (run_id, symbol) DO NOTHING
+"""
+
+_VALUE_COLUMNS = _COLUMNS.split(", ")[2:]
+_SAVE = f"""
+INSERT INTO strategy_state ({_COLUMNS})
+SELECT * FROM unnest(
+    $1::varchar[], $2::varchar[], $3::boolean[], $4::varchar[], $5::numeric[], $6::numeric[],
+    $7::varchar[], $8::timestamptz[], $9::numeric[], $10::timestamptz[], $11::varchar[],
+    $12::timestamptz[]
+)
+ON CONFLICT (run_id, symbol) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUE_COLUMNS)}
+"""
+
+
+async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key, SymbolState]:
     """The states of ``keys`` (created when new), row-locked until the transaction ends.
 
-    Rows are locked in key order, so two units of work over overlapping symbols never deadlock.
+    One round trip when every row exists (every candle after a symbol's first); a new symbol
+    costs an insert and a second lock.
     """
     ordered = sorted(set(keys))
-    await session.execute(
-        insert(StrategyState)
-        .values([{"run_id": run_id, "symbol": symbol} for run_id, symbol in ordered])
-        .on_conflict_do_nothing(index_elements=["run_id", "symbol"])
-    )
-    t = StrategyState.__table__.c
-    rows = await session.execute(
-        select(*StrategyState.__table__.c)
-        .where(tuple_(t.run_id, t.symbol).in_(ordered))
-        .order_by(t.run_id, t.symbol)
-        .with_for_update()
-    )
-    return {(row.run_id, row.symbol): to_state(row) for row in rows}
+    columns = [[run_id for run_id, _ in ordered], [symbol for _, symbol in ordered]]
+    rows = await conn.fetch(_LOCK, *columns)
+    if len(rows) < len(ordered):
+        await conn.execute(_CREATE, *columns)
+        rows = await conn.fetch(_LOCK, *columns)
+    return {(row["run_id"], row["symbol"]): to_state(row) for row in rows}
 
 
-async def load_state(session: AsyncSession, run_id: str, symbol: str) -> SymbolState:
+async def load_state(conn: asyncpg.Connection, run_id: str, symbol: str) -> SymbolState:
     """The symbol's state, row-locked until the transaction ends (serialises every consumer)."""
-    return (await lock_states(session, [(run_id, symbol)]))[(run_id, symbol)]
+    return (await lock_states(conn, [(run_id, symbol)]))[(run_id, symbol)]
 
 
-def _values(state: SymbolState, now: datetime) -> dict[str, object]:
+def _values(state: SymbolState, now: datetime) -> tuple[object, ...]:
+    """The value columns of :data:`_SAVE`, in order."""
     position = state.position
-    return {
-        "has_position": position is not None,
-        "position_id": position.position_id if position else None,
-        "avg_price": position.avg_price if position else None,
-        "quantity": position.quantity if position else None,
-        "entry_regime": position.entry_regime.value if position else None,
-        "opened_at": position.opened_at if position else None,
-        "high_water_mark": position.high_water_mark if position else None,
-        "last_candle_at": state.last_candle_at,
-        "last_reason": encode_reason(state),
-        "updated_at": now,
-    }
+    return (
+        position is not None,
+        position.position_id if position else None,
+        position.avg_price if position else None,
+        position.quantity if position else None,
+        position.entry_regime.value if position else None,
+        position.opened_at if position else None,
+        position.high_water_mark if position else None,
+        state.last_candle_at,
+        encode_reason(state),
+        now,
+    )
 
 
 async def save_states(
-    session: AsyncSession, states: Iterable[tuple[str, SymbolState]], now: datetime
+    conn: asyncpg.Connection, states: Iterable[tuple[str, SymbolState]], now: datetime
 ) -> None:
     """Upsert ``(run id, state)`` rows in one statement."""
-    rows = [{"run_id": run_id, "symbol": state.symbol, **_values(state, now)} for run_id, state in states]
-    if not rows:
-        return
-    statement = insert(StrategyState).values(rows)
-    excluded = statement.excluded
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["run_id", "symbol"],
-            set_={column: excluded[column] for column in rows[0] if column not in ("run_id", "symbol")},
-        )
-    )
+    rows = [(run_id, state.symbol, *_values(state, now)) for run_id, state in states]
+    if rows:
+        await conn.execute(_SAVE, *(list(column) for column in zip(*rows, strict=True)))
 
 
-async def save_state(session: AsyncSession, run_id: str, state: SymbolState, now: datetime) -> None:
-    await save_states(session, [(run_id, state)], now)
+async def save_state(conn: asyncpg.Connection, run_id: str, state: SymbolState, now: datetime) -> None:
+    await save_states(conn, [(run_id, state)], now)
 
 
-async def load_all(session: AsyncSession, run_id: str) -> list[SymbolState]:
-    rows = (await session.execute(select(StrategyState).where(StrategyState.run_id == run_id))).scalars()
+async def load_all(conn: asyncpg.Connection, run_id: str) -> list[SymbolState]:
+    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM strategy_state WHERE run_id = $1", run_id)
     return [to_state(row) for row in rows]
 
 

@@ -19,6 +19,7 @@ from coinpilot import metrics as m
 from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
 from coinpilot.bus.connect import connect_options
 from coinpilot.runtime.definition import SERVICES, Runtime, ServiceDefinition
+from coinpilot.runtime.heap import freeze_start_up_heap
 from coinpilot.runtime.probes import build_probe_app
 from coinpilot.runtime.pull import PullLoop
 from coinpilot.settings import CommonSettings
@@ -65,10 +66,20 @@ def make_broker(settings: CommonSettings, name: str) -> NatsBroker:
 class ServiceHost:
     """Hosts services sharing one NATS connection, one HTTP probe server and one shutdown."""
 
-    def __init__(self, names: Sequence[str], settings: CommonSettings, *, serve_http: bool = True) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        settings: CommonSettings,
+        *,
+        serve_http: bool = True,
+        freeze_heap: bool = False,
+    ) -> None:
+        """``freeze_heap``: freeze what start-up built before taking messages (see ``heap.py``);
+        for a process that hosts services until it exits."""
         self.names = list(SERVICES) if list(names) == ["all"] else list(names)
         self.settings = settings
         self.serve_http = serve_http
+        self.freeze_heap = freeze_heap
         self.broker = make_broker(settings, "coinpilot-" + "+".join(self.names))
         self.runtimes: list[Runtime] = []
         self.definitions: list[ServiceDefinition] = []
@@ -105,6 +116,8 @@ class ServiceHost:
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             if definition.on_start is not None:
                 await definition.on_start(rt)
+        if self.freeze_heap:
+            freeze_start_up_heap()
         await self.broker.start()
         for loop in self._loops:
             await loop.start()
@@ -244,5 +257,5 @@ class ServiceHost:
 
 
 async def run(names: Sequence[str], settings: CommonSettings) -> None:
-    host = ServiceHost(names, settings)
+    host = ServiceHost(names, settings, freeze_heap=True)
     await host.run_until_signal()

@@ -74,8 +74,8 @@ async def test_a_backlog_in_runs_decides_what_one_at_a_time_decides(
 
     stored = [m for m in await pipeline.stored("SIGNALS") if isinstance(m, EntrySignal | ExitSignal)]
     assert [(m.symbol, m.msg_id()) for m in stored] == expected_signals
-    async with migrated_db.session() as session:
-        stored_states = {s.symbol: s for s in await state.load_all(session, pipeline.run_id)}
+    async with migrated_db.transaction() as conn:
+        stored_states = {s.symbol: s for s in await state.load_all(conn, pipeline.run_id)}
     assert stored_states == expected_states
     cache = Cache(redis_url)
     for symbol, payload in expected_statuses.items():
