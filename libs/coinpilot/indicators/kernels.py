@@ -66,6 +66,40 @@ def rsi_tail(gains: Sequence[float], losses: Sequence[float], period: int, tail:
     return out
 
 
+def rsi_tail_and_last(
+    gains: Sequence[float], losses: Sequence[float], period: int, tail: int, last_period: int
+) -> tuple[list[float], float]:
+    """``rsi_tail(gains, losses, period, tail)`` and ``rsi_tail(gains, losses, last_period, 1)[-1]``
+    in one pass over the window (the live path needs RSI(7)'s tail and RSI(14) every candle).
+
+    Each EMA sees exactly the operations, in the order, of its own ``rsi_tail`` call, so both
+    results are bitwise those of the two calls. Needs ``len(gains) >= last_period + 1``.
+    """
+    n = len(gains)
+    if n < last_period + 1:
+        raise InsufficientDataError(f"RSI({last_period}) needs {last_period + 1} rows, got {n}")
+    alpha, last_alpha = 1.0 / period, 1.0 / last_period
+    beta, last_beta = 1.0 - alpha, 1.0 - last_alpha
+    first = max(1, n - tail)
+    out: list[float] = [NAN] if n - tail <= 0 else []  # row 0: A = B = 0, flat by definition
+    a = b = last_a = last_b = 0.0
+    for g, lo in zip(islice(gains, 1, first), islice(losses, 1, first), strict=True):
+        a = beta * a + alpha * g
+        b = beta * b + alpha * lo
+        last_a = last_beta * last_a + last_alpha * g
+        last_b = last_beta * last_b + last_alpha * lo
+    i = first
+    edge = period - 1
+    for g, lo in zip(islice(gains, first, n), islice(losses, first, n), strict=True):
+        a = beta * a + alpha * g
+        b = beta * b + alpha * lo
+        last_a = last_beta * last_a + last_alpha * g
+        last_b = last_beta * last_b + last_alpha * lo
+        out.append(rsi_value(a, b) if i >= edge else NAN)
+        i += 1
+    return out, rsi_value(last_a, last_b)
+
+
 def rsi_series(closes: Sequence[float], period: int) -> list[float]:
     """RSI of every row of one window (§2.2); raises when fewer than ``period + 1`` closes."""
     if len(closes) < period + 1:

@@ -19,6 +19,7 @@ from coinpilot.indicators.kernels import (
     mean_last,
     rsi_min_lookback,
     rsi_tail,
+    rsi_tail_and_last,
     sample_std_last,
     volume_ratio_row,
 )
@@ -162,12 +163,20 @@ class MinuteWindow:
         if n == 0:
             raise ValueError("empty window")
         lookback = params.rsi_lookback
-        if n >= RSI_SHORT_PERIOD + 1:
-            short = rsi_tail(self.gain, self.loss, RSI_SHORT_PERIOD, max(2, lookback))
+        short_tail = max(2, lookback)
+        if n >= RSI_PERIOD + 1:  # both RSIs in one pass over the window
+            short, rsi_14 = rsi_tail_and_last(self.gain, self.loss, RSI_SHORT_PERIOD, short_tail, RSI_PERIOD)
+        else:
+            short = (
+                rsi_tail(self.gain, self.loss, RSI_SHORT_PERIOD, short_tail)
+                if n >= RSI_SHORT_PERIOD + 1
+                else []
+            )
+            rsi_14 = NAN
+        if short:
             rsi_7, rsi_7_prev, rsi_7_min = short[-1], short[-2], rsi_min_lookback(short, lookback)
         else:
             rsi_7 = rsi_7_prev = rsi_7_min = NAN
-        rsi_14 = rsi_tail(self.gain, self.loss, RSI_PERIOD, 1)[-1] if n >= RSI_PERIOD + 1 else NAN
         ma = mean_last(self.close, params.ma_period) if n >= params.ma_period else NAN
         lower, mid, upper = _band(self.close[-BB_PERIOD:])
         if n >= VOLUME_PERIOD + 1:

@@ -9,7 +9,14 @@ import pandas as pd
 import pytest
 import talib
 
-from coinpilot.indicators import InsufficientDataError, price_changes, rsi_min_lookback, rsi_series, rsi_tail
+from coinpilot.indicators import (
+    InsufficientDataError,
+    price_changes,
+    rsi_min_lookback,
+    rsi_series,
+    rsi_tail,
+    rsi_tail_and_last,
+)
 
 # §13.3 A: 20 closes.
 CLOSES = [
@@ -132,3 +139,23 @@ def test_talib_rsi_on_real_200_candle_windows_differs_by_well_under_a_thousandth
             worst[period] = max(worst[period], diff)
     assert 0 < worst[14] < 1e-3
     assert worst[7] < 1e-8
+
+
+def test_one_pass_for_both_rsis_is_bitwise_the_two_separate_passes() -> None:
+    rng = np.random.default_rng(7)
+    for case in range(300):
+        size = int(rng.integers(15, 241))
+        closes = (100.0 * np.exp(np.cumsum(rng.normal(0.0, 0.002, size)))).tolist()
+        if case % 5 == 0:
+            closes[size // 2 :] = [closes[size // 2]] * (size - size // 2)  # a flat stretch: B = 0
+        tail = int(rng.integers(1, 300))
+        gains, losses = price_changes(closes)
+        short, last = rsi_tail_and_last(gains, losses, 7, tail, 14)
+        assert [x.hex() for x in short] == [x.hex() for x in rsi_tail(gains, losses, 7, tail)]
+        assert last.hex() == rsi_tail(gains, losses, 14, 1)[-1].hex()
+
+
+def test_one_pass_needs_a_window_long_enough_for_the_longer_rsi() -> None:
+    gains, losses = price_changes(CLOSES[:14])
+    with pytest.raises(InsufficientDataError):
+        rsi_tail_and_last(gains, losses, 7, 2, 14)
