@@ -1,8 +1,9 @@
 """The risk service's only SQL and Redis.
 
-PostgreSQL (the truth): ``risk_state`` (loss streak, cooldown, pending BUYs; survives the day),
-``daily_risk_state`` (one row per run and trading day), ``risk_audit`` (idempotent on run, order
-and violation); ``account_state`` and ``positions`` are the executor's, read here only.
+PostgreSQL (the truth), in plain SQL on the driver's connection (``Database.transaction()``):
+``risk_state`` (loss streak, cooldown, pending BUYs; survives the day), ``daily_risk_state`` (one
+row per run and trading day), ``risk_audit`` (idempotent on run, order and violation);
+``account_state`` and ``positions`` are the executor's, read here only.
 
 Redis (rebuildable, every read has a fallback):
 
@@ -20,23 +21,22 @@ not one per message.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import asyncpg
 from redis.exceptions import RedisError
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, trading_day_start
-from coinpilot.db import AccountState, DailyRiskState, RiskAudit, RiskState
-from coinpilot.db import Position as PositionRow
 from coinpilot.errors import TransientError
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, Ledger, VolatilityReading
@@ -53,128 +53,181 @@ def hourly_closes_key(symbol: str, run_id: str) -> str:
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
+#
+# Plain SQL on the driver's connection (``Database.transaction()``). An entry signal costs, between
+# BEGIN and COMMIT: the inbox claim, ``_LOCK_STATE``, ``_LOCK_DAY``, ``_READ_LEDGER``,
+# ``_SAVE_STATE`` and, when a check wrote any, ``_WRITE_AUDITS``. The day is a statement of its own,
+# after the lock: under READ COMMITTED a statement sees what was committed when it started, so only
+# a statement that starts once the lock is held sees the day the previous holder saved.
+
+# pending_orders as text, decoded here: the same whatever jsonb codec the connection carries.
+_STATE_COLUMNS = "consecutive_losses, cooldown_until, pending_orders::text, last_event_at"
+
+_LOCK_STATE = f"""
+SELECT {_STATE_COLUMNS}
+FROM risk_state
+WHERE run_id = $1
+FOR UPDATE
+"""
+
+# First use of a run: creates the row, or (another replica created it meanwhile) waits for that one
+# and changes nothing in it; either way the row comes back locked until the transaction ends.
+_CREATE_STATE = f"""
+INSERT INTO risk_state (run_id) VALUES ($1)
+ON CONFLICT (run_id) DO UPDATE SET run_id = EXCLUDED.run_id
+RETURNING {_STATE_COLUMNS}
+"""
+
+_LOCK_DAY = """
+SELECT date, total_pnl, buy_count, sell_count, trade_count, is_trading_halted
+FROM daily_risk_state
+WHERE run_id = $1
+ORDER BY date DESC
+LIMIT 1
+FOR UPDATE
+"""
+
+# One row per held position of any currency (at least one row), each with the run's balance in
+# $2 (NULL when the executor has not opened the account yet).
+_READ_LEDGER = """
+SELECT account.balance, position.symbol, position.quantity, position.avg_price, position.currency
+FROM (VALUES (true)) AS one
+LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency = $2
+LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
+"""
+
+# Both rows in one statement. daily_risk_state mirrors the streak and the cooldown for readers of
+# the original table; the truth is risk_state (it survives the day).
+_SAVE_STATE = """
+WITH persistent AS (
+    INSERT INTO risk_state
+        (run_id, consecutive_losses, cooldown_until, pending_orders, last_event_at, updated_at)
+    VALUES ($1, $2, $3, $4::text::jsonb, $5, $6)
+    ON CONFLICT (run_id) DO UPDATE SET
+        consecutive_losses = EXCLUDED.consecutive_losses,
+        cooldown_until = EXCLUDED.cooldown_until,
+        pending_orders = EXCLUDED.pending_orders,
+        last_event_at = EXCLUDED.last_event_at,
+        updated_at = EXCLUDED.updated_at
+)
+INSERT INTO daily_risk_state
+    (run_id, date, total_pnl, buy_count, sell_count, trade_count, is_trading_halted,
+     consecutive_losses, cooldown_until, updated_at)
+VALUES ($1, $7, $8, $9, $10, $11, $12, $2, $3, $6)
+ON CONFLICT (run_id, date) DO UPDATE SET
+    total_pnl = EXCLUDED.total_pnl,
+    buy_count = EXCLUDED.buy_count,
+    sell_count = EXCLUDED.sell_count,
+    trade_count = EXCLUDED.trade_count,
+    is_trading_halted = EXCLUDED.is_trading_halted,
+    consecutive_losses = EXCLUDED.consecutive_losses,
+    cooldown_until = EXCLUDED.cooldown_until,
+    updated_at = EXCLUDED.updated_at
+"""
+
+# All audits of a step in one statement, inserted in their order; a repeated one adds nothing.
+_WRITE_AUDITS = """
+INSERT INTO risk_audit (run_id, violation_type, description, symbol, order_id, ts_event)
+SELECT $1, violation_type, description, symbol, order_id, ts_event
+FROM unnest($2::varchar[], $3::text[], $4::varchar[], $5::varchar[], $6::timestamptz[])
+     WITH ORDINALITY AS audit(violation_type, description, symbol, order_id, ts_event, seq)
+ORDER BY seq
+ON CONFLICT ON CONSTRAINT uq_risk_audit_run_order_violation DO NOTHING
+"""
 
 
-async def load_risk_state(session: AsyncSession, run_id: str, now: datetime, params: RiskParams) -> CoreState:
+@dataclass(frozen=True, slots=True)
+class LedgerRows:
+    """The executor's ledger of a run as :func:`read_ledger` found it."""
+
+    balance: Decimal | None
+    """Cash in the asked currency; None when the account row is missing."""
+    held_symbols: list[str]
+    """Every symbol with a position, any currency (prices are looked up for these)."""
+    positions: dict[str, Holding]
+    """The positions in the asked currency."""
+
+    def ledger(
+        self, prices: Mapping[str, Decimal], reference_equity: Decimal | None, initial_balance: Decimal | None
+    ) -> Ledger:
+        balance = initial_balance if self.balance is None else self.balance
+        return Ledger(balance, dict(self.positions), dict(prices), reference_equity)
+
+
+async def load_risk_state(
+    conn: asyncpg.Connection, run_id: str, now: datetime, params: RiskParams
+) -> CoreState:
     """The run's risk state, row-locked until the transaction ends; today's row if there is one."""
-    await session.execute(
-        insert(RiskState).values(run_id=run_id).on_conflict_do_nothing(index_elements=["run_id"])
-    )
-    row = (
-        await session.execute(select(RiskState).where(RiskState.run_id == run_id).with_for_update())
-    ).scalar_one()
-    daily_row = (
-        await session.execute(
-            select(DailyRiskState)
-            .where(DailyRiskState.run_id == run_id)
-            .order_by(DailyRiskState.date.desc())
-            .limit(1)
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
+    row = await conn.fetchrow(_LOCK_STATE, run_id)
+    if row is None:
+        row = await conn.fetchrow(_CREATE_STATE, run_id)
+    daily_row = await conn.fetchrow(_LOCK_DAY, run_id)
     if daily_row is None:
         daily = DailyState(trading_day(now, params.day_boundary))
     else:
         daily = DailyState(
-            day=daily_row.date,
-            total_pnl=daily_row.total_pnl,
-            buy_count=daily_row.buy_count,
-            sell_count=daily_row.sell_count,
-            trade_count=daily_row.trade_count,
-            is_trading_halted=daily_row.is_trading_halted,
+            day=daily_row["date"],
+            total_pnl=daily_row["total_pnl"],
+            buy_count=daily_row["buy_count"],
+            sell_count=daily_row["sell_count"],
+            trade_count=daily_row["trade_count"],
+            is_trading_halted=daily_row["is_trading_halted"],
         )
+    cooldown_until, last_event_at = row["cooldown_until"], row["last_event_at"]
     return CoreState(
         daily=daily,
-        consecutive_losses=row.consecutive_losses,
-        cooldown_until=None if row.cooldown_until is None else ensure_utc(row.cooldown_until),
-        pending_orders=dict(row.pending_orders or {}),
-        last_event_at=None if row.last_event_at is None else ensure_utc(row.last_event_at),
+        consecutive_losses=row["consecutive_losses"],
+        cooldown_until=None if cooldown_until is None else ensure_utc(cooldown_until),
+        pending_orders=dict(json.loads(row["pending_orders"]) or {}),
+        last_event_at=None if last_event_at is None else ensure_utc(last_event_at),
     )
 
 
-async def save_risk_state(session: AsyncSession, run_id: str, state: CoreState, wall_now: datetime) -> None:
-    persistent = {
-        "consecutive_losses": state.consecutive_losses,
-        "cooldown_until": state.cooldown_until,
-        "pending_orders": dict(state.pending_orders),
-        "last_event_at": state.last_event_at,
-        "updated_at": wall_now,
-    }
-    await session.execute(
-        insert(RiskState)
-        .values(run_id=run_id, **persistent)
-        .on_conflict_do_update(index_elements=["run_id"], set_=persistent)
-    )
+async def save_risk_state(
+    conn: asyncpg.Connection, run_id: str, state: CoreState, wall_now: datetime
+) -> None:
     d = state.daily
-    daily = {
-        "total_pnl": d.total_pnl,
-        "buy_count": d.buy_count,
-        "sell_count": d.sell_count,
-        "trade_count": d.trade_count,
-        "is_trading_halted": d.is_trading_halted,
-        # mirrored for readers of the original table; the truth is risk_state (survives the day)
-        "consecutive_losses": state.consecutive_losses,
-        "cooldown_until": state.cooldown_until,
-        "updated_at": wall_now,
+    await conn.execute(
+        _SAVE_STATE,
+        run_id,
+        state.consecutive_losses,
+        state.cooldown_until,
+        json.dumps(dict(state.pending_orders)),
+        state.last_event_at,
+        wall_now,
+        d.day,
+        d.total_pnl,
+        d.buy_count,
+        d.sell_count,
+        d.trade_count,
+        d.is_trading_halted,
+    )
+
+
+async def write_audits(conn: asyncpg.Connection, run_id: str, audits: Sequence[AuditEntry]) -> None:
+    if not audits:
+        return
+    await conn.execute(
+        _WRITE_AUDITS,
+        run_id,
+        [a.violation_type for a in audits],
+        [a.description for a in audits],
+        [a.symbol for a in audits],
+        [a.order_id for a in audits],
+        [a.ts_event for a in audits],
+    )
+
+
+async def read_ledger(conn: asyncpg.Connection, run_id: str, currency: str) -> LedgerRows:
+    """Cash and positions of the run as the executor last committed them (one round trip)."""
+    rows = await conn.fetch(_READ_LEDGER, run_id, currency)
+    held = [row["symbol"] for row in rows if row["symbol"] is not None]
+    positions = {
+        row["symbol"]: Holding(row["quantity"], row["avg_price"])
+        for row in rows
+        if row["symbol"] is not None and row["currency"] == currency
     }
-    await session.execute(
-        insert(DailyRiskState)
-        .values(run_id=run_id, date=d.day, **daily)
-        .on_conflict_do_update(index_elements=["run_id", "date"], set_=daily)
-    )
-
-
-async def write_audits(session: AsyncSession, run_id: str, audits: Iterable[AuditEntry]) -> None:
-    for audit in audits:
-        await session.execute(
-            insert(RiskAudit)
-            .values(
-                run_id=run_id,
-                violation_type=audit.violation_type,
-                description=audit.description,
-                symbol=audit.symbol,
-                order_id=audit.order_id,
-                ts_event=audit.ts_event,
-            )
-            .on_conflict_do_nothing(constraint="uq_risk_audit_run_order_violation")
-        )
-
-
-async def load_ledger(
-    session: AsyncSession,
-    run_id: str,
-    currency: str,
-    *,
-    prices: Mapping[str, Decimal],
-    reference_equity: Decimal | None,
-    initial_balance: Decimal | None,
-) -> Ledger:
-    """Cash and positions of the run in ``currency`` as the executor last committed them."""
-    balance = (
-        await session.execute(
-            select(AccountState.balance).where(
-                AccountState.run_id == run_id, AccountState.currency == currency
-            )
-        )
-    ).scalar_one_or_none()
-    if balance is None:
-        balance = initial_balance
-    rows = (
-        await session.execute(
-            select(PositionRow).where(
-                PositionRow.run_id == run_id, PositionRow.currency == currency, PositionRow.quantity > 0
-            )
-        )
-    ).scalars()
-    positions = {row.symbol: Holding(row.quantity, row.avg_price) for row in rows}
-    return Ledger(balance, positions, dict(prices), reference_equity)
-
-
-async def held_symbols(session: AsyncSession, run_id: str) -> list[str]:
-    rows = await session.execute(
-        select(PositionRow.symbol).where(PositionRow.run_id == run_id, PositionRow.quantity > 0)
-    )
-    return list(rows.scalars())
+    return LedgerRows(rows[0]["balance"], held, positions)
 
 
 # -- Redis --------------------------------------------------------------------------------------
@@ -206,21 +259,75 @@ class RiskCache:
         try:
             return True, await op(self.cache)
         except (TransientError, RedisError) as exc:
-            self._down_until = time.monotonic() + self.retry_seconds
-            metrics.CACHE_FAILURES.labels(purpose).inc()
-            CACHE_FALLBACKS.labels(purpose).inc()
-            log.warning("redis unavailable: %s falls back (%s: %s)", purpose, type(exc).__name__, exc)
+            self._failed(purpose, exc)
             return False, None
 
+    def _failed(self, purpose: str, exc: Exception) -> None:
+        self._down_until = time.monotonic() + self.retry_seconds
+        metrics.CACHE_FAILURES.labels(purpose).inc()
+        CACHE_FALLBACKS.labels(purpose).inc()
+        log.warning("redis unavailable: %s falls back (%s: %s)", purpose, type(exc).__name__, exc)
+
     # prices (§4.4) ------------------------------------------------------------------------------
-    async def note_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> None:
+    def _remember_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> str | None:
+        """Keep the price in memory unless a later one is known; the Redis value to SET, if any."""
         book = self._prices.setdefault(run_id, {})
         known = book.get(symbol)
         if known is not None and known[1] > at:
-            return
+            return None
         book[symbol] = (price, at)
-        value = f"{format(price, 'f')}|{ensure_utc(at).isoformat()}"
-        await self._try("price", lambda c: c.set(keys.price(symbol, run_id), value))
+        return f"{format(price, 'f')}|{ensure_utc(at).isoformat()}"
+
+    async def note_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> None:
+        value = self._remember_price(run_id, symbol, price, at)
+        if value is not None:
+            await self._try("price", lambda c: c.set(keys.price(symbol, run_id), value))
+
+    def note_price_and_read_volatility(
+        self, run_id: str, symbol: str, price: Decimal, at: datetime
+    ) -> asyncio.Task[VolatilityReading]:
+        """:meth:`note_price`, then :meth:`volatility` of the same symbol, in one Redis round trip.
+
+        The price is in memory when this returns; the round trip runs as a task, so the caller's
+        own (the database's) overlap it: await the task, on every path. Same effects and fallbacks
+        as the two calls in a row: a failed connection counts against the price (the first
+        command) and the reading is unavailable, as when the SET alone fails; a failed GET counts
+        against the volatility multiplier.
+        """
+        value = self._remember_price(run_id, symbol, price, at)
+        if value is None:
+            return asyncio.ensure_future(self.volatility(run_id, symbol))
+
+        async def both(c: Cache) -> list[Any]:
+            async with c.client.pipeline(transaction=False) as pipe:
+                pipe.set(keys.price(symbol, run_id), value)
+                pipe.get(keys.volatility_state(symbol, run_id))
+                return list(await pipe.execute(raise_on_error=False))
+
+        async def run() -> VolatilityReading:
+            ok, replies = await self._try("price", both)
+            if not ok or replies is None:
+                return VolatilityReading(None, available=False)
+            stored, raw = replies
+            if isinstance(stored, RedisError):
+                self._failed("price", stored)
+                return VolatilityReading(None, available=False)
+            if isinstance(raw, RedisError):
+                self._failed("volatility multiplier", raw)
+                return VolatilityReading(None, available=False)
+            return self._volatility_reading(symbol, raw)
+
+        return asyncio.ensure_future(run())
+
+    def start_note_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> asyncio.Task[None]:
+        """:meth:`note_price` with the price in memory at once and the SET as a task (await it)."""
+        value = self._remember_price(run_id, symbol, price, at)
+
+        async def run() -> None:
+            if value is not None:
+                await self._try("price", lambda c: c.set(keys.price(symbol, run_id), value))
+
+        return asyncio.ensure_future(run())
 
     async def prices(self, run_id: str, symbols: Iterable[str]) -> dict[str, Decimal]:
         """Latest seen price per symbol: memory, else Redis (then remembered), else absent."""
@@ -264,6 +371,10 @@ class RiskCache:
         )
         if not ok:
             return VolatilityReading(None, available=False)
+        return self._volatility_reading(symbol, raw)
+
+    @staticmethod
+    def _volatility_reading(symbol: str, raw: str | None) -> VolatilityReading:
         if raw is None:
             return VolatilityReading(None)
         try:

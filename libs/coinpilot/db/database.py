@@ -78,8 +78,9 @@ class Database:
         lost or refused database is :class:`TransientError`) at about a third of its cost: a
         statement here is one asyncpg round trip, without the ORM's compile and greenlet hops.
         The connection comes from the engine's pool. Values are the driver's: ``numeric`` is
-        ``Decimal``, ``timestamptz`` an aware UTC ``datetime``, and ``json``/``jsonb`` text (the
-        codec SQLAlchemy's dialect installs on its connections).
+        ``Decimal``, ``timestamptz`` an aware UTC ``datetime``; ``json``/``jsonb`` go through the
+        codec SQLAlchemy's dialect installs on its connections (decoded to Python values here):
+        cast to ``text`` in SQL where the exact form matters.
         """
         try:
             async with self.engine.connect() as conn:
