@@ -27,12 +27,12 @@ async def execute_order(
     initial_balance: Decimal,
 ) -> Fill | OrderRejected:
     """Fill or refuse one order in one transaction; a handled order gets its stored answer again."""
-    async with db.session() as session:
-        ledger = await state.lock_ledger(session, run_id, order.symbol, initial_balance)
-        stored = await state.stored_answer(session, run_id, order)
-        if stored is not None:
+    async with db.transaction() as conn:
+        locked = await state.lock_ledger(conn, run_id, order, initial_balance)
+        if locked.stored is not None:
             metrics.REPLAYED_FILLS.labels(order.symbol).inc()
-            return stored.message
+            return locked.stored.message
+        ledger = locked.ledger
         execution = await venue.execute(order, ledger)
         outcome = (
             execution
@@ -40,11 +40,9 @@ async def execute_order(
             else core.apply_execution(ledger, order, execution)
         )
         if isinstance(outcome, core.Rejection):
-            await state.save_rejection(session, run_id, outcome)
+            await state.save_rejection(conn, run_id, outcome)
         else:
-            await state.save_fill(session, run_id, order, outcome.fill, outcome.ledger, trace_id)
-            positions = await state.open_positions(session, run_id)
-            equity = await state.krw_equity(session, run_id)
+            gauges = await state.save_fill(conn, run_id, order, outcome.fill, outcome.ledger, trace_id)
     if isinstance(outcome, core.Rejection):
         metrics.REJECTIONS.labels(order.symbol, outcome.reason).inc()
         return outcome.message_out()
@@ -52,9 +50,9 @@ async def execute_order(
     metrics.FILLS.labels(fill.symbol, fill.side).inc()
     metrics.TRADE_COUNT.inc()
     metrics.FEES.labels(fill.currency).inc(float(fill.fee))
-    metrics.ACTIVE_POSITIONS.set(positions)
-    if equity is not None:
-        metrics.EQUITY_KRW.set(float(equity))
+    metrics.ACTIVE_POSITIONS.set(gauges.open_positions)
+    if gauges.krw_equity is not None:
+        metrics.EQUITY_KRW.set(float(gauges.krw_equity))
     return fill
 
 

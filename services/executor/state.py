@@ -1,24 +1,152 @@
-"""The executor's only SQL: the ledger of one order, loaded and saved in one transaction."""
+"""The executor's only SQL: the ledger of one order, loaded and saved in one transaction.
+
+Plain SQL on the driver's connection (``Database.transaction()``), three statements per fill
+between BEGIN and COMMIT:
+
+1. ``_LOCK_ACCOUNT``: lock the account row (``_OPEN_ACCOUNT`` creates it first, on first use);
+2. ``_READ_ORDER``: the symbol's position and any earlier answer to the order. A statement of its
+   own, after the lock: under READ COMMITTED a statement sees what was committed when it started,
+   so only a statement that starts once the lock is held sees the fill of a duplicate that held
+   it before;
+3. ``_BOOK_FILL``: cash, position and the ``trading_history`` row in one statement, which also
+   returns the gauges (open positions, KRW equity) as they are after the fill.
+
+A rejection replaces 3 with the inbox claim (``claim_on``).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
 from coinpilot.clock import ensure_utc
 from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, RejectStage
-from coinpilot.db import AccountState, InboxEntry, TradingHistory, claim
-from coinpilot.db import Position as PositionRow
+from coinpilot.db import claim_on
 from coinpilot.symbols import quote_currency
 from services.executor import records
 from services.executor.core import Ledger, Position, Rejection
 
 CONSUMER = "executor-orders"
 REJECTED_MARK = "|rejected:"
+
+_LOCK_ACCOUNT = """
+SELECT balance FROM account_state
+WHERE run_id = $1 AND currency = $2
+FOR UPDATE
+"""
+
+_OPEN_ACCOUNT = """
+INSERT INTO account_state (run_id, currency, balance, initial_balance)
+VALUES ($1, $2, $3, $3)
+ON CONFLICT (run_id, currency) DO NOTHING
+"""
+
+# The trading_history columns ``records.fill_from_row`` rebuilds a Fill from.
+_STORED_FILL_COLUMNS = (
+    "executed_at",
+    "order_id",
+    "symbol",
+    "side",
+    "currency",
+    "decision_price",
+    "price",
+    "quantity",
+    "amount",
+    "fee",
+    "signal_info",
+    "realized_pnl",
+    "entry_avg_price",
+    "regime",
+    "exit_reason",
+    "high_water_mark",
+)
+
+# One row whatever exists: the position's columns, the stored fill's (``fill_*``) and the key of a
+# stored rejection, each NULL when there is none. $4 is a LIKE pattern (escape character '/').
+_READ_ORDER = f"""
+SELECT
+    position.quantity, position.avg_price, position.regime, position.high_water_mark,
+    position.opened_at, position.position_id,
+    {", ".join(f"fill.{c} AS fill_{c}" for c in _STORED_FILL_COLUMNS)},
+    (SELECT msg_id FROM inbox
+     WHERE run_id = $1 AND consumer = $5 AND msg_id LIKE $4 ESCAPE '/') AS rejected_as
+FROM (VALUES (true)) AS one
+LEFT JOIN positions AS position ON position.run_id = $1 AND position.symbol = $2
+LEFT JOIN trading_history AS fill ON fill.run_id = $1 AND fill.order_id = $3
+"""
+
+# The trading_history row of a fill: ``records.row_values`` in these columns, from $12 on.
+_HISTORY_COLUMNS = (
+    "run_id",
+    "order_id",
+    "symbol",
+    "side",
+    "order_type",
+    "price",
+    "decision_price",
+    "quantity",
+    "amount",
+    "fee",
+    "currency",
+    "status",
+    "strategy_name",
+    "signal_info",
+    "executed_at",
+    "regime",
+    "high_water_mark",
+    "exit_reason",
+    "realized_pnl",
+    "entry_avg_price",
+    "trace_id",
+)
+_HISTORY_PARAMS = ", ".join(f"${n}" for n in range(12, 12 + len(_HISTORY_COLUMNS)))
+
+# One fill: cash ($3 at $4), the position (upserted from $6..$11, or deleted when $6 is NULL), the
+# trading_history row, and the gauges. The final SELECT sees the tables as they were before this
+# statement, so it counts the other symbols' positions from the table and this one from ``held``.
+_BOOK_FILL = f"""
+WITH account AS (
+    UPDATE account_state SET balance = $3, updated_at = $4
+    WHERE run_id = $1 AND currency = $2
+    RETURNING balance
+),
+closed AS (
+    DELETE FROM positions
+    WHERE run_id = $1 AND symbol = $5 AND $6::numeric IS NULL
+),
+held AS (
+    INSERT INTO positions (run_id, symbol, quantity, avg_price, regime, high_water_mark,
+                           opened_at, position_id, currency, updated_at)
+    SELECT $1, $5, $6::numeric, $7::numeric, $8::varchar, $9::numeric,
+           $10::timestamptz, $11::varchar, $2, $4
+    WHERE $6::numeric IS NOT NULL
+    ON CONFLICT (run_id, symbol) DO UPDATE SET
+        quantity = EXCLUDED.quantity,
+        avg_price = EXCLUDED.avg_price,
+        regime = EXCLUDED.regime,
+        high_water_mark = EXCLUDED.high_water_mark,
+        updated_at = EXCLUDED.updated_at
+    RETURNING currency, quantity * avg_price AS value
+),
+fill AS (
+    INSERT INTO trading_history ({", ".join(_HISTORY_COLUMNS)})
+    VALUES ({_HISTORY_PARAMS})
+)
+SELECT
+    (SELECT count(*) FROM positions WHERE run_id = $1 AND symbol <> $5)
+        + (SELECT count(*) FROM held) AS open_positions,
+    CASE WHEN $2 = 'KRW' THEN (SELECT balance FROM account)
+         ELSE (SELECT balance FROM account_state WHERE run_id = $1 AND currency = 'KRW')
+    END AS krw_cash,
+    (SELECT coalesce(sum(quantity * avg_price), 0) FROM positions
+     WHERE run_id = $1 AND currency = 'KRW' AND symbol <> $5)
+        + (SELECT coalesce(sum(value), 0) FROM held WHERE currency = 'KRW') AS krw_held
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,72 +156,82 @@ class StoredAnswer:
     message: Fill | OrderRejected
 
 
-async def lock_ledger(session: AsyncSession, run_id: str, symbol: str, initial_balance: Decimal) -> Ledger:
-    """Lock the account row (creating it on first use) and read the symbol's position.
+@dataclass(frozen=True, slots=True)
+class LockedOrder:
+    """The ledger an order may touch (its account row locked) and its earlier answer, if any."""
 
-    Every order of the account waits here for the one before it, so a duplicate delivered
-    concurrently finds the first one's committed row once it gets the lock.
-    """
-    currency = quote_currency(symbol)
-    await session.execute(
-        insert(AccountState)
-        .values(run_id=run_id, currency=currency, balance=initial_balance, initial_balance=initial_balance)
-        .on_conflict_do_nothing(index_elements=["run_id", "currency"])
-    )
-    balance = (
-        await session.execute(
-            select(AccountState.balance)
-            .where(AccountState.run_id == run_id, AccountState.currency == currency)
-            .with_for_update()
-        )
-    ).scalar_one()
-    row = (
-        await session.execute(
-            select(PositionRow).where(PositionRow.run_id == run_id, PositionRow.symbol == symbol)
-        )
-    ).scalar_one_or_none()
-    position = None
-    if row is not None:
-        position = Position(
-            symbol=row.symbol,
-            quantity=row.quantity,
-            avg_price=row.avg_price,
-            regime=Regime(row.regime or Regime.UNKNOWN),
-            high_water_mark=row.high_water_mark if row.high_water_mark is not None else row.avg_price,
-            opened_at=ensure_utc(row.opened_at),
-            opened_by=row.position_id,
-        )
-    return Ledger(currency, balance, position)
+    ledger: Ledger
+    stored: StoredAnswer | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gauges:
+    """The account after a fill: open positions of the run, KRW cash plus KRW positions at cost."""
+
+    open_positions: int
+    krw_equity: Decimal | None
 
 
 def _rejection_key(order: OrderApproved, reason: RejectReason) -> str:
     return f"{order.msg_id()}{REJECTED_MARK}{reason}"
 
 
-async def stored_answer(session: AsyncSession, run_id: str, order: OrderApproved) -> StoredAnswer | None:
-    """The answer given to this order before, if any (call after ``lock_ledger``)."""
-    row = (
-        (
-            await session.execute(
-                select(TradingHistory.__table__).where(
-                    TradingHistory.run_id == run_id, TradingHistory.order_id == order.order_id
-                )
-            )
-        )
-        .mappings()
-        .one_or_none()
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching strings that start with ``prefix`` (escape character '/')."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
+
+
+async def lock_account(
+    conn: asyncpg.Connection, run_id: str, currency: str, initial_balance: Decimal
+) -> Decimal:
+    """Lock the account row, creating it with the initial balance on first use; its balance.
+
+    Every order of the account waits here for the one before it, so a duplicate delivered
+    concurrently finds the first one's committed row once it gets the lock.
+    """
+    balance = await conn.fetchval(_LOCK_ACCOUNT, run_id, currency)
+    if balance is None:
+        await conn.execute(_OPEN_ACCOUNT, run_id, currency, initial_balance)
+        balance = await conn.fetchval(_LOCK_ACCOUNT, run_id, currency)
+    return balance
+
+
+async def read_order(
+    conn: asyncpg.Connection, run_id: str, order: OrderApproved, currency: str, balance: Decimal
+) -> LockedOrder:
+    """The symbol's position and the earlier answer to ``order`` (call after ``lock_account``)."""
+    row = await conn.fetchrow(
+        _READ_ORDER,
+        run_id,
+        order.symbol,
+        order.order_id,
+        _like_prefix(order.msg_id() + REJECTED_MARK),
+        CONSUMER,
     )
-    if row is not None:
-        return StoredAnswer(records.fill_from_row(row))
-    key = (
-        await session.execute(
-            select(InboxEntry.msg_id).where(
-                InboxEntry.run_id == run_id,
-                InboxEntry.consumer == CONSUMER,
-                InboxEntry.msg_id.startswith(order.msg_id() + REJECTED_MARK, autoescape=True),
-            )
+    assert row is not None
+    position = None
+    if row["position_id"] is not None:
+        hwm = row["high_water_mark"]
+        position = Position(
+            symbol=order.symbol,
+            quantity=row["quantity"],
+            avg_price=row["avg_price"],
+            regime=Regime(row["regime"] or Regime.UNKNOWN),
+            high_water_mark=hwm if hwm is not None else row["avg_price"],
+            opened_at=ensure_utc(row["opened_at"]),
+            opened_by=row["position_id"],
         )
-    ).scalar_one_or_none()
+    return LockedOrder(Ledger(currency, balance, position), _stored_answer(row, order))
+
+
+def _stored_answer(row: Mapping[str, Any], order: OrderApproved) -> StoredAnswer | None:
+    if row["fill_order_id"] is not None:
+        stored = {c: row[f"fill_{c}"] for c in _STORED_FILL_COLUMNS}
+        if isinstance(stored["signal_info"], str):  # the engine's jsonb codec decodes, a bare one not
+            stored["signal_info"] = json.loads(stored["signal_info"])
+        return StoredAnswer(records.fill_from_row(stored))
+    key = row["rejected_as"]
     if key is None:
         return None
     reason = RejectReason(key.rpartition(REJECTED_MARK)[2])
@@ -110,71 +248,53 @@ async def stored_answer(session: AsyncSession, run_id: str, order: OrderApproved
     )
 
 
+async def lock_ledger(
+    conn: asyncpg.Connection, run_id: str, order: OrderApproved, initial_balance: Decimal
+) -> LockedOrder:
+    """Lock the order's account, then read its position and earlier answer (two statements)."""
+    currency = quote_currency(order.symbol)
+    balance = await lock_account(conn, run_id, currency, initial_balance)
+    return await read_order(conn, run_id, order, currency, balance)
+
+
 async def save_fill(
-    session: AsyncSession, run_id: str, order: OrderApproved, fill: Fill, after: Ledger, trace_id: str | None
-) -> None:
+    conn: asyncpg.Connection,
+    run_id: str,
+    order: OrderApproved,
+    fill: Fill,
+    after: Ledger,
+    trace_id: str | None,
+) -> Gauges:
     """Cash, position and the trading_history row of one fill (same transaction as the lock)."""
-    now = fill.ts_event
-    await session.execute(
-        AccountState.__table__.update()
-        .where(AccountState.run_id == run_id, AccountState.currency == after.currency)
-        .values(balance=after.balance, updated_at=now)
-    )
     position = after.position
-    if position is None:
-        await session.execute(
-            delete(PositionRow).where(PositionRow.run_id == run_id, PositionRow.symbol == fill.symbol)
-        )
-    else:
-        values = {
-            "quantity": position.quantity,
-            "avg_price": position.avg_price,
-            "regime": str(position.regime),
-            "high_water_mark": position.high_water_mark,
-            "updated_at": now,
-        }
-        await session.execute(
-            insert(PositionRow)
-            .values(
-                run_id=run_id,
-                symbol=fill.symbol,
-                opened_at=position.opened_at,
-                position_id=position.opened_by or fill.order_id,
-                currency=after.currency,
-                **values,
+    history = records.row_values(order, fill, run_id, trace_id)
+    history["signal_info"] = json.dumps(history["signal_info"])
+    row = await conn.fetchrow(
+        _BOOK_FILL,
+        run_id,
+        after.currency,
+        after.balance,
+        fill.ts_event,
+        fill.symbol,
+        *(
+            (None,) * 6
+            if position is None
+            else (
+                position.quantity,
+                position.avg_price,
+                str(position.regime),
+                position.high_water_mark,
+                position.opened_at,
+                position.opened_by or fill.order_id,
             )
-            .on_conflict_do_update(index_elements=["run_id", "symbol"], set_=values)
-        )
-    await session.execute(insert(TradingHistory).values(**records.row_values(order, fill, run_id, trace_id)))
+        ),
+        *(history[c] for c in _HISTORY_COLUMNS),
+    )
+    assert row is not None
+    cash = row["krw_cash"]
+    return Gauges(row["open_positions"], None if cash is None else cash + Decimal(row["krw_held"]))
 
 
-async def save_rejection(session: AsyncSession, run_id: str, rejection: Rejection) -> None:
+async def save_rejection(conn: asyncpg.Connection, run_id: str, rejection: Rejection) -> None:
     """Remember the answer, so a redelivery gets the same rejection and never a late fill."""
-    await claim(session, CONSUMER, _rejection_key(rejection.order, rejection.reason), run_id)
-
-
-async def open_positions(session: AsyncSession, run_id: str) -> int:
-    return (
-        await session.execute(
-            select(func.count()).select_from(PositionRow).where(PositionRow.run_id == run_id)
-        )
-    ).scalar_one()
-
-
-async def krw_equity(session: AsyncSession, run_id: str) -> Decimal | None:
-    """KRW cash plus KRW positions at their average price (the executor knows no later price)."""
-    cash = (
-        await session.execute(
-            select(AccountState.balance).where(AccountState.run_id == run_id, AccountState.currency == "KRW")
-        )
-    ).scalar_one_or_none()
-    if cash is None:
-        return None
-    held = (
-        await session.execute(
-            select(func.coalesce(func.sum(PositionRow.quantity * PositionRow.avg_price), 0)).where(
-                PositionRow.run_id == run_id, PositionRow.currency == "KRW"
-            )
-        )
-    ).scalar_one()
-    return cash + Decimal(held)
+    await claim_on(conn, CONSUMER, _rejection_key(rejection.order, rejection.reason), run_id)

@@ -10,6 +10,7 @@ from enum import StrEnum
 import pytest
 
 from coinpilot.contracts import ExitReason, Regime
+from services.executor import state
 from services.executor.core import FillOutcome, FillParams, Ledger, Position, fill_order
 from services.executor.records import fill_from_row, json_safe, row_values, signal_info
 from tests.unit.executor.factories import T0, buy_order, sell_order
@@ -55,6 +56,16 @@ def test_a_stored_row_rebuilds_the_published_fill_byte_for_byte(make) -> None:
     order, outcome = make()
     row = as_stored(row_values(order, outcome.fill, "live", "t-1"))
     assert fill_from_row(row).to_json() == outcome.fill.to_json()
+
+
+@pytest.mark.parametrize("make", [bought, sold], ids=["buy", "sell"])
+def test_the_fill_sql_writes_every_column_of_a_row_and_reads_back_what_rebuilds_it(make) -> None:
+    order, outcome = make()
+    row = row_values(order, outcome.fill, "live", "t-1")
+    assert tuple(row) == state._HISTORY_COLUMNS
+    assert set(state._STORED_FILL_COLUMNS) <= set(row)
+    stored = {c: as_stored(row)[c] for c in state._STORED_FILL_COLUMNS}
+    assert fill_from_row(stored).to_json() == outcome.fill.to_json()
 
 
 def test_every_money_field_of_a_fill_has_eight_decimals() -> None:
