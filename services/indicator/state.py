@@ -14,13 +14,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.cache import Cache, keys
 from coinpilot.clock import floor_hour
 from coinpilot.contracts import HourlyCandle, MinuteCandle, Regime, RegimeUpdate
-from coinpilot.db import Database, MarketData, RegimeHistory
+from coinpilot.db import Database, MarketData
 from coinpilot.db.market import CandleRow, load_hourly_candles, minute_candle
 from coinpilot.errors import TransientError
 from services.indicator import metrics
@@ -102,31 +101,44 @@ def _decimal(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(value))
 
 
+# Rows in the order given (ids ascending as before); a repeat of (run, symbol, hour) writes nothing.
+_SAVE_REGIMES = """
+INSERT INTO regime_history
+    (run_id, symbol, as_of, regime, ma50, ma200, diff_pct, hourly_count, detected_at)
+SELECT run_id, symbol, as_of, regime, ma50, ma200, diff_pct, hourly_count, detected_at
+FROM unnest($1::varchar[], $2::varchar[], $3::timestamptz[], $4::varchar[], $5::numeric[],
+            $6::numeric[], $7::numeric[], $8::integer[], $9::timestamptz[])
+     WITH ORDINALITY AS batch (run_id, symbol, as_of, regime, ma50, ma200, diff_pct, hourly_count,
+                               detected_at, seq)
+ORDER BY seq
+ON CONFLICT ON CONSTRAINT uq_regime_history_run_symbol_as_of DO NOTHING
+"""
+
+
 async def save_regimes(db: Database, run_id: str, updates: Sequence[RegimeUpdate]) -> None:
-    """One ``regime_history`` row per symbol and closed hour; a repeat writes nothing."""
+    """One ``regime_history`` row per symbol and closed hour; a repeat writes nothing.
+
+    Plain SQL on the driver: the ORM compiles a multi-row ``VALUES`` statement again on every
+    call, milliseconds on the hour-closing candle's path.
+    """
     if not updates:
         return
     rows = [
-        {
-            "run_id": run_id,
-            "symbol": u.symbol,
-            "as_of": u.as_of,
-            "regime": u.regime.value,
-            "ma50": _decimal(u.ma50),
-            "ma200": _decimal(u.ma200),
-            "diff_pct": None if u.diff_pct is None else Decimal(repr(u.diff_pct)).quantize(Decimal("0.0001")),
-            "hourly_count": u.hourly_count,
-            "detected_at": u.ts_event,
-        }
+        (
+            run_id,
+            u.symbol,
+            u.as_of,
+            u.regime.value,
+            _decimal(u.ma50),
+            _decimal(u.ma200),
+            None if u.diff_pct is None else Decimal(repr(u.diff_pct)).quantize(Decimal("0.0001")),
+            u.hourly_count,
+            u.ts_event,
+        )
         for u in updates
     ]
-    statement = (
-        insert(RegimeHistory)
-        .values(rows)
-        .on_conflict_do_nothing(constraint="uq_regime_history_run_symbol_as_of")
-    )
-    async with db.session() as session:
-        await session.execute(statement)
+    async with db.transaction() as conn:
+        await conn.execute(_SAVE_REGIMES, *(list(column) for column in zip(*rows, strict=True)))
 
 
 async def cache_regime(cache: Cache | None, run_id: str, update: RegimeUpdate, ttl_seconds: int) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -12,8 +14,9 @@ from sqlalchemy import func, select
 
 from coinpilot.cache import Cache, keys
 from coinpilot.candle_files import load_candles
-from coinpilot.contracts import IndicatorSnapshot, MinuteCandle, RegimeUpdate
+from coinpilot.contracts import IndicatorSnapshot, MinuteCandle, Regime, RegimeUpdate
 from coinpilot.db import Database, RegimeHistory, upgrade
+from services.indicator import state
 from services.indicator.core import DEFAULT_CONFIG
 from services.indicator.handlers import CandleHandler
 from tests.support.servers import RedisProcess, create_database, drop_database
@@ -83,3 +86,39 @@ async def test_with_redis_down_the_regime_still_goes_out_and_into_regime_history
     assert await regime_rows(db, "no-redis") == 1
     assert REGISTRY.get_sample_value("coinpilot_indicator_regime_cache_failures_total") == before + 1
     await cache.close()
+
+
+async def test_saved_regimes_store_every_field_of_the_update(db: Database) -> None:
+    update = RegimeUpdate(
+        symbol="USDT-ETH",
+        ts_event=datetime(2023, 3, 20, 5, 0, tzinfo=UTC),
+        as_of=datetime(2023, 3, 20, 4, 0, tzinfo=UTC),
+        regime=Regime.BULL,
+        ma50=1790.123456789,
+        ma200=1750.5,
+        diff_pct=2.29876543,
+        hourly_count=200,
+    )
+    bare = update.model_copy(update={"symbol": "USDT-BTC", "ma50": None, "ma200": None, "diff_pct": None})
+    await state.save_regimes(db, "fields", [update, bare])
+    await state.save_regimes(db, "fields", [update])  # a repeat writes nothing
+    async with db.session() as session:
+        rows = (
+            (
+                await session.execute(
+                    select(RegimeHistory).where(RegimeHistory.run_id == "fields").order_by("id")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert [(r.symbol, r.as_of, r.regime, r.hourly_count, r.detected_at) for r in rows] == [
+        ("USDT-ETH", update.as_of, "BULL", 200, update.ts_event),
+        ("USDT-BTC", update.as_of, "BULL", 200, update.ts_event),
+    ]
+    assert (rows[0].ma50, rows[0].ma200, rows[0].diff_pct) == (
+        Decimal("1790.12345679"),  # numeric(28, 8)
+        Decimal("1750.5"),
+        Decimal("2.2988"),
+    )
+    assert (rows[1].ma50, rows[1].ma200, rows[1].diff_pct) == (None, None, None)
