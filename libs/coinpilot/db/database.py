@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import asyncpg
@@ -40,6 +40,19 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+@contextmanager
+def _transient_when_unavailable() -> Iterator[None]:
+    """Re-raise a lost or refused database as :class:`TransientError` (the ladder retries it)."""
+    try:
+        yield
+    except TransientError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientError(f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
+        raise
+
+
 class Database:
     """An async engine plus sessions that commit or roll back.
 
@@ -60,15 +73,9 @@ class Database:
 
         A lost or refused database connection surfaces as :class:`TransientError` (retry later).
         """
-        try:
+        with _transient_when_unavailable():
             async with self._sessions() as session, session.begin():
                 yield session
-        except TransientError:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise TransientError(f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
-            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -82,7 +89,7 @@ class Database:
         codec SQLAlchemy's dialect installs on its connections (decoded to Python values here):
         cast to ``text`` in SQL where the exact form matters.
         """
-        try:
+        with _transient_when_unavailable():
             async with self.engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert isinstance(raw, asyncpg.Connection)
@@ -92,12 +99,6 @@ class Database:
                 except _DRIVER_BROKEN:
                     await conn.invalidate()
                     raise
-        except TransientError:
-            raise
-        except Exception as exc:
-            if is_transient(exc):
-                raise TransientError(f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
-            raise
 
     async def ping(self) -> bool:
         """``SELECT 1`` within a short timeout; False on any failure, never raises."""
