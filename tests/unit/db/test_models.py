@@ -105,6 +105,7 @@ def test_the_public_surface_of_the_storage_packages() -> None:
         "StrategyState",
         "TradingHistory",
         "claim",
+        "claim_on",
         "current_revision",
         "downgrade",
         "upgrade",
