@@ -619,16 +619,22 @@ class Bench:
         assert self.js is not None and self.nc is not None
         js = self.js
         first, last = phase.replay[0].ts_open, phase.replay[-1].ts_open
+        context = (
+            f"after {len(prefix):,} candles ({prefix[0].ts_open:%H:%M} .. {prefix[-1].ts_open:%H:%M}) at "
+            "pace max: a run under way (hourly context, positions)"
+            if prefix
+            else "from the start of the run (no context prefix)"
+        )
         print(
             f"\n[2] latency at pace {pace}: {len(phase.replay)} candles {first:%Y-%m-%d %H:%M} .. "
-            f"{last:%H:%M} UTC, after {len(prefix):,} candles ({prefix[0].ts_open:%H:%M} .. "
-            f"{prefix[-1].ts_open:%H:%M}) at pace max: a run under way (hourly context, positions)"
+            f"{last:%H:%M} UTC, {context}"
         )
         await self.prepare(phase)
         run_id = f"bench-lat-{uuid.uuid4().hex[:6]}"
-        started = time.perf_counter()
-        await replay_candles(js, prefix, run_id=run_id, pace=parse_pace("max"), drain_timeout=900)
-        print(f"  context prefix replayed and drained in {time.perf_counter() - started:.1f}s")
+        if prefix:
+            started = time.perf_counter()
+            await replay_candles(js, prefix, run_id=run_id, pace=parse_pace("max"), drain_timeout=900)
+            print(f"  context prefix replayed and drained in {time.perf_counter() - started:.1f}s")
         recorder = Recorder(run_id)
         sub = await self.nc.subscribe(">", cb=recorder.record, pending_msgs_limit=-1, pending_bytes_limit=-1)
         result = await replay_candles(
