@@ -4,9 +4,7 @@ Handlers of a run are serialised twice: an ``asyncio.Lock`` per run in the proce
 ``risk_state`` row lock (``SELECT ... FOR UPDATE``) across replicas. Each handler is one
 transaction of plain SQL (``Database.transaction()``; the statements are in ``state.py``) with the
 inbox claim in it. Redis reads happen with their fallbacks (see ``state.py``); a Redis outage never
-fails a handler. The price a message carries is in memory at once, and its Redis round trips
-(SET, with an entry's volatility GET in the same pipeline) overlap the database's; a handler
-ends only after them.
+fails a handler; an entry's price SET and volatility GET share one pipeline.
 """
 
 from __future__ import annotations
@@ -17,9 +15,6 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal
-
-import asyncpg
 
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityStatus, fit_volatility
 from coinpilot.clock import trading_day, wall_clock_now
@@ -79,25 +74,16 @@ def build(rt: Runtime) -> ServiceDefinition:
     async def on_entry(d: Delivery[Signal], signal: EntrySignal) -> Sequence[Contract]:
         run_id = d.run_id
         day = trading_day(signal.ts_event, params.day_boundary)
-        # Redis first, as ever: the price is noted (in memory at once) and the volatility read,
-        # then today's reference equity under the run's lock (a handler that waited for the lock
-        # sees the snapshot the previous one kept). Those round trips overlap the claim's and the
-        # state's; the decision waits for them.
-        reading = cache.note_price_and_read_volatility(run_id, signal.symbol, signal.price, signal.ts_event)
-
-        async def read_snapshot() -> Decimal | None:
-            await asyncio.wait([reading])  # after it, as before: an outage is found (and counted) once
-            if params.reference_equity is not None:
-                return None
-            return await cache.reference_equity(run_id, day)
-
-        async def claim_and_load(conn: asyncpg.Connection) -> tuple[bool, core.RiskState]:
-            first_time = await claim_on(conn, SIGNALS_DURABLE, signal.msg_id(), run_id)
-            return first_time, await state.load_risk_state(conn, run_id, signal.ts_event, params)
-
-        try:
-            async with locks[run_id], db.transaction() as conn:
-                snapshot, (first_time, before) = await asyncio.gather(read_snapshot(), claim_and_load(conn))
+        reading = await cache.note_price_and_read_volatility(
+            run_id, signal.symbol, signal.price, signal.ts_event
+        )
+        async with locks[run_id]:
+            snapshot = (
+                None if params.reference_equity is not None else await cache.reference_equity(run_id, day)
+            )
+            async with db.transaction() as conn:
+                first_time = await claim_on(conn, SIGNALS_DURABLE, signal.msg_id(), run_id)
+                before = await state.load_risk_state(conn, run_id, signal.ts_event, params)
                 if not first_time:
                     # Already decided. A BUY still pending is proposed again (same msg_id, so
                     # JetStream drops it unless the first publish was lost); a rejection stays done.
@@ -107,11 +93,9 @@ def build(rt: Runtime) -> ServiceDefinition:
                 rows = await state.read_ledger(conn, run_id, quote_currency(signal.symbol))
                 prices = await cache.prices(run_id, rows.held_symbols)
                 ledger = rows.ledger(prices, snapshot, settings.paper_initial_balance)
-                step = core.on_entry_signal(before, signal, ledger, await reading, params)
+                step = core.on_entry_signal(before, signal, ledger, reading, params)
                 await state.save_risk_state(conn, run_id, step.state, wall_clock_now())
                 await state.write_audits(conn, run_id, step.audits)
-        finally:
-            await reading
         if snapshot is None and step.reference_equity is not None and params.reference_equity is None:
             ttl = state.reference_equity_ttl(signal.ts_event, params)
             await cache.keep_reference_equity(run_id, day, step.reference_equity, ttl)
@@ -134,20 +118,17 @@ def build(rt: Runtime) -> ServiceDefinition:
         return step.out
 
     async def on_exit(d: Delivery[Signal], signal: ExitSignal) -> Sequence[Contract]:
-        # The price is in memory at once; its SET overlaps the state's round trips.
-        noted = cache.start_note_price(d.run_id, signal.symbol, signal.price, signal.ts_event)
-        try:
-            async with locks[d.run_id], db.transaction() as conn:
-                before = await state.load_risk_state(conn, d.run_id, signal.ts_event, params)
-                step = core.on_exit_signal(before, signal, params)
-                await state.save_risk_state(conn, d.run_id, step.state, wall_clock_now())
-        finally:
-            await noted
+        await cache.note_price(d.run_id, signal.symbol, signal.price, signal.ts_event)
+        async with locks[d.run_id], db.transaction() as conn:
+            before = await state.load_risk_state(conn, d.run_id, signal.ts_event, params)
+            step = core.on_exit_signal(before, signal, params)
+            await state.save_risk_state(conn, d.run_id, step.state, wall_clock_now())
         record(d.run_id, step, signal.ts_event)
         return step.out
 
     async def on_signal(d: Delivery[Signal]) -> Sequence[Contract]:
-        """Both kinds note the signal's price first (in memory at once, Redis meanwhile)."""
+        """Both kinds note the signal's price first (an entry in the same round trip as its
+        volatility read)."""
         signal = d.message
         if isinstance(signal, ExitSignal):
             return await on_exit(d, signal)
@@ -155,19 +136,15 @@ def build(rt: Runtime) -> ServiceDefinition:
 
     async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
         fill, run_id = d.message, d.run_id
-        # The price is in memory at once; its SET overlaps the booking (nothing below reads it).
-        noted = cache.start_note_price(run_id, fill.symbol, fill.fill_price, fill.ts_event)
-        try:
-            async with locks[run_id], db.transaction() as conn:
-                first_time = await claim_on(conn, FILLS_DURABLE, fill.msg_id(), run_id)
-                before = await state.load_risk_state(conn, run_id, fill.ts_event, params)
-                if not first_time:
-                    return core.repeated_fill(before, fill, params)
-                step = core.on_fill(before, fill, params)
-                await state.save_risk_state(conn, run_id, step.state, wall_clock_now())
-                await state.write_audits(conn, run_id, step.audits)
-        finally:
-            await noted
+        await cache.note_price(run_id, fill.symbol, fill.fill_price, fill.ts_event)
+        async with locks[run_id], db.transaction() as conn:
+            first_time = await claim_on(conn, FILLS_DURABLE, fill.msg_id(), run_id)
+            before = await state.load_risk_state(conn, run_id, fill.ts_event, params)
+            if not first_time:
+                return core.repeated_fill(before, fill, params)
+            step = core.on_fill(before, fill, params)
+            await state.save_risk_state(conn, run_id, step.state, wall_clock_now())
+            await state.write_audits(conn, run_id, step.audits)
         record(run_id, step, fill.ts_event)
         for message in step.out:
             if isinstance(message, RiskAlert):

@@ -21,7 +21,6 @@ not one per message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -283,20 +282,18 @@ class RiskCache:
         if value is not None:
             await self._try("price", lambda c: c.set(keys.price(symbol, run_id), value))
 
-    def note_price_and_read_volatility(
+    async def note_price_and_read_volatility(
         self, run_id: str, symbol: str, price: Decimal, at: datetime
-    ) -> asyncio.Task[VolatilityReading]:
+    ) -> VolatilityReading:
         """:meth:`note_price`, then :meth:`volatility` of the same symbol, in one Redis round trip.
 
-        The price is in memory when this returns; the round trip runs as a task, so the caller's
-        own (the database's) overlap it: await the task, on every path. Same effects and fallbacks
-        as the two calls in a row: a failed connection counts against the price (the first
-        command) and the reading is unavailable, as when the SET alone fails; a failed GET counts
-        against the volatility multiplier.
+        Same effects and fallbacks as the two calls in a row: a failed connection counts against
+        the price (the first command) and the reading is unavailable, as when the SET alone fails;
+        a failed GET counts against the volatility multiplier.
         """
         value = self._remember_price(run_id, symbol, price, at)
         if value is None:
-            return asyncio.ensure_future(self.volatility(run_id, symbol))
+            return await self.volatility(run_id, symbol)
 
         async def both(c: Cache) -> list[Any]:
             async with c.client.pipeline(transaction=False) as pipe:
@@ -304,30 +301,17 @@ class RiskCache:
                 pipe.get(keys.volatility_state(symbol, run_id))
                 return list(await pipe.execute(raise_on_error=False))
 
-        async def run() -> VolatilityReading:
-            ok, replies = await self._try("price", both)
-            if not ok or replies is None:
-                return VolatilityReading(None, available=False)
-            stored, raw = replies
-            if isinstance(stored, RedisError):
-                self._failed("price", stored)
-                return VolatilityReading(None, available=False)
-            if isinstance(raw, RedisError):
-                self._failed("volatility multiplier", raw)
-                return VolatilityReading(None, available=False)
-            return self._volatility_reading(symbol, raw)
-
-        return asyncio.ensure_future(run())
-
-    def start_note_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> asyncio.Task[None]:
-        """:meth:`note_price` with the price in memory at once and the SET as a task (await it)."""
-        value = self._remember_price(run_id, symbol, price, at)
-
-        async def run() -> None:
-            if value is not None:
-                await self._try("price", lambda c: c.set(keys.price(symbol, run_id), value))
-
-        return asyncio.ensure_future(run())
+        ok, replies = await self._try("price", both)
+        if not ok or replies is None:
+            return VolatilityReading(None, available=False)
+        stored, raw = replies
+        if isinstance(stored, RedisError):
+            self._failed("price", stored)
+            return VolatilityReading(None, available=False)
+        if isinstance(raw, RedisError):
+            self._failed("volatility multiplier", raw)
+            return VolatilityReading(None, available=False)
+        return self._volatility_reading(symbol, raw)
 
     async def prices(self, run_id: str, symbols: Iterable[str]) -> dict[str, Decimal]:
         """Latest seen price per symbol: memory, else Redis (then remembered), else absent."""
