@@ -38,9 +38,10 @@ from services.agent.core import (
 from services.agent.graph import Reviewer
 from services.agent.pricing import estimate_cost_usd
 from services.agent.prompts import load_prompts
-from services.agent.providers import AnthropicProvider, OpenAIProvider, Provider, RulesProvider
+from services.agent.providers import Provider, RulesProvider
 from services.agent.recording import Caller, CallSource
 from services.agent.routing import ANTHROPIC, OPENAI, RULES, Route, RoutingConfig, choose_route
+from services.agent.sdk_providers import AnthropicProvider, OpenAIProvider
 from services.agent.settings import AgentSettings, load_params
 from services.agent.state import (
     LIVE_RUN,

@@ -16,9 +16,9 @@ from services.agent.core import ReviewPlan, plan_review
 from services.agent.graph import Reviewer
 from services.agent.guardrails import ErrorKind
 from services.agent.prompts import load_prompts
-from services.agent.providers import AnthropicProvider, OpenAIProvider
 from services.agent.recording import Caller, CallSource
 from services.agent.routing import DEV_MODEL, Route
+from services.agent.sdk_providers import AnthropicProvider, OpenAIProvider
 from tests.support.fake_llm import ANTHROPIC, OPENAI, TEST_KEY, FakeLlmServer, Reply
 from tests.unit.agent.factories import PARAMS, book_of, gentle_uptrend, order
 
