@@ -77,7 +77,7 @@ from coinpilot.demo import (
 )
 from coinpilot.embedded import EmbeddedStack, free_port
 from coinpilot.replay import parse_pace, replay_candles
-from coinpilot.runtime.definition import SERVICES
+from coinpilot.service_names import SERVICES
 
 LATENCY_WARM_END = datetime(2023, 3, 27, tzinfo=UTC)
 LATENCY_FROM = datetime(2023, 3, 27, 11, 50, tzinfo=UTC)

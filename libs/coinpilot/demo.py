@@ -34,7 +34,7 @@ from coinpilot.bus.connect import connect
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle
 from coinpilot.embedded import EmbeddedStack, free_port
-from coinpilot.runtime.definition import SERVICES
+from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"

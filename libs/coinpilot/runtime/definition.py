@@ -14,8 +14,6 @@ if TYPE_CHECKING:
     from coinpilot.cache import Cache
     from coinpilot.db import Database
 
-SERVICES: tuple[str, ...] = ("collector", "indicator", "strategy", "risk", "agent", "executor", "notifier")
-
 
 @dataclass
 class Runtime:

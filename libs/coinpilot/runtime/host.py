@@ -18,10 +18,11 @@ from faststream.security import BaseSecurity, SASLPlaintext
 from coinpilot import metrics as m
 from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
 from coinpilot.bus.connect import connect_options
-from coinpilot.runtime.definition import SERVICES, Runtime, ServiceDefinition
+from coinpilot.runtime.definition import Runtime, ServiceDefinition
 from coinpilot.runtime.heap import freeze_start_up_heap
 from coinpilot.runtime.probes import build_probe_app
 from coinpilot.runtime.pull import PullLoop
+from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 
 log = logging.getLogger("coinpilot.runtime")
