@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import multiprocessing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from decimal import Decimal
 from multiprocessing.connection import Connection
 
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
+from coinpilot.backtest import fit_worker
 from coinpilot.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.strategy_config import VolatilityConfig
 from services.risk import core as risk_core
@@ -119,9 +119,9 @@ def expected_fits(config: VolatilityConfig, traded_hours: dict[str, int]) -> int
     return sum(max(0, (n - config.min_returns - 1) // 24 + 1) for n in traded_hours.values())
 
 
-def _fit_worker(conn: Connection) -> None:
-    """The worker: import arch while the engine computes indicators, stream every fit, then serve
-    the report's chart (``charts_ahead.serve``) until the main process closes the pipe."""
+def serve_fits(conn: Connection) -> None:
+    """The worker (``fit_worker``): import arch, stream every fit of the hours it is sent, then
+    serve the report's chart (``charts_ahead.serve``) until the main process closes the pipe."""
     # Collections would walk (and so copy, page by page) the heap forked from the engine, and the
     # ~120,000 objects of the import are all long-lived: no collection until the fits start.
     gc.disable()
@@ -151,7 +151,8 @@ def _fit_worker(conn: Connection) -> None:
 class FitsAhead:
     """Fits made by a worker process, received as it makes them; misses are fitted in line.
 
-    Start it before the indicators are computed (:meth:`start`), hand it the hourly closes when
+    Start it before the indicators are computed (:meth:`start`: the spare worker
+    ``fit_worker.fork_spare`` forked, if any, else a new one), hand it the hourly closes when
     they are known (:meth:`submit`), then use it as the track's fitter. A worker that dies or
     never answers costs time, never a different result. After the run, :meth:`to_chart_renderer`
     hands the worker over to render the report's chart; :meth:`close` stops it unless handed over.
@@ -163,16 +164,19 @@ class FitsAhead:
         self._fits: dict[str, VolatilityState | None] = {}
         self._done = False
         self._handed_over = False
-        context = multiprocessing.get_context("fork")  # the engine's modules are loaded already
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_fit_worker, args=(child,), daemon=True)
+        self._worker: fit_worker.Worker | None = None
 
     def start(self) -> FitsAhead:
-        self._process.start()
+        self._worker = fit_worker.take()
         return self
 
+    def _started(self) -> fit_worker.Worker:
+        if self._worker is None:
+            raise RuntimeError("FitsAhead.start() was not called")
+        return self._worker
+
     def submit(self, hours: dict[str, list[HourlyClose]]) -> None:
-        self._conn.send((self._config, hours))
+        self._started()[1].send((self._config, hours))
 
     def __call__(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
         key = fit_key(symbol, closes, now)
@@ -183,12 +187,13 @@ class FitsAhead:
         return self.fallback(symbol, closes, now)
 
     def _receive(self) -> None:
+        process, conn = self._started()
         try:
-            while not self._conn.poll(0.2):
-                if not self._process.is_alive() and not self._conn.poll(0):
+            while not conn.poll(0.2):
+                if not process.is_alive() and not conn.poll(0):
                     self._done = True
                     return
-            message = self._conn.recv()
+            message = conn.recv()
         except (EOFError, OSError):
             self._done = True
             return
@@ -200,15 +205,17 @@ class FitsAhead:
 
     def to_chart_renderer(self) -> ChartAhead | None:
         """The worker, from now on a chart renderer (None when it is gone); this fitter stops using it."""
-        if not self._process.is_alive():
+        process, conn = self._started()
+        if not process.is_alive():
             return None
         self._handed_over = True
-        return ChartAhead(self._process, self._conn, fits_pending=not self._done)
+        return ChartAhead(process, conn, fits_pending=not self._done)
 
     def close(self) -> None:
-        if self._handed_over:
+        if self._handed_over or self._worker is None:
             return
-        if self._process.is_alive():
-            self._process.kill()
-        self._process.join()
-        self._conn.close()
+        process, conn = self._worker
+        if process.is_alive():
+            process.kill()
+        process.join()
+        conn.close()
