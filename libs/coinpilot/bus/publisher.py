@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nats.errors import Error as NatsError
@@ -60,10 +60,6 @@ class Bus:
                 future.cancel()
             what = f"{type(exc).__name__}: {exc}"
             raise TransientError(f"publish of {len(items)} messages failed: {what}") from exc
-
-    async def publish_all(self, msgs: Iterable[Contract], *, run_id: str, trace_id: str | None) -> None:
-        for msg in msgs:
-            await self.publish(msg, run_id=run_id, trace_id=trace_id)
 
     async def publish_raw(self, subject: str, body: bytes, headers: Mapping[str, str]) -> None:
         try:
