@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.backtest import fit_worker
@@ -47,11 +46,14 @@ def run_track(fitter: Fitter, hours: dict[str, list[HourlyClose]]) -> list[Volat
 
 
 def wait_until_dead(pid: int) -> None:
-    """Until the killed process is a zombie (multiprocessing reaps it when asked ``is_alive``)."""
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-        assert time.monotonic() < deadline, f"process {pid} did not die"
-        time.sleep(0.01)
+    """Until the killed process has exited (its pidfd turns readable; multiprocessing reaps it
+    when asked ``is_alive``)."""
+    fd = os.pidfd_open(pid)
+    try:
+        readable, _, _ = select.select([fd], [], [], 10)
+        assert readable, f"process {pid} did not die"
+    finally:
+        os.close(fd)
 
 
 def worker_pid(ahead: FitsAhead) -> int | None:
@@ -93,8 +95,8 @@ def test_a_spare_that_died_costs_a_fork_not_a_fit() -> None:
 def test_a_worker_forked_before_the_engine_is_imported_fits_what_the_engine_would() -> None:
     """As the command does it: fork first, import the engine after; the worker imports what it needs."""
     script = """
+import select
 import sys
-import time
 from coinpilot.backtest import fit_worker
 fit_worker.fork_spare()
 assert "arch" not in sys.modules and "coinpilot.backtest.engine" not in sys.modules
