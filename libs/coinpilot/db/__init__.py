@@ -9,7 +9,7 @@ async with db.session() as session:      # one transaction: commit on success, r
 ```
 """
 
-from coinpilot.db.database import Database
+from coinpilot.db.database import Database, rehearsal_run_id
 from coinpilot.db.inbox import claim, claim_on
 from coinpilot.db.migrate import current_revision, downgrade, upgrade
 from coinpilot.db.models import (
@@ -57,5 +57,6 @@ __all__ = [
     "claim_on",
     "current_revision",
     "downgrade",
+    "rehearsal_run_id",
     "upgrade",
 ]

@@ -100,6 +100,7 @@ class ServiceHost:
         js = self.broker.config.connection_state.stream
         await ensure_streams(js)
         self._db, self._cache = await self._open_storage()
+        await self._connect_storage()
         for name in self.names:
             label = service_label(name)
             rt = Runtime(
@@ -184,6 +185,17 @@ class ServiceHost:
 
             cache = Cache(self.settings.redis_url)
         return db, cache
+
+    async def _connect_storage(self) -> None:
+        """Open each pool's first connection now, not inside the first message's handling.
+
+        Both pings never raise: a store that is down at start-up is the handlers' (and the
+        readiness check's) business, as before.
+        """
+        if self._db is not None:
+            await self._db.ping()
+        if self._cache is not None:
+            await self._cache.ping()
 
     def _pull_loop(self, rt: Runtime, consumer: Consumer) -> PullLoop:
         settings = self.settings

@@ -87,3 +87,18 @@ async def test_a_connection_killed_mid_transaction_is_transient_and_never_reused
     async with db.transaction() as conn:
         assert await conn.fetchval("SELECT pg_backend_pid()") != victim
         assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_rolled_back_runs_real_statements_and_keeps_nothing(db: Database) -> None:
+    boundary = datetime(2025, 1, 3, tzinfo=UTC)
+    insert = "INSERT INTO job_runs (run_id, job_name, boundary) VALUES ($1, $2, $3) RETURNING job_name"
+    async with db.rolled_back() as conn:
+        assert await conn.fetchval(insert, "db-rehearsal", "seen inside", boundary) == "seen inside"
+        assert await conn.fetchval("SELECT count(*) FROM job_runs WHERE run_id = 'db-rehearsal'") == 1
+    with pytest.raises(ValueError):
+        async with db.rolled_back() as conn:
+            await conn.execute(insert, "db-rehearsal", "raised", boundary)
+            raise ValueError("boom")
+    async with db.session() as session:
+        rows = (await session.execute(select(JobRun).where(JobRun.run_id == "db-rehearsal"))).all()
+    assert rows == []
