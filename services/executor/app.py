@@ -9,7 +9,7 @@ from coinpilot.contracts import Contract, Fill, OrderApproved, OrderRejected
 from coinpilot.db import Database
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
-from services.executor import core, metrics, state
+from services.executor import core, metrics, rehearsal, state
 from services.executor.settings import ExecutorSettings
 from services.executor.venue import FillVenue, PaperVenue
 
@@ -76,9 +76,17 @@ def build(rt: Runtime) -> ServiceDefinition:
             rt.log.warning("order %s rejected: %s %s", answer.order_id, answer.reason, answer.message)
         return [answer]
 
+    async def rehearse(rt: Runtime) -> None:
+        """Warm the order path before the first order (see ``rehearsal``); a failure only costs that."""
+        try:
+            await rehearsal.rehearse_orders(db, venue, settings.initial_balance)
+        except Exception as exc:
+            rt.log.warning("order rehearsal failed, the first order pays the warm-up: %r", exc)
+
     return ServiceDefinition(
         name="executor",
         consumers=[
             Consumer(subject=SUBJECT, durable=DURABLE, handler=on_order, parse=parser_for(OrderApproved))
         ],
+        on_start=rehearse,
     )

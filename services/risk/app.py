@@ -33,7 +33,7 @@ from coinpilot.db import claim_on
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from coinpilot.symbols import quote_currency
-from services.risk import core, metrics, state
+from services.risk import core, metrics, rehearsal, state
 from services.risk.settings import RiskSettings
 
 SIGNALS, SIGNALS_DURABLE = "signals.*.*", "risk-signals"
@@ -223,6 +223,14 @@ def build(rt: Runtime) -> ServiceDefinition:
                 for alert in alerts:
                     await rt.bus.publish(alert, run_id=run_id)
 
+    async def rehearse(rt: Runtime) -> None:
+        """Warm the signal path before the first signal (see ``rehearsal``); a failure only costs that."""
+        currency = quote_currency(rt.settings.symbols[0]) if rt.settings.symbols else "KRW"
+        try:
+            await rehearsal.rehearse_signal_path(db, SIGNALS_DURABLE, params, currency)
+        except Exception as exc:
+            rt.log.warning("signal rehearsal failed, the first signal pays the warm-up: %r", exc)
+
     return ServiceDefinition(
         name="risk",
         consumers=[
@@ -232,4 +240,5 @@ def build(rt: Runtime) -> ServiceDefinition:
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
         ],
         tasks=[refit_at_start],
+        on_start=rehearse,
     )
