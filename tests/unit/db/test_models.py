@@ -108,6 +108,7 @@ def test_the_public_surface_of_the_storage_packages() -> None:
         "claim_on",
         "current_revision",
         "downgrade",
+        "rehearsal_run_id",
         "upgrade",
     }
     assert set(coinpilot.cache.__all__) == {"CACHE_FALLBACKS", "Cache", "keys"}
