@@ -10,6 +10,7 @@ from coinpilot.db import Database
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from services.executor import core, metrics, rehearsal, state
+from services.executor.booking import book_order
 from services.executor.settings import ExecutorSettings
 from services.executor.venue import FillVenue, PaperVenue
 
@@ -28,25 +29,16 @@ async def execute_order(
 ) -> Fill | OrderRejected:
     """Fill or refuse one order in one transaction; a handled order gets its stored answer again."""
     async with db.transaction() as conn:
-        locked = await state.lock_ledger(conn, run_id, order, initial_balance)
-        if locked.stored is not None:
-            metrics.REPLAYED_FILLS.labels(order.symbol).inc()
-            return locked.stored.message
-        ledger = locked.ledger
-        execution = await venue.execute(order, ledger)
-        outcome = (
-            execution
-            if isinstance(execution, core.Rejection)
-            else core.apply_execution(ledger, order, execution)
+        booking = await book_order(
+            conn, venue, order, run_id=run_id, trace_id=trace_id, initial_balance=initial_balance
         )
-        if isinstance(outcome, core.Rejection):
-            await state.save_rejection(conn, run_id, outcome)
-        else:
-            gauges = await state.save_fill(conn, run_id, order, outcome.fill, outcome.ledger, trace_id)
-    if isinstance(outcome, core.Rejection):
-        metrics.REJECTIONS.labels(order.symbol, outcome.reason).inc()
-        return outcome.message_out()
-    fill = outcome.fill
+    if isinstance(booking, state.StoredAnswer):
+        metrics.REPLAYED_FILLS.labels(order.symbol).inc()
+        return booking.message
+    if isinstance(booking, core.Rejection):
+        metrics.REJECTIONS.labels(order.symbol, booking.reason).inc()
+        return booking.message_out()
+    fill, gauges = booking.outcome.fill, booking.gauges
     metrics.FILLS.labels(fill.symbol, fill.side).inc()
     metrics.TRADE_COUNT.inc()
     metrics.FEES.labels(fill.currency).inc(float(fill.fee))

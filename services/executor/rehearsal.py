@@ -3,16 +3,16 @@
 Why: the first order of a fresh process took 12-14 ms where the next took 4-5 (whole-day bench),
 the first order on a new connection 6-9 ms where a warm one takes under 2 (in process): each
 statement's first parse and plan, the backend's catalog lookups, asyncpg's statement cache and the
-first run of the Python path. Booking a BUY, its SELL and a rejection at start-up, in a transaction
-that is rolled back, pays that before the first real order. Nothing is kept and no metric moves.
+first run of the Python path. Booking a BUY, its SELL, a rejection and a stored answer at start-up
+(``booking.book_order``, the consumer's own path) in a transaction that is rolled back pays that
+before the first real order. Nothing is kept and no metric moves.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-
-import asyncpg
+from functools import partial
 
 from coinpilot.contracts import (
     EntrySignal,
@@ -22,12 +22,12 @@ from coinpilot.contracts import (
     MinuteCandle,
     OrderApproved,
     Regime,
-    RejectReason,
     RejectStage,
     Side,
 )
 from coinpilot.db import Database, rehearsal_run_id
-from services.executor import core, state
+from services.executor.booking import Booked, book_order
+from services.executor.core import Position
 from services.executor.venue import FillVenue
 
 SYMBOL = "KRW-BTC"
@@ -66,7 +66,7 @@ def buy(amount: Decimal) -> OrderApproved:
     )
 
 
-def sell(position: core.Position) -> OrderApproved:
+def sell(position: Position) -> OrderApproved:
     at = position.opened_at + timedelta(hours=1)
     signal = ExitSignal(
         ts_event=at,
@@ -95,31 +95,16 @@ def sell(position: core.Position) -> OrderApproved:
     )
 
 
-async def _book(
-    conn: asyncpg.Connection, run_id: str, venue: FillVenue, order: OrderApproved, balance: Decimal
-) -> core.Ledger:
-    """Lock, read, quote and book one order as ``execute_order`` does; the ledger after it."""
-    locked = await state.lock_ledger(conn, run_id, order, balance)
-    execution = await venue.execute(order, locked.ledger)
-    outcome = (
-        execution
-        if isinstance(execution, core.Rejection)
-        else core.apply_execution(locked.ledger, order, execution)
-    )
-    if isinstance(outcome, core.Rejection):
-        raise RuntimeError(f"the rehearsal's {order.side} was rejected: {outcome.reason}")
-    await state.save_fill(conn, run_id, order, outcome.fill, outcome.ledger, trace_id=None)
-    return outcome.ledger
-
-
 async def rehearse_orders(db: Database, venue: FillVenue, initial_balance: Decimal) -> None:
-    """A BUY, its SELL and a rejection of a throwaway run, in one transaction rolled back."""
+    """Through ``book_order`` for a throwaway run, in one transaction rolled back: a BUY, its SELL,
+    the SELL again with nothing left to sell (a rejection) and the BUY again (its stored answer)."""
     run_id = rehearsal_run_id()
     order = buy(initial_balance / 10)
     async with db.rolled_back() as conn:
-        after_buy = await _book(conn, run_id, venue, order, initial_balance)
-        assert after_buy.position is not None
-        await _book(conn, run_id, venue, sell(after_buy.position), initial_balance)
-        rejection = core.Rejection(order, RejectReason.NO_POSITION, "rehearsal")
-        await state.save_rejection(conn, run_id, rejection)
-        await state.lock_ledger(conn, run_id, order, initial_balance)
+        book = partial(book_order, conn, venue, run_id=run_id, trace_id=None, initial_balance=initial_balance)
+        bought = await book(order)
+        if not isinstance(bought, Booked) or bought.outcome.ledger.position is None:
+            raise RuntimeError(f"the rehearsal's BUY was not filled: {bought}")
+        exit_order = sell(bought.outcome.ledger.position)
+        for o in (exit_order, exit_order.model_copy(update={"order_id": "rehearsal:sell-again"}), order):
+            await book(o)
