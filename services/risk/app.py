@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from coinpilot.analytics.volatility import VolatilityFitError, VolatilityStatus, fit_volatility
+from coinpilot.analytics.volatility import VolatilityFitError, VolatilityStatus, fit_volatility, load_garch
 from coinpilot.clock import trading_day, wall_clock_now
 from coinpilot.contracts import (
     Contract,
@@ -223,6 +223,12 @@ def build(rt: Runtime) -> ServiceDefinition:
                 for alert in alerts:
                     await rt.bus.publish(alert, run_id=run_id)
 
+    async def start(rt: Runtime) -> None:
+        """Before the consumers start: load the GARCH library (see ``load_garch``: the first refit
+        must not import it under the handlers), then rehearse the signal path."""
+        load_garch()
+        await rehearse(rt)
+
     async def rehearse(rt: Runtime) -> None:
         """Warm the signal path before the first signal (see ``rehearsal``); a failure only costs that."""
         currency = quote_currency(rt.settings.symbols[0]) if rt.settings.symbols else "KRW"
@@ -240,5 +246,5 @@ def build(rt: Runtime) -> ServiceDefinition:
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
         ],
         tasks=[refit_at_start],
-        on_start=rehearse,
+        on_start=start,
     )

@@ -31,6 +31,7 @@ __all__ = [
     "VolatilityStatus",
     "fit_volatility",
     "forecast_sigma_pct",
+    "load_garch",
     "log_returns_pct",
     "volatility_multiplier",
 ]
@@ -107,12 +108,25 @@ def log_returns_pct(closes: Sequence[float] | Sequence[Decimal]) -> list[float]:
     return (100.0 * np.diff(np.log(values))).tolist()
 
 
+def load_garch() -> None:
+    """Import ``arch`` now (with scipy and pandas: ~1.3 s of CPU here).
+
+    The module imports it lazily, so nothing but the risk service pays for it. The risk service
+    calls this at start-up: imported by the first fit instead, in its worker thread, the import
+    holds the interpreter lock in 5 ms slices for over a second, and every handler of the service
+    is slowed meanwhile (``bench/bench_refit.py``: a handler of 8 PostgreSQL round trips, 0.5 ms
+    alone, p50 ~5, p90 ~20 and max 64-94 ms for 1.3-1.5 s; beside a fit whose library is already
+    loaded, 20-33 ms, p50 ~4 and max under 8 ms).
+    """
+    import arch  # noqa: F401  (the import is the point)
+
+
 def forecast_sigma_pct(returns: Sequence[float]) -> float:
     """One-step-ahead standard deviation of a GARCH(1,1) (constant mean, normal) fitted to ``returns``.
 
     The result is in the unit of the returns (percent per hour for hourly percent returns).
     """
-    from arch import arch_model  # imported here: a 0.5 s import only the risk service needs
+    from arch import arch_model  # imported here: only the risk service needs it (see load_garch)
 
     data = np.asarray(returns, dtype=float)
     if data.size < 10 or not np.all(np.isfinite(data)):

@@ -1,14 +1,18 @@
 """Start-up rehearsals on real PostgreSQL: the hot path's statements prepared, no row kept.
 
 The executor and risk rehearse their message paths in ``on_start`` (``Database.rolled_back``), so
-the first order and the first signal of a fresh process find their statements prepared.
+the first order and the first signal of a fresh process find their statements prepared. Risk also
+loads its GARCH library there, before its consumers start.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +110,34 @@ async def test_a_rehearsal_that_cannot_reach_the_database_only_logs(
     finally:
         await db.dispose()
     assert case.warning in caplog.text
+
+
+# A fresh interpreter: in the test process another test may have imported arch already.
+_RISK_START = """
+import asyncio, sys
+from coinpilot.db import Database
+from services.risk import app
+from tests.support.rehearsal import runtime_on
+
+async def main(url):
+    db = Database(url, pool_size=1, max_overflow=0)
+    rt = runtime_on(db, "risk")
+    definition = app.build(rt)
+    loaded_by_build = "arch" in sys.modules
+    await definition.on_start(rt)
+    await db.dispose()
+    print(loaded_by_build, "arch" in sys.modules)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_risk_loads_the_garch_library_before_its_consumers_start(migrated: str) -> None:
+    """Left to the first refit, the import (~1.3 s) would run in the fit's thread while the
+    handlers run, slowing every one of them for its duration (see ``load_garch``)."""
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [sys.executable, "-c", _RISK_START, migrated], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
