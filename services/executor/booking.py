@@ -34,7 +34,8 @@ async def book_order(
     locked = await state.lock_ledger(conn, run_id, order, initial_balance)
     if locked.stored is not None:
         return locked.stored
-    execution = await venue.execute(order, locked.ledger)
+    refused = core.refuse_duplicate_buy(locked.ledger, order)  # before any venue is asked
+    execution = refused if refused is not None else await venue.execute(order, locked.ledger)
     outcome = (
         execution
         if isinstance(execution, core.Rejection)

@@ -2,9 +2,18 @@
 
 Two steps, so a live broker can replace the paper venue without touching the ledger rules:
 
+    refuse_duplicate_buy(ledger, order)     -> Rejection | None        (before any venue is asked)
     quote_paper(order, ledger, params)      -> Execution | Rejection   (what a paper venue fills)
     apply_execution(ledger, order, exec)    -> FillOutcome | Rejection (what the ledger becomes)
     fill_order = quote_paper then apply_execution
+
+One position per symbol: a BUY for a symbol the ledger already holds is refused
+(``DUPLICATE_POSITION``). Risk refuses such a signal too, but its pending order expires after
+``pending_timeout`` of event time, so when the order path lags the candles by more than that (a
+replay at pace max; an agent or executor down for longer, its proposals queued) a second BUY can
+be approved before the first one's fill reached risk. Only here, under the ledger's lock, is the
+rule checked against the truth. (The original averaged a second BUY into the position, on a path
+that was unreachable for it, BEHAVIOUR §6.2.)
 
 Money rules (BEHAVIOUR §6 with the rebuild fixes). Every amount is a ``Decimal`` with at most 8
 decimal places, the scale of the ledger (``NUMERIC(20,8)``), and every rounding goes against the
@@ -26,7 +35,7 @@ Every money field of a ``Fill`` carries exactly 8 decimal places, so a fill rebu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
@@ -176,8 +185,24 @@ def apply_execution(ledger: Ledger, order: OrderApproved, execution: Execution) 
     return _apply_sell(ledger, order, execution)
 
 
+def refuse_duplicate_buy(ledger: Ledger, order: OrderApproved) -> Rejection | None:
+    """A BUY for a symbol already held: refused, nothing booked (see the module docstring)."""
+    held = ledger.position
+    if order.side is not Side.BUY or held is None or held.quantity <= 0:
+        return None
+    return Rejection(
+        order,
+        RejectReason.DUPLICATE_POSITION,
+        f"{order.symbol} is already held ({held.quantity} since {held.opened_at.isoformat()}, "
+        f"opened by {held.opened_by})",
+    )
+
+
 def fill_order(ledger: Ledger, order: OrderApproved, params: FillParams) -> FillOutcome | Rejection:
-    """The paper executor: quote at the decision price, then book it."""
+    """The paper executor: refuse a duplicate BUY, quote at the decision price, then book it."""
+    refused = refuse_duplicate_buy(ledger, order)
+    if refused is not None:
+        return refused
     execution = quote_paper(order, ledger, params)
     if isinstance(execution, Rejection):
         return execution
@@ -185,6 +210,9 @@ def fill_order(ledger: Ledger, order: OrderApproved, params: FillParams) -> Fill
 
 
 def _apply_buy(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutcome | Rejection:
+    refused = refuse_duplicate_buy(ledger, order)
+    if refused is not None:
+        return refused
     cost = ex.amount + ex.fee
     if ledger.balance < cost:
         return Rejection(
@@ -192,26 +220,15 @@ def _apply_buy(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutco
             RejectReason.INSUFFICIENT_BALANCE,
             f"needs {cost} {ledger.currency} (amount {ex.amount} + fee {ex.fee}), has {ledger.balance}",
         )
-    old = ledger.position
-    if old is None or old.quantity <= 0:
-        position = Position(
-            symbol=order.symbol,
-            quantity=ex.quantity,
-            avg_price=ex.fill_price,
-            regime=order.regime,
-            high_water_mark=ex.fill_price,
-            opened_at=order.ts_event,
-            opened_by=order.order_id,
-        )
-    else:  # unreachable while risk refuses duplicate positions; averaged as the original did
-        quantity = old.quantity + ex.quantity
-        position = replace(
-            old,
-            quantity=quantity,
-            avg_price=round_even((old.avg_price * old.quantity + ex.fill_price * ex.quantity) / quantity),
-            regime=order.regime,
-            high_water_mark=max(old.high_water_mark, ex.fill_price),
-        )
+    position = Position(
+        symbol=order.symbol,
+        quantity=ex.quantity,
+        avg_price=ex.fill_price,
+        regime=order.regime,
+        high_water_mark=ex.fill_price,
+        opened_at=order.ts_event,
+        opened_by=order.order_id,
+    )
     balance = ledger.balance - cost
     fill = Fill(
         ts_event=order.ts_event,

@@ -42,6 +42,13 @@ def sell_of(buy: OrderApproved, price: str, minutes: int) -> OrderApproved:
     )
 
 
+async def balance_of(db: Database, run_id: str) -> Decimal:
+    async with db.session() as s:
+        account = (AccountState.run_id == run_id) & (AccountState.currency == "KRW")
+        query = select(AccountState.balance).where(account)
+        return (await s.execute(query)).scalar_one()
+
+
 async def gauges_from_the_tables(db: Database, run_id: str) -> tuple[int, float | None]:
     """What the two gauges must show, computed by plain ORM queries over the committed tables."""
     async with db.session() as s:
@@ -96,23 +103,26 @@ async def test_the_gauges_after_each_fill_are_the_whole_runs_positions_and_krw_e
     assert equity == float((await run(executor_db, orders[-1], run_id)).balance_after)
 
 
-async def test_a_second_buy_averages_into_the_position_and_keeps_its_opening(
+async def test_a_second_buy_for_a_held_symbol_is_refused_and_the_position_keeps_its_opening(
     executor_db: Database, run_id: str
 ) -> None:
     first = buy_order("100000000", "1000000")
-    second = buy_order("110000000", "1000000", at=T0 + timedelta(minutes=1))
-    one, two = await run(executor_db, first, run_id), await run(executor_db, second, run_id)
-    assert isinstance(one, Fill) and isinstance(two, Fill)
+    second = buy_order("110000000", "1000000", at=T0 + timedelta(minutes=11))
+    one = await run(executor_db, first, run_id)
+    balance = await balance_of(executor_db, run_id)
+    two = await run(executor_db, second, run_id)
+    assert isinstance(one, Fill) and isinstance(two, OrderRejected)
+    assert two.reason is RejectReason.DUPLICATE_POSITION and two.order_id == second.order_id
     async with executor_db.session() as s:
         row = (
             await s.execute(select(Position).where(Position.run_id == run_id, Position.symbol == "KRW-BTC"))
         ).scalar_one()
-    assert (row.quantity, row.avg_price) == (two.position_quantity_after, two.position_avg_price_after)
-    assert row.quantity == one.quantity + two.quantity
-    assert (row.opened_at, row.position_id, row.currency) == (T0, first.order_id, "KRW")
-    assert (row.updated_at, row.high_water_mark, row.regime) == (second.ts_event, two.fill_price, "BULL")
+    assert (row.quantity, row.avg_price, row.position_id) == (one.quantity, one.fill_price, first.order_id)
+    assert await balance_of(executor_db, run_id) == balance  # nothing booked
+    again = await run(executor_db, second, run_id)  # a redelivery gets the stored answer
+    assert isinstance(again, OrderRejected) and again.message == "already rejected: DUPLICATE_POSITION"
     closed = await run(executor_db, sell_of(first, "120000000", 10), run_id)
-    assert isinstance(closed, Fill) and closed.quantity == row.quantity
+    assert isinstance(closed, Fill) and closed.quantity == one.quantity
     assert (await gauges_from_the_tables(executor_db, run_id))[0] == 0
 
 

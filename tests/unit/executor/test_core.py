@@ -20,6 +20,7 @@ from services.executor.core import (
     buy_quantity,
     fill_order,
     quote_paper,
+    refuse_duplicate_buy,
     slipped_price,
 )
 from tests.unit.executor.factories import T0, buy_order, sell_order
@@ -270,12 +271,27 @@ def test_buy_with_the_exact_balance_and_no_fee_leaves_zero() -> None:
     assert outcome.ledger.balance == 0
 
 
-def test_buy_on_an_open_position_averages_it_as_the_original_did() -> None:
-    # (0.01 × 100,000,000 + 0.01 × 110,000,000) / 0.02 = 105,000,000
-    ledger = krw("10000000", btc_position("0.01", "100000000", hwm="108000000"))
+def test_a_buy_for_a_held_symbol_is_refused_before_it_is_quoted_or_booked() -> None:
+    held = btc_position("0.01", "100000000", hwm="108000000")
+    ledger = krw("10000000", held)
     order = buy_order("110000000", "1100000")
-    outcome = filled(fill_order(ledger, order, NO_FEE))
-    assert outcome.ledger.position == btc_position("0.02", "105000000", hwm="110000000")
+    refused = fill_order(ledger, order, NO_FEE)
+    assert isinstance(refused, Rejection) and refused.reason is RejectReason.DUPLICATE_POSITION
+    assert "KRW-BTC is already held (0.01 since" in refused.message and BTC_BUY_ID in refused.message
+    assert refuse_duplicate_buy(ledger, order) == refused
+    # a venue's execution for it is not booked either: the ledger is never averaged into
+    execution = quote_paper(order, krw("10000000"), NO_FEE)
+    assert isinstance(execution, Execution)
+    assert apply_execution(ledger, order, execution) == refused
+
+
+def test_only_a_buy_for_a_held_symbol_is_a_duplicate() -> None:
+    held = krw("10000000", btc_position("0.01", "100000000"))
+    assert refuse_duplicate_buy(krw("10000000"), buy_order("110000000", "1100000")) is None
+    sell = sell_order("110000000", opened_by=BTC_BUY_ID, quantity="0.01", avg_price="1", high_water_mark="1")
+    assert refuse_duplicate_buy(held, sell) is None
+    emptied = krw("10000000", btc_position("0", "100000000"))
+    assert refuse_duplicate_buy(emptied, buy_order("110000000", "1100000")) is None
 
 
 @pytest.mark.parametrize(
