@@ -1,11 +1,16 @@
 """The executor's pure core: an approved order and the ledger in, a fill or a reasoned "no" out.
 
-Two steps, so a live broker can replace the paper venue without touching the ledger rules:
+A check, then two steps, so a live broker can replace the paper venue without touching the
+ledger rules:
 
     refuse_duplicate_buy(ledger, order)     -> Rejection | None        (before any venue is asked)
     quote_paper(order, ledger, params)      -> Execution | Rejection   (what a paper venue fills)
     apply_execution(ledger, order, exec)    -> FillOutcome | Rejection (what the ledger becomes)
-    fill_order = quote_paper then apply_execution
+    fill_order = the three in that order (the backtest; ``booking.book_order`` does the same with
+    its venue, so both give the same answer to the same order)
+
+``apply_execution`` refuses a duplicate BUY as well, so a caller that skipped the check still
+cannot average into a position.
 
 One position per symbol: a BUY for a symbol the ledger already holds is refused
 (``DUPLICATE_POSITION``). Risk refuses such a signal too, but its pending order expires after
