@@ -242,9 +242,10 @@ async def run_messages(js: JetStreamContext, stream: str, subject: str, run_id: 
         while seen < total:
             for msg in await sub.fetch(min(1000, total - seen), timeout=10):
                 seen += 1
-                if (msg.headers or {}).get(h.RUN_ID) == run_id:
+                headers = h.of_message(msg.headers)
+                if headers.get(h.RUN_ID) == run_id:
                     ours += 1
-                    ids.add((msg.headers or {}).get(h.MSG_ID, ""))
+                    ids.add(headers.get(h.MSG_ID, ""))
     finally:
         await sub.unsubscribe()
     return ours, len(ids)
@@ -316,7 +317,7 @@ class Recorder:
     seen: list[tuple[str, str, str]] = field(default_factory=list)
 
     async def record(self, msg: Msg) -> None:
-        headers = msg.headers
+        headers = h.of_message(msg.headers)
         if msg.reply.startswith("$JS.ACK.") or not headers or headers.get(h.RUN_ID) != self.run_id:
             return  # a JetStream delivery to a consumer is a copy of a publish already seen
         self.seen.append((msg.subject, headers.get(h.TRACE_ID, ""), headers.get(h.PUBLISHED_AT, "")))

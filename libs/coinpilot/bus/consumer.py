@@ -185,7 +185,7 @@ async def process(raw: Msg, consumer: Consumer, bus: Bus, max_deliver: int) -> s
     """Run the ladder for one message; returns the outcome (acked, nacked, dead-lettered)."""
     service = bus.service
     meters = _meters(service, consumer.subject)
-    headers = dict(raw.headers or {})
+    headers = h.of_message(raw.headers)
     deliveries = _deliveries(raw)
     limit = consumer.max_deliver or max_deliver
     started = time.perf_counter()
@@ -239,7 +239,7 @@ async def process_batch(raws: Sequence[Msg], consumer: Consumer, bus: Bus, max_d
     outcomes: dict[int, str] = {}
     parsed: list[tuple[int, Delivery[Any]]] = []
     for i, raw in enumerate(raws):
-        headers = dict(raw.headers or {})
+        headers = h.of_message(raw.headers)
         try:
             parsed.append((i, _delivery(raw, consumer, headers, _deliveries(raw))))
         except ContractError as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from coinpilot.clock import ensure_utc
@@ -35,11 +35,32 @@ def build_headers(
     }
 
 
+def of_message(raw: Mapping[str, object] | None) -> dict[str, str]:
+    """A delivered message's headers as ``name -> str``, whichever parser nats-py used.
+
+    nats-py's own parser gives one ``str`` per name. With the optional ``fast-mail-parser``
+    installed (the ``nats-py[fast_parse]`` extra; 0.10 and later) it gives a *list* per name, and
+    every reader of a run id, a trace id or a timestamp would then fail on every message. A list
+    becomes its last value, the one nats-py's own parser keeps for a repeated name.
+    """
+    if not raw:
+        return {}
+    return {name: value if type(value) is str else _one(value) for name, value in raw.items()}
+
+
+def _one(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return _one(value[-1]) if value else ""
+    return str(value)
+
+
 def published_at(headers: Mapping[str, str]) -> datetime | None:
     raw = headers.get(PUBLISHED_AT)
     if not raw:
         return None
     try:
         return datetime.fromisoformat(raw)
-    except ValueError:
+    except (TypeError, ValueError):
         return None

@@ -93,7 +93,7 @@ async def tail(
                 break
             if not matches_symbol(msg.subject, symbol):
                 continue
-            headers = dict(msg.headers or {})
+            headers = h.of_message(msg.headers)
             if as_json:
                 out(json.dumps({"subject": msg.subject, "headers": headers, "data": json.loads(msg.data)}))
             else:

@@ -105,7 +105,7 @@ async def collect_hops(js: JetStreamContext, trace_id: str, idle: float = 0.5) -
                     msg = await sub.next_msg(timeout=idle)
                 except TimeoutError:
                     break
-                headers = dict(msg.headers or {})
+                headers = h.of_message(msg.headers)
                 if headers.get(h.TRACE_ID) == trace_id:
                     hops.append(TraceHop(msg.subject, headers, json.loads(msg.data)))
         finally:

@@ -131,3 +131,38 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_max_deliverie
     out = await js.pull_subscribe("indicators.1m.KRW-DOGE", durable="read-ind", stream="INDICATORS")
     produced = await out.fetch(1, timeout=5)
     assert IndicatorSnapshot.from_json(produced[0].data).candle.ts_open == candle(6).ts_open
+
+
+async def test_headers_parsed_as_lists_by_fast_mail_parser_are_read_as_their_values(js) -> None:
+    """nats-py parses headers with ``fast-mail-parser`` when it is installed (the
+    ``nats-py[fast_parse]`` extra); from 0.10 that gives a list per header name. The ladder reads
+    the run id, trace id and publish time from them all the same, and the output carries them."""
+    bus = Bus(js, "listheaders")
+    seen: list[tuple[str, str]] = []
+
+    async def handler(d):
+        seen.append((d.run_id, d.trace_id))
+        return [
+            IndicatorSnapshot(
+                symbol=d.message.symbol,
+                ts_event=d.message.ts_event,
+                candle=d.message,
+                regime="UNKNOWN",
+                bars_seen=1,
+            )
+        ]
+
+    consumer = Consumer("candles.1m.KRW-XRP", "test-list-headers", handler, parser_for(MinuteCandle))
+    await bus.publish(candle(7, symbol="KRW-XRP"), run_id="replay-lists", trace_id="trace-lists")
+    sub = await js.pull_subscribe(consumer.subject, durable=consumer.durable, stream="CANDLES")
+    msg = (await sub.fetch(1, timeout=5))[0]
+    msg.headers = {name: [value] for name, value in (msg.headers or {}).items()}  # fast-mail-parser's shape
+
+    assert await process(msg, consumer, bus, 3) == "acked"
+
+    assert seen == [("replay-lists", "trace-lists")]
+    out = await js.pull_subscribe("indicators.1m.KRW-XRP", durable="read-list-headers", stream="INDICATORS")
+    produced = (await out.fetch(1, timeout=5))[0]
+    assert produced.headers["Coinpilot-Run-Id"] == "replay-lists"
+    assert produced.headers["Coinpilot-Trace-Id"] == "trace-lists"
+    assert (await js.stream_info("DLQ")).state.messages == 0
