@@ -67,6 +67,13 @@ async def _run_consumer(js, consumer: Consumer, bus: Bus, n: int, max_deliver: i
     return outcomes
 
 
+def _snapshot_of(candle: MinuteCandle) -> IndicatorSnapshot:
+    """A handler's output: the smallest snapshot of ``candle``."""
+    return IndicatorSnapshot(
+        symbol=candle.symbol, ts_event=candle.ts_event, candle=candle, regime="UNKNOWN", bars_seen=1
+    )
+
+
 async def _dead_letters(js, service: str, n: int) -> list[DeadLetter]:
     sub = await js.pull_subscribe(f"dlq.{service}", durable=f"read-dlq-{service}", stream="DLQ")
     msgs = await sub.fetch(n, timeout=5)
@@ -107,15 +114,7 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_max_deliverie
         calls.append(d.deliveries)
         if d.message.volume == 13:
             raise TransientError("database unreachable")
-        return [
-            IndicatorSnapshot(
-                symbol=d.message.symbol,
-                ts_event=d.message.ts_event,
-                candle=d.message,
-                regime="UNKNOWN",
-                bars_seen=1,
-            )
-        ]
+        return [_snapshot_of(d.message)]
 
     consumer = Consumer("candles.1m.KRW-DOGE", "test-flaky", handler, parser_for(MinuteCandle))
     await bus.publish(candle(5, symbol="KRW-DOGE", volume="13"), run_id="live")
@@ -142,15 +141,7 @@ async def test_headers_parsed_as_lists_by_fast_mail_parser_are_read_as_their_val
 
     async def handler(d):
         seen.append((d.run_id, d.trace_id))
-        return [
-            IndicatorSnapshot(
-                symbol=d.message.symbol,
-                ts_event=d.message.ts_event,
-                candle=d.message,
-                regime="UNKNOWN",
-                bars_seen=1,
-            )
-        ]
+        return [_snapshot_of(d.message)]
 
     consumer = Consumer("candles.1m.KRW-XRP", "test-list-headers", handler, parser_for(MinuteCandle))
     await bus.publish(candle(7, symbol="KRW-XRP"), run_id="replay-lists", trace_id="trace-lists")
