@@ -199,8 +199,10 @@ class ServiceHost:
 
     def _pull_loop(self, rt: Runtime, consumer: Consumer) -> PullLoop:
         settings = self.settings
+        state = self.broker.config.connection_state
         return PullLoop(
-            self.broker.config.connection_state.stream,
+            state.connection,
+            state.stream,
             rt.bus,
             consumer,
             batch_size=consumer.batch_size or settings.pull_batch_size,

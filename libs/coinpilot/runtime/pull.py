@@ -1,10 +1,11 @@
-"""A durable pull consumer's loop: fetch what is there, run the ladder on it in order, repeat.
+"""A durable pull consumer's loop: take the next run of messages, run the ladder on it in order, repeat.
 
 Our own loop rather than FastStream's subscriber: FastStream hands a fetched batch to concurrent
 tasks (we need one at a time, in order), and its batch mode waits for a full batch or the
-timeout (we need a lone message handled at once). Each round waits for one message, then takes
-the rest of what the consumer had pending at that moment (the message's own ``num_pending``),
-so a quiet stream costs one lingering request and a backlog is taken in runs of ``batch_size``.
+timeout (we need a lone message handled at once). The pull requests are ours too
+(``pull_inbox.py``): a run is what the consumer had pending when its first message came, up to
+``batch_size``, so a quiet stream costs one lingering request a second and a backlog is taken in
+runs of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,20 @@ import asyncio
 import contextlib
 import logging
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from coinpilot.bus import Bus, Consumer, stream_for_subject
 from coinpilot.bus.consumer import process_batch
+from coinpilot.runtime.pull_inbox import PullInbox
 
 log = logging.getLogger("coinpilot.runtime")
 
-IDLE_WAIT_SECONDS = 1.0  # one lingering pull request; the loop re-issues it (and notices a stop)
-REST_WAIT_SECONDS = 0.25  # for the pending rest, normally delivered at once
+IDLE_WAIT_SECONDS = 1.0  # a pull request's life if nothing comes; then the loop asks again (and sees a stop)
+REST_WAIT_SECONDS = 0.25  # for the pending rest of a run, normally delivered at once
 
 
 class PullLoop:
@@ -31,6 +35,7 @@ class PullLoop:
 
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         bus: Bus,
         consumer: Consumer,
@@ -39,13 +44,14 @@ class PullLoop:
         max_deliver: int,
         ack_wait: float,
     ) -> None:
+        self.nc = nc
         self.js = js
         self.bus = bus
         self.consumer = consumer
         self.batch_size = batch_size
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._inbox: PullInbox | None = None
         self._task: asyncio.Task[None] | None = None
         self._handling = False
         self._stopping = False
@@ -61,16 +67,32 @@ class PullLoop:
         )
 
     async def start(self) -> None:
-        self._sub = await self.js.pull_subscribe(
-            self.consumer.subject,
+        stream = stream_for_subject(self.consumer.subject).name
+        await self._ensure_consumer(stream)
+        self._inbox = PullInbox(
+            self.nc,
+            stream=stream,
             durable=self.consumer.durable,
-            stream=stream_for_subject(self.consumer.subject).name,
-            config=self.config(),
+            batch_size=self.batch_size,
+            request_expires=IDLE_WAIT_SECONDS,
+            rest_wait=REST_WAIT_SECONDS,
         )
+        await self._inbox.open()
         self._task = asyncio.create_task(self._run(), name=f"pull-{self.bus.service}-{self.consumer.durable}")
 
+    async def _ensure_consumer(self, stream: str) -> None:
+        """Create the durable consumer unless it exists (an existing one is used as it is)."""
+        try:
+            await self.js.consumer_info(stream, self.consumer.durable)
+        except NotFoundError:
+            config = self.config()
+            config.name = self.consumer.durable
+            config.filter_subject = self.consumer.subject
+            await self.js.add_consumer(stream, config=config)
+
     async def stop(self) -> None:
-        """No new fetch; a batch being handled finishes (and is acked) first."""
+        """No new run; a run being handled finishes (and is acked) first. Messages that arrived
+        but were never taken are handed back (NAK) for another replica or the next start."""
         self._stopping = True
         if self._task is None:
             return
@@ -78,9 +100,10 @@ class PullLoop:
             self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        if self._inbox is not None:
+            for msg in await self._inbox.close():
+                with contextlib.suppress(Exception):
+                    await msg.nak()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -97,28 +120,12 @@ class PullLoop:
                 self._handling = False
 
     async def _fetch(self) -> list[Msg]:
-        """Wait for one message, then take what was pending behind it (up to the batch size).
+        """The next run, or ``[]`` after ``IDLE_WAIT_SECONDS`` without a message.
 
-        From the first message on, the round counts as handling: a stop waits for it to finish
-        rather than abandoning fetched messages to the ack timeout.
+        From the run's return on, the round counts as handling: a stop waits for it to finish
+        rather than abandoning taken messages to the ack timeout.
         """
-        assert self._sub is not None
-        try:
-            first = await self._sub.fetch(1, timeout=IDLE_WAIT_SECONDS)
-        except TimeoutError:  # nats-py raises its own subclass or asyncio's
-            return []
-        self._handling = True
-        rest = min(_pending_after(first[-1]), self.batch_size - len(first))
-        if rest <= 0:
-            return first
-        try:
-            return first + await self._sub.fetch(rest, timeout=REST_WAIT_SECONDS)
-        except TimeoutError:  # another replica took them
-            return first
-
-
-def _pending_after(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_pending)
-    except Exception:
-        return 0
+        assert self._inbox is not None
+        run = await self._inbox.take(IDLE_WAIT_SECONDS)
+        self._handling = bool(run)
+        return run

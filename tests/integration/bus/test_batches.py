@@ -27,12 +27,17 @@ _names = itertools.count()
 
 
 @pytest.fixture
-async def js(nats_url: str):
+async def nc(nats_url: str):
     nc = await nats.connect(nats_url)
+    yield nc
+    await nc.close()
+
+
+@pytest.fixture
+async def js(nc):
     js = nc.jetstream()
     await ensure_streams(js)
-    yield js
-    await nc.close()
+    return js
 
 
 def symbols() -> tuple[str, str]:
@@ -74,11 +79,11 @@ async def read(js, subject: str, stream: str, n: int) -> list[bytes]:
         await sub.unsubscribe()
 
 
-def loop_for(js, bus: Bus, consumer: Consumer) -> PullLoop:
-    return PullLoop(js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=30.0)
+def loop_for(nc, js, bus: Bus, consumer: Consumer) -> PullLoop:
+    return PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=30.0)
 
 
-async def test_a_backlog_is_handled_in_runs_in_order_and_everything_is_acked(js) -> None:
+async def test_a_backlog_is_handled_in_runs_in_order_and_everything_is_acked(nc, js) -> None:
     source, target = symbols()
     bus = Bus(js, "batches")
     runs: list[list[int]] = []
@@ -89,7 +94,7 @@ async def test_a_backlog_is_handled_in_runs_in_order_and_everything_is_acked(js)
 
     consumer = Consumer.of_batches(f"candles.1m.{source}", f"b-{source}", handle, parser_for(MinuteCandle))
     await publish(js, bus, source, 60)  # a backlog before the consumer starts
-    loop = loop_for(js, bus, consumer)
+    loop = loop_for(nc, js, bus, consumer)
     await loop.start()
     try:
         await wait_for(lambda: sum(map(len, runs)) == 60)
@@ -105,7 +110,7 @@ async def test_a_backlog_is_handled_in_runs_in_order_and_everything_is_acked(js)
     assert await consumer_idle(js, f"b-{source}")
 
 
-async def test_a_malformed_message_is_dead_lettered_alone_and_the_rest_still_run_as_a_batch(js) -> None:
+async def test_a_malformed_message_is_dead_lettered_alone_and_the_rest_still_run_as_a_batch(nc, js) -> None:
     source, _ = symbols()
     bus = Bus(js, f"batchbad{source[-2:]}".lower())
     handled: list[int] = []
@@ -118,7 +123,9 @@ async def test_a_malformed_message_is_dead_lettered_alone_and_the_rest_still_run
     await publish(js, bus, source, 3)
     await js.publish(subject, b"{not json", headers={"Nats-Msg-Id": f"bad-{source}"})
     await bus.publish(candle(3, symbol=source), run_id="live")
-    loop = loop_for(js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle)))
+    loop = loop_for(
+        nc, js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle))
+    )
     await loop.start()
     try:
         await wait_for(lambda: len(handled) == 4)
@@ -132,7 +139,7 @@ async def test_a_malformed_message_is_dead_lettered_alone_and_the_rest_still_run
     assert await consumer_idle(js, f"b-{source}")
 
 
-async def test_a_failing_run_falls_back_to_one_at_a_time_and_only_the_poison_is_dead_lettered(js) -> None:
+async def test_a_failing_run_falls_back_to_one_at_a_time_and_only_the_poison_is_dead_lettered(nc, js) -> None:
     source, target = symbols()
     bus = Bus(js, f"batchpoison{source[-2:]}".lower())
     calls: list[list[int]] = []
@@ -145,7 +152,9 @@ async def test_a_failing_run_falls_back_to_one_at_a_time_and_only_the_poison_is_
 
     subject = f"candles.1m.{source}"
     await publish(js, bus, source, 6, poison=2)
-    loop = loop_for(js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle)))
+    loop = loop_for(
+        nc, js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle))
+    )
     await loop.start()
     try:
         await wait_for(lambda: len(calls) == 7)
@@ -162,7 +171,7 @@ async def test_a_failing_run_falls_back_to_one_at_a_time_and_only_the_poison_is_
     assert await consumer_idle(js, f"b-{source}")
 
 
-async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(js) -> None:
+async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(nc, js) -> None:
     source, _ = symbols()
     bus = Bus(js, f"batchflaky{source[-2:]}".lower())
     attempts: list[int] = []
@@ -177,7 +186,9 @@ async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(js) -> N
 
     subject = f"candles.1m.{source}"
     await publish(js, bus, source, 5)
-    loop = loop_for(js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle)))
+    loop = loop_for(
+        nc, js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle))
+    )
     await loop.start()
     try:
         await wait_for(lambda: sorted(done) == [0, 1, 2, 3, 4])
@@ -191,7 +202,7 @@ async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(js) -> N
     assert await consumer_idle(js, f"b-{source}")
 
 
-async def test_stop_lets_the_run_in_hand_finish_and_ack(js) -> None:
+async def test_stop_lets_the_run_in_hand_finish_and_ack(nc, js) -> None:
     source, _ = symbols()
     bus = Bus(js, "batchstop")
     started, release = asyncio.Event(), asyncio.Event()
@@ -205,7 +216,9 @@ async def test_stop_lets_the_run_in_hand_finish_and_ack(js) -> None:
 
     subject = f"candles.1m.{source}"
     await publish(js, bus, source, 4)
-    loop = loop_for(js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle)))
+    loop = loop_for(
+        nc, js, bus, Consumer.of_batches(subject, f"b-{source}", handle, parser_for(MinuteCandle))
+    )
     await loop.start()
     await asyncio.wait_for(started.wait(), timeout=10)
     stopping = asyncio.create_task(loop.stop())
