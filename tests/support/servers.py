@@ -59,6 +59,13 @@ class NatsProcess:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL: the server ends without telling its clients anything (a crash, an OOM kill)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.store, ignore_errors=True)

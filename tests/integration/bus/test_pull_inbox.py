@@ -18,9 +18,11 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from coinpilot.bus import Bus, Consumer, Delivery, ensure_streams, parser_for
 from coinpilot.contracts import Contract, MinuteCandle
+from coinpilot.errors import TransientError
 from coinpilot.runtime.pull import PullLoop
 from coinpilot.runtime.pull_inbox import PullInbox, PullRefused
 from tests.support.messages import candle
+from tests.support.servers import NatsProcess
 
 pytestmark = pytest.mark.nats
 
@@ -179,3 +181,53 @@ async def test_a_stopping_loop_hands_back_what_arrived_but_was_never_taken(nc, j
                 await asyncio.sleep(0.05)
     finally:
         await second.stop()
+
+
+@pytest.mark.parametrize("how", ["terminated", "killed"])
+async def test_a_loop_carries_on_after_the_server_restarts(how: str) -> None:
+    """Terminated, the server ends the open request (409 Server Shutdown) and the loop asks again
+    at once; killed, the request vanishes unanswered and the loop asks again once its life is
+    over. Either way it takes what was published after the restart."""
+    server = NatsProcess()
+    server.start()
+    nc = await nats.connect(server.url, reconnect_time_wait=0.2, max_reconnect_attempts=-1)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        symbol, durable = await durable_on_fresh_symbol(js)
+        seen: list[int] = []
+
+        async def handle(ds: Sequence[Delivery[MinuteCandle]]) -> list[Sequence[Contract]]:
+            seen.extend(d.message.ts_open.minute for d in ds)
+            return [() for _ in ds]
+
+        consumer = Consumer.of_batches(f"candles.1m.{symbol}", durable, handle, parser_for(MinuteCandle))
+        bus = Bus(js, "pull-inbox-test")
+        loop = PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=LONG)
+        await loop.start()
+        try:
+            await publish(js, symbol, range(5))
+            async with asyncio.timeout(LONG / 3):
+                while len(seen) < 5:
+                    await asyncio.sleep(0.05)
+            server.stop() if how == "terminated" else server.kill()
+            server.start()
+            async with asyncio.timeout(LONG / 3):
+                while not nc.is_connected:
+                    await asyncio.sleep(0.05)
+            async with asyncio.timeout(LONG / 3):
+                while True:  # JetStream answers publishes again once it has recovered its streams
+                    try:
+                        await publish(js, symbol, range(5, 10))
+                        break
+                    except TransientError:
+                        await asyncio.sleep(0.2)
+            async with asyncio.timeout(LONG / 3):
+                while len(seen) < 10:
+                    await asyncio.sleep(0.05)
+            assert seen == list(range(10))
+        finally:
+            await loop.stop()
+    finally:
+        await nc.close()
+        server.close()
