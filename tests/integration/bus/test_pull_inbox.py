@@ -223,9 +223,10 @@ async def test_a_loop_carries_on_after_the_server_restarts(how: str) -> None:
                     except TransientError:
                         await asyncio.sleep(0.2)
             async with asyncio.timeout(LONG / 3):
-                while len(seen) < 10:
+                while len(set(seen)) < 10:
                     await asyncio.sleep(0.05)
-            assert seen == list(range(10))
+            # a killed server may forget acks it had not yet written: those come again (at least once)
+            assert list(dict.fromkeys(seen)) == list(range(10))
         finally:
             await loop.stop()
     finally:
