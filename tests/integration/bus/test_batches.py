@@ -12,10 +12,9 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 
-import nats
 import pytest
 
-from coinpilot.bus import Bus, Consumer, Delivery, ensure_streams, parser_for
+from coinpilot.bus import Bus, Consumer, Delivery, parser_for
 from coinpilot.contracts import Contract, DeadLetter, MinuteCandle
 from coinpilot.errors import PermanentError, TransientError
 from coinpilot.runtime.pull import PullLoop
@@ -24,20 +23,6 @@ from tests.support.messages import candle
 pytestmark = pytest.mark.nats
 
 _names = itertools.count()
-
-
-@pytest.fixture
-async def nc(nats_url: str):
-    nc = await nats.connect(nats_url)
-    yield nc
-    await nc.close()
-
-
-@pytest.fixture
-async def js(nc):
-    js = nc.jetstream()
-    await ensure_streams(js)
-    return js
 
 
 def symbols() -> tuple[str, str]:

@@ -9,11 +9,13 @@ but was never taken, so a restart gets it at once instead of after the ack timer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from coinpilot.bus import Bus, Consumer, Delivery, ensure_streams, parser_for
@@ -28,20 +30,6 @@ pytestmark = pytest.mark.nats
 
 _names = itertools.count()
 LONG = 60.0  # a wait no test may need: reaching it means the inbox waited instead of returning
-
-
-@pytest.fixture
-async def nc(nats_url: str):
-    nc = await nats.connect(nats_url)
-    yield nc
-    await nc.close()
-
-
-@pytest.fixture
-async def js(nc):
-    js = nc.jetstream()
-    await ensure_streams(js)
-    return js
 
 
 async def durable_on_fresh_symbol(js, *, ack_wait: float = 30.0) -> tuple[str, str]:
@@ -65,10 +53,23 @@ async def publish(js, symbol: str, minutes: range) -> None:
     await bus.publish_batch([(candle(i, symbol=symbol), "live", None) for i in minutes])
 
 
-def inbox_for(nc, durable: str, batch_size: int) -> PullInbox:
-    return PullInbox(
+@contextlib.asynccontextmanager
+async def opened_inbox(nc, durable: str, batch_size: int) -> AsyncIterator[PullInbox]:
+    inbox = PullInbox(
         nc, stream="CANDLES", durable=durable, batch_size=batch_size, request_expires=1.0, rest_wait=0.25
     )
+    await inbox.open()
+    try:
+        yield inbox
+    finally:
+        await inbox.close()
+
+
+async def take_in_background(inbox: PullInbox) -> asyncio.Task[list[Msg]]:
+    """A take whose request is out and waiting when this returns."""
+    taking = asyncio.create_task(inbox.take(LONG))
+    await asyncio.sleep(0.2)
+    return taking
 
 
 def minutes_of(run: Sequence) -> list[int]:
@@ -78,9 +79,7 @@ def minutes_of(run: Sequence) -> list[int]:
 async def test_a_backlog_comes_in_runs_of_at_most_the_batch_size_in_stream_order(nc, js) -> None:
     symbol, durable = await durable_on_fresh_symbol(js)
     await publish(js, symbol, range(40))
-    inbox = inbox_for(nc, durable, batch_size=16)
-    await inbox.open()
-    try:
+    async with opened_inbox(nc, durable, batch_size=16) as inbox:
         runs = []
         while sum(map(len, runs)) < 40:
             run = await inbox.take(LONG)
@@ -92,57 +91,37 @@ async def test_a_backlog_comes_in_runs_of_at_most_the_batch_size_in_stream_order
         assert all(len(run) <= 16 for run in runs)
         assert len(runs[0]) == 16, "a backlog fills the first run"
         assert await inbox.take(0.3) == [], "nothing more: an empty run after the wait"
-    finally:
-        await inbox.close()
 
 
 async def test_a_lone_message_is_taken_at_once_not_after_the_wait(nc, js) -> None:
     symbol, durable = await durable_on_fresh_symbol(js)
     await publish(js, symbol, range(1))
-    inbox = inbox_for(nc, durable, batch_size=256)
-    await inbox.open()
-    try:
-        async with asyncio.timeout(LONG / 3):
-            run = await inbox.take(LONG)
-        assert minutes_of(run) == [0]
-        await run[0].ack()
-    finally:
-        await inbox.close()
+    async with opened_inbox(nc, durable, batch_size=256) as inbox, asyncio.timeout(LONG / 3):
+        run = await inbox.take(LONG)
+    assert minutes_of(run) == [0]
 
 
 async def test_a_message_published_while_the_request_waits_is_delivered_on_it(nc, js) -> None:
     symbol, durable = await durable_on_fresh_symbol(js)
-    inbox = inbox_for(nc, durable, batch_size=8)
-    await inbox.open()
-    try:
-        taking = asyncio.create_task(inbox.take(LONG))
-        await asyncio.sleep(0.2)  # the request is out and waiting
+    async with opened_inbox(nc, durable, batch_size=8) as inbox:
+        taking = await take_in_background(inbox)
         assert not taking.done()
         await publish(js, symbol, range(3))
         async with asyncio.timeout(LONG / 3):
             run = await taking
-        while len(run) < 3:  # the three may arrive as one run or a few
-            run += await inbox.take(LONG)
-        assert minutes_of(run) == [0, 1, 2]
-        for msg in run:
-            await msg.ack()
-    finally:
-        await inbox.close()
+            while len(run) < 3:  # the three may arrive as one run or a few
+                run += await inbox.take(LONG)
+    assert minutes_of(run) == [0, 1, 2]
 
 
 async def test_a_request_refused_by_the_server_raises_its_reason(nc, js) -> None:
     _, durable = await durable_on_fresh_symbol(js)
-    inbox = inbox_for(nc, durable, batch_size=8)
-    await inbox.open()
-    try:
-        taking = asyncio.create_task(inbox.take(LONG))
-        await asyncio.sleep(0.2)  # the request is out and waiting
+    async with opened_inbox(nc, durable, batch_size=8) as inbox:
+        taking = await take_in_background(inbox)
         await js.delete_consumer("CANDLES", durable)  # the server ends it with 409 Consumer Deleted
         with pytest.raises(PullRefused, match="Consumer Deleted"):
             async with asyncio.timeout(LONG / 3):
                 await taking
-    finally:
-        await inbox.close()
 
 
 async def test_a_stopping_loop_hands_back_what_arrived_but_was_never_taken(nc, js) -> None:
