@@ -7,7 +7,11 @@ CoinPilotError
  │    │                 Upbit 429/5xx, timeouts): retried with backoff, then dead-lettered
  │    └── RateLimitedError   the remote asked us to slow down (HTTP 429); carries retry_after
  └── PermanentError     the request is well-formed but can never succeed (HTTP 4xx other than
-                        429, a malformed exchange response): not retried, reported
+      │                 429, a malformed exchange response, a value that cannot fit its column):
+      │                 not retried, dead-lettered on the first delivery
+      └── RefusedMessage     a message broke a rule of the trust boundary (an implausible candle,
+                        an order nobody proposed): dead-lettered with the rule, and the alerts it
+                        carries are published, so an operator hears of it
 """
 
 from __future__ import annotations
@@ -39,3 +43,17 @@ class RateLimitedError(TransientError):
 
 class PermanentError(CoinPilotError):
     """Raised when an operation can never succeed as asked; retrying would only repeat it."""
+
+
+class RefusedMessage(PermanentError):
+    """Raised by a handler that refuses its input for a named rule (``rule``, e.g. ``OHLC``).
+
+    The ladder dead-letters the message with ``rule: message`` as the reason and publishes
+    ``alerts`` (contracts such as a ``RiskAlert``) before terminating it; nothing else the handler
+    did is kept, since it raised.
+    """
+
+    def __init__(self, rule: str, message: str, alerts: tuple[object, ...] = ()) -> None:
+        super().__init__(f"{rule}: {message}")
+        self.rule = rule
+        self.alerts = alerts
