@@ -67,6 +67,7 @@ class RejectReason(StrEnum):
     MAX_CONCURRENT_POSITIONS = "MAX_CONCURRENT_POSITIONS"
     DUPLICATE_POSITION = "DUPLICATE_POSITION"
     ORDER_PENDING = "ORDER_PENDING"
+    IMPLAUSIBLE_PRICE = "IMPLAUSIBLE_PRICE"  # a non-positive or implausible signal price (risk, agent)
     # agent (§5)
     AI_CONTEXT_SHORT = "AI_CONTEXT_SHORT"
     FALLING_KNIFE = "FALLING_KNIFE"
@@ -83,6 +84,7 @@ class RejectReason(StrEnum):
     INSUFFICIENT_BALANCE = "INSUFFICIENT_BALANCE"
     NO_POSITION = "NO_POSITION"
     QUANTITY_TOO_SMALL = "QUANTITY_TOO_SMALL"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # the venue's quote is far from the order's price
 
 
 class RejectStage(StrEnum):
@@ -109,3 +111,7 @@ class AlertType(StrEnum):
     VOLATILITY_HIGH = "VOLATILITY_HIGH"
     RISK_REJECTION = "RISK_REJECTION"
     AI_GLOBAL_BLOCK = "AI_GLOBAL_BLOCK"
+    # the trust boundary: input refused and dead-lettered (issue 19)
+    CANDLE_REJECTED = "CANDLE_REJECTED"
+    ORDER_REFUSED = "ORDER_REFUSED"
+    FILL_MISMATCH = "FILL_MISMATCH"

@@ -95,6 +95,10 @@ class DeadLetter(Contract):
     body_encoding: str = Field(default="utf-8", pattern=r"^(utf-8|base64)$")
     stream_sequence: int | None = None
     trace_id: str | None = None
+    stream: str | None = Field(default=None, description="Stream the original was stored in")
+    truncated: bool = Field(
+        default=False, description="body (and headers) cut to fit the max payload; the original is in its stream"
+    )
 
     def _subject_fields(self) -> dict[str, str]:
         return {"service": self.service}
