@@ -405,6 +405,27 @@ class InboxEntry(Base):
     processed_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
 
 
+class OrderProposal(Base):
+    """An order risk approved, recorded with its verdict: the executor fills only what matches one.
+
+    A BUY carries the sized ``amount`` (quote currency) and ``needs_confirmation`` when the agent
+    reviews it (then an agent ``CONFIRM`` in ``agent_decisions`` is required too); a SELL is the
+    approval of an exit, its quantity always the ledger's (issue 19, provenance at the money path).
+    """
+
+    __tablename__ = "order_proposals"
+
+    run_id: Mapped[str] = run_id_column(primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(20), nullable=False)
+    side: Mapped[str] = mapped_column(String(10), nullable=False, comment="BUY / SELL")
+    amount: Mapped[Decimal | None] = mapped_column(MONEY, comment="BUY: sized quote amount")
+    reference_price: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
+    needs_confirmation: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=FALSE)
+    ts_event: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False)
+    created_at: Mapped[datetime] = created_at_column()
+
+
 TABLES: tuple[type[Base], ...] = (
     MarketData,
     TradingHistory,
@@ -422,5 +443,6 @@ TABLES: tuple[type[Base], ...] = (
     StrategyState,
     JobRun,
     InboxEntry,
+    OrderProposal,
 )
 """Every model, in creation order."""

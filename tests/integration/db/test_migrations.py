@@ -33,6 +33,7 @@ EXPECTED_TABLES = {
     "strategy_state",
     "job_runs",
     "inbox",
+    "order_proposals",
 }
 
 
@@ -75,7 +76,7 @@ def test_the_models_are_exactly_the_tables_of_the_brief() -> None:
 async def test_upgrade_creates_every_table_at_head(fresh_url: str) -> None:
     assert await current_revision(fresh_url) is None
     await upgrade(fresh_url)
-    assert await current_revision(fresh_url) == "0002"
+    assert await current_revision(fresh_url) == "0003"
     assert await public_tables(fresh_url) == EXPECTED_TABLES | {"alembic_version"}
 
 
@@ -90,7 +91,7 @@ async def test_downgrade_to_base_leaves_only_alembic_version_and_upgrade_works_a
     assert await current_revision(fresh_url) is None
     assert await public_tables(fresh_url) == {"alembic_version"}
     await upgrade(fresh_url)
-    assert await current_revision(fresh_url) == "0002"
+    assert await current_revision(fresh_url) == "0003"
     assert await schema_differences(fresh_url) == []
 
 
@@ -120,4 +121,5 @@ async def test_the_timescale_step_converts_market_data_only_where_the_extension_
     await downgrade(fresh_url, "0001")
     assert await current_revision(fresh_url) == "0001"
     assert (await hypertable_state(fresh_url))[2] is False
+    await upgrade(fresh_url)
     assert await schema_differences(fresh_url) == [], "0002 changes storage only, never the columns"
