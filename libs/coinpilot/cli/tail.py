@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sys
 from collections.abc import Callable
@@ -24,16 +25,47 @@ KEY_FIELDS = (
 COLOURS = {"candles": 36, "indicators": 34, "regime": 35, "signals": 33, "orders": 32, "fills": 92, "ai": 95}
 
 
+def decode_body(body: bytes) -> tuple[Any, str | None]:
+    """The body as JSON, or ``(None, why)`` when it is not UTF-8 or not JSON (a poisoned message)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    try:
+        return json.loads(text), None
+    except ValueError:
+        return None, "not JSON"
+
+
+def as_json_line(subject: str, body: bytes, headers: dict[str, str], seq: int | None = None) -> str:
+    """One JSON line per message; an undecodable body goes out as base64 with the reason.
+
+    The messages ``tail`` is most often asked about are the ones no service could read, so they
+    must print like any other, never stop the command.
+    """
+    data, problem = decode_body(body)
+    line: dict[str, Any] = {"subject": subject, "headers": headers}
+    if seq is not None:
+        line["seq"] = seq
+    if problem is None:
+        line["data"] = data
+    else:
+        line["undecodable"] = problem
+        line["data_base64"] = base64.b64encode(body).decode("ascii")
+    return json.dumps(line, ensure_ascii=False)
+
+
 def summarize(subject: str, body: bytes, headers: dict[str, str], *, colour: bool = False) -> str:
     """One line: event time, subject, then the key fields present in the message."""
-    try:
-        data: dict[str, Any] = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return f"{'?':<20} {subject}  <{len(body)} bytes, not JSON>"
+    decoded, problem = decode_body(body)
+    data: dict[str, Any] = decoded if isinstance(decoded, dict) else {}
     if "candle" in data and isinstance(data["candle"], dict):
         data = {**data, "close": data["candle"].get("close")}
     ts = str(data.get("ts_event", headers.get(h.EVENT_TIME, "?")))[:19].replace("T", " ")
-    parts = [f"{k}={_short(data[k])}" for k in KEY_FIELDS if data.get(k) not in (None, "", [], {})]
+    if isinstance(decoded, dict):
+        parts = [f"{k}={_short(data[k])}" for k in KEY_FIELDS if data.get(k) not in (None, "", [], {})]
+    else:
+        parts = [_undecodable(body, problem or "not a JSON object")]
     run = headers.get(h.RUN_ID)
     if run and run != h.LIVE_RUN:
         parts.append(f"run={run}")
@@ -42,6 +74,15 @@ def summarize(subject: str, body: bytes, headers: dict[str, str], *, colour: boo
         code = COLOURS.get(subject.split(".", 1)[0], 37 if not subject.startswith("dlq") else 91)
         subj = f"\x1b[{code}m{subject}\x1b[0m"
     return f"{ts:<20} {subj}  " + " ".join(parts)
+
+
+def _undecodable(body: bytes, problem: str) -> str:
+    """What a body that is not a JSON object holds: its text when it has one, else base64."""
+    try:
+        preview = "text=" + _short(repr(body.decode("utf-8")))
+    except UnicodeDecodeError:
+        preview = "base64=" + _short(base64.b64encode(body).decode("ascii"))
+    return f"<{len(body)} bytes, {problem}> {preview}"
 
 
 def _short(value: Any) -> str:
@@ -61,6 +102,13 @@ def deliver_config(since: datetime | None, seq: int | None, last: bool) -> Consu
     if last:
         return ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
     return ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+
+
+def _sequence(msg: Any) -> int | None:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except Exception:  # not a JetStream delivery
+        return None
 
 
 async def tail(
@@ -95,7 +143,7 @@ async def tail(
                 continue
             headers = h.of_message(msg.headers)
             if as_json:
-                out(json.dumps({"subject": msg.subject, "headers": headers, "data": json.loads(msg.data)}))
+                out(as_json_line(msg.subject, msg.data, headers, _sequence(msg)))
             else:
                 out(summarize(msg.subject, msg.data, headers, colour=colour))
             shown += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -82,5 +84,55 @@ def test_the_tail_command_prints_to_the_terminal(nats_url, published) -> None:
     assert "risk.alerts" in out and "type=DAILY_LOSS_HALT" in out and "level=CRITICAL" in out
 
 
-def test_summarize_survives_a_body_that_is_not_json() -> None:
-    assert "not JSON" in summarize("signals.entry.KRW-BTC", b"\xff\x00", {})
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        pytest.param(b"\xff\x00", "<2 bytes, not UTF-8> base64=/wA=", id="not-utf8-as-base64"),
+        pytest.param(b"{not json", "<9 bytes, not JSON> text='{not json'", id="not-json-as-text"),
+        pytest.param(b"[1, 2]", "<6 bytes, not a JSON object> text='[1, 2]'", id="json-but-no-object"),
+    ],
+)
+def test_summarize_shows_a_body_it_cannot_read(body: bytes, expected: str) -> None:
+    headers = {"Coinpilot-Event-Time": "2026-01-01T00:11:00+00:00", "Coinpilot-Run-Id": "r-1"}
+    line = summarize("signals.entry.KRW-BTC", body, headers)
+    assert line == f"2026-01-01 00:11:00  signals.entry.KRW-BTC  {expected} run=r-1"
+
+
+UNREADABLE = [
+    (b'{"ts_event": "2026-01-01T00:11:00Z", "side": "BUY"}', None),
+    (b"{not json", "not JSON"),
+    (b"\xff\xfe\x00binary", "not UTF-8"),
+    (b'{"ts_event": "2026-01-01T00:12:00Z", "side": "SELL"}', None),
+]
+
+
+def test_tail_json_prints_every_message_even_undecodable_ones_as_one_json_line(nats_url) -> None:
+    """The poisoned messages are the ones a user tails for: they print as base64, never crash."""
+
+    async def publish() -> int:
+        nc = await nats.connect(nats_url)
+        js = nc.jetstream()
+        await ensure_streams(js)
+        first = (await js.stream_info("SIGNALS")).state.last_seq + 1
+        for i, (body, _) in enumerate(UNREADABLE):
+            await js.publish("signals.entry.KRW-XRP", body, headers={"Coinpilot-Run-Id": f"bad-{i}"})
+        await nc.close()
+        return first
+
+    first = asyncio.run(publish())
+    env = {**os.environ, "COINPILOT_NATS_URL": nats_url}
+    out = subprocess.run(
+        [sys.executable, "-m", "coinpilot.cli.main", "tail", "signals.>", "--json", "--seq", str(first),
+         "--count", str(len(UNREADABLE))],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["seq"] for line in lines] == list(range(first, first + len(UNREADABLE)))
+    for i, (line, (body, problem)) in enumerate(zip(lines, UNREADABLE, strict=True)):
+        assert line["subject"] == "signals.entry.KRW-XRP"
+        assert line["headers"]["Coinpilot-Run-Id"] == f"bad-{i}"
+        if problem is None:
+            assert line["data"] == json.loads(body) and "data_base64" not in line
+        else:
+            assert line["undecodable"] == problem and "data" not in line
+            assert base64.b64decode(line["data_base64"]) == body
