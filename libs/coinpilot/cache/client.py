@@ -7,8 +7,11 @@
   ``coinpilot_cache_fallbacks_total{purpose}`` and log a WARNING: for values where acting on a
   safe default beats stopping (volatility multiplier 1.0, regime UNKNOWN...). See README.md.
 
-Timeouts are short (0.5 s) and the client never retries on its own, so an outage costs one short
-wait per call, not a storm of reconnects with backoff inside every handler.
+Timeouts are short (0.5 s). The client retries a command once, at once, on a *connection* error
+only (:func:`reconnect_once`): after Redis restarts, a pooled socket is dead and the first command
+on it fails, and that one retry on a fresh connection makes the restart invisible. A timeout is
+never retried and an outage costs at most two refused connects per call (microseconds on
+loopback), not a storm of reconnects with backoff inside every handler.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ConnectionError, Timeout
 T = TypeVar("T")
 
 
+def reconnect_once() -> Retry:
+    """One immediate retry on ``ConnectionError`` (a dead pooled socket, refused connect), none on
+    ``TimeoutError``: a restarted Redis is reached on the first call, a slow one costs one timeout."""
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 class Cache:
     """Redis for values that can be rebuilt. ``client`` is the raw ``redis.asyncio.Redis``
     (``decode_responses=True``) for callers that need pipelines of their own."""
@@ -47,8 +56,7 @@ class Cache:
             decode_responses=True,
             socket_timeout=socket_timeout,
             socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
+            retry=reconnect_once(),
             health_check_interval=0,
         )
 

@@ -146,3 +146,43 @@ async def test_an_outage_costs_one_short_timeout_not_a_retry_storm(private_redis
         assert loop.time() - started < 1.0
     finally:
         await cache.close()
+
+
+async def test_the_first_call_after_redis_restarts_succeeds_on_the_pooled_client(
+    private_redis: RedisProcess,
+) -> None:
+    """The pool's sockets died with the old server: each kind of call reconnects on its own once."""
+    cache = Cache(private_redis.url)
+    try:
+        await cache.set("k", "before")
+        async with cache.client.pipeline(transaction=False) as pipe:
+            pipe.get("k")
+            pipe.get("k")
+            await pipe.execute()
+        private_redis.stop()
+        private_redis.start()  # same port, empty (no persistence)
+
+        assert await cache.get("k") is None
+        await cache.set("k", "after")
+        assert await cache.incr_with_ttl("n", 10) == 1
+        async with cache.client.pipeline(transaction=False) as pipe:
+            pipe.get("k")
+            pipe.incr("n")
+            assert await pipe.execute() == ["after", 2]
+    finally:
+        await cache.close()
+
+
+async def test_a_restart_is_invisible_to_every_pooled_connection(private_redis: RedisProcess) -> None:
+    """Several sockets in the pool (concurrent calls) all died: every one of the next calls works."""
+    cache = Cache(private_redis.url)
+    try:
+        await asyncio.gather(*(cache.incr_with_ttl("n", 10) for _ in range(8)))
+        assert len(cache.client.connection_pool._available_connections) > 1
+        private_redis.stop()
+        private_redis.start()
+        assert sorted(await asyncio.gather(*(cache.incr_with_ttl("n", 10) for _ in range(8)))) == list(
+            range(1, 9)
+        )
+    finally:
+        await cache.close()
