@@ -3,7 +3,8 @@
     plan(event, event_key, params)                -> tuple[Notification, ...]
     classify(status_code)                         -> AttemptStatus
     retry_delay(policy, attempt, retry_after)     -> seconds to wait before the next attempt
-    report_due(ts_event, last_fired, schedule)    -> the 22:00 KST boundary to report, or None
+    first_report_boundary(first_seen, schedule)   -> the first 22:00 KST boundary a run reports
+    reports_due(now, next_boundary, schedule)     -> every boundary event time has passed, in order
 
 No I/O: the delivery loop (``delivery.py``) and the handlers (``app.py``) do the sending.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 
-from coinpilot.clock import DAY, KST, ensure_utc, last_daily_boundary
+from coinpilot.clock import DAY, KST, ensure_utc, last_daily_boundary, next_daily_boundary
 from coinpilot.contracts import AiDecision, AiVerdict, DailyReport, Fill, RiskAlert
 from services.notifier import payloads
 from services.notifier.payloads import Json
@@ -191,22 +192,46 @@ REPORT_TIME_KST = time(22, 0)
 
 @dataclass(frozen=True, slots=True)
 class ReportSchedule:
+    """Daily at ``at`` (UTC); ``misfire_grace`` only bounds how far back a run's first report reaches."""
+
     at: time = REPORT_TIME_UTC
     misfire_grace: timedelta = timedelta(hours=2)
 
 
-def report_due(ts_event: datetime, last_fired: datetime | None, schedule: ReportSchedule) -> datetime | None:
-    """The boundary to report when event time has passed one not reported yet (§12 rebuild).
+def first_report_boundary(
+    first_seen: datetime, schedule: ReportSchedule, wall_now: datetime | None = None
+) -> datetime:
+    """The first boundary a run reports: the earliest within the misfire grace of where it began.
 
-    Fires on the first event at/after 13:00 UTC; a boundary older than the misfire grace (a service
-    that starts hours later, a replay beginning mid-day) is skipped, as the original scheduler did.
+    A replay starting mid-day does not report the day before it (as the original scheduler's grace
+    did); the live run passes ``wall_now``, so a consumer first reading days of history starts at
+    the wall clock, not at last week.
     """
-    boundary = last_daily_boundary(ts_event, schedule.at)
-    if last_fired is not None and boundary <= ensure_utc(last_fired):
-        return None
-    if ensure_utc(ts_event) - boundary > schedule.misfire_grace:
-        return None
-    return boundary
+    since = ensure_utc(first_seen)
+    if wall_now is not None:
+        since = max(since, ensure_utc(wall_now))
+    return next_daily_boundary(since - schedule.misfire_grace, schedule.at)
+
+
+def next_unreported(last_fired: datetime, schedule: ReportSchedule) -> datetime:
+    """The boundary after the last one reported."""
+    return last_daily_boundary(last_fired, schedule.at) + DAY
+
+
+def reports_due(now: datetime, next_boundary: datetime, schedule: ReportSchedule) -> tuple[datetime, ...]:
+    """Every boundary from ``next_boundary`` that event time ``now`` has reached, oldest first.
+
+    Event time may jump days between two checks (a replay at speed, a consumer catching up after
+    an outage): every day passed still gets its report, in order; none is skipped (§12 rebuild:
+    fire once when event time passes the boundary, never twice, the claim per boundary does that).
+    """
+    latest = last_daily_boundary(now, schedule.at)
+    out: list[datetime] = []
+    boundary = ensure_utc(next_boundary)
+    while boundary <= latest:
+        out.append(boundary)
+        boundary += DAY
+    return tuple(out)
 
 
 def report_boundary(report_date: date) -> datetime:

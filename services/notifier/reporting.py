@@ -9,11 +9,18 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from coinpilot.bus import LIVE_RUN
-from coinpilot.clock import ensure_utc
+from coinpilot.clock import DAY, ensure_utc
 from coinpilot.contracts import DailyReport, ExitBreakdown, Side
 from coinpilot.db import Database
 from services.notifier import metrics, state
-from services.notifier.core import ReportSchedule, report_date_of, report_due, report_window
+from services.notifier.core import (
+    ReportSchedule,
+    first_report_boundary,
+    next_unreported,
+    report_date_of,
+    report_window,
+    reports_due,
+)
 from services.notifier.report import TradeRow, compute_daily
 from services.notifier.summarizer import Summarizer, write_summary
 
@@ -73,11 +80,12 @@ async def build_daily_report(
 
 
 class ReportClock:
-    """Event time per run, advanced by every message the notifier sees; fires the report once.
+    """Event time per run, advanced by every message the notifier sees; fires each report once.
 
     ``observe`` only records time (handlers never wait for the LLM); ``check`` builds and publishes
-    a due report. The claim row in ``job_runs`` is held in an open transaction while the report is
-    built and published, so two replicas never both publish and a failed publish retries later.
+    every report that is due, oldest first, however far event time moved since the last check. The
+    claim row in ``job_runs`` is held in an open transaction while a report is built and published,
+    so two replicas never both publish it and a failed publish retries later, from that report on.
     """
 
     def __init__(
@@ -96,39 +104,49 @@ class ReportClock:
         self._publish = publish
         self._currency = currency
         self._now: dict[str, datetime] = {}
-        self._fired: dict[str, datetime | None] = {}
+        self._first_seen: dict[str, datetime] = {}
+        self._next: dict[str, datetime] = {}  # per run: the first boundary not reported yet
         self.changed = asyncio.Event()
 
     def observe(self, run_id: str, ts_event: datetime) -> None:
         ts = ensure_utc(ts_event)
+        if run_id not in self._first_seen or ts < self._first_seen[run_id]:
+            self._first_seen[run_id] = ts
         if run_id not in self._now or ts > self._now[run_id]:
             self._now[run_id] = ts
             self.changed.set()
 
     async def check(self) -> list[DailyReport]:
-        """Publish every report that event time has made due; returns them."""
+        """Publish every report that event time has made due, in order; returns them."""
         self.changed.clear()
         published = []
         for run_id, now in list(self._now.items()):
-            if run_id not in self._fired:
-                self._fired[run_id] = await state.last_report_boundary(self._db, run_id)
-            boundary = report_due(now, self._fired[run_id], self._schedule)
-            if boundary is None:
-                continue
-            if run_id == LIVE_RUN and self._stale(boundary):
-                self._fired[run_id] = boundary
-                continue
-            report = await self._fire(run_id, boundary)
-            self._fired[run_id] = boundary
-            if report is not None:
-                published.append(report)
+            if run_id not in self._next:
+                self._next[run_id] = await self._resume(run_id)
+            for boundary in reports_due(now, self._next[run_id], self._schedule):
+                report = await self._fire(run_id, boundary)
+                self._next[run_id] = boundary + DAY
+                if report is not None:
+                    published.append(report)
         return published
 
-    def _stale(self, boundary: datetime) -> bool:
-        """Live only: a consumer catching up on old events must not post last week's reports."""
-        if self._wall_clock is None:
-            return False
-        return boundary < self._wall_clock() - self._schedule.misfire_grace
+    async def _resume(self, run_id: str) -> datetime:
+        """The run's first unreported boundary: after its last report, or where its reports begin.
+
+        A new run's beginning is recorded, so a restart before its first report resumes there
+        instead of at whatever event time it sees first after the restart.
+        """
+        last_fired, start = await state.report_progress(self._db, run_id)
+        if start is None:
+            if last_fired is not None:
+                start = next_unreported(last_fired, self._schedule)
+            else:
+                wall = self._wall_clock() if run_id == LIVE_RUN and self._wall_clock is not None else None
+                start = first_report_boundary(self._first_seen[run_id], self._schedule, wall)
+            start = await state.record_report_start(self._db, run_id, start)
+        if last_fired is None:
+            return start
+        return max(start, next_unreported(last_fired, self._schedule))
 
     async def _fire(self, run_id: str, boundary: datetime) -> DailyReport | None:
         async with self._db.session() as session:

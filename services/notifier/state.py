@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,7 @@ from services.notifier.delivery import Attempt
 from services.notifier.report import TradeRow
 
 DAILY_REPORT_JOB = "daily_report"
+REPORT_START_JOB = "daily_report_start"  # the first boundary a run reports (not a report)
 
 
 class PgJournal:
@@ -91,16 +92,37 @@ async def claim_report(session: AsyncSession, run_id: str, boundary: datetime) -
     return result.scalar_one_or_none() is not None
 
 
-async def last_report_boundary(db: Database, run_id: str) -> datetime | None:
+async def report_progress(db: Database, run_id: str) -> tuple[datetime | None, datetime | None]:
+    """(last boundary reported, the run's first boundary to report), both None for a new run."""
     async with db.session() as s:
         found = await s.execute(
-            select(JobRun.boundary)
-            .where(JobRun.run_id == run_id, JobRun.job_name == DAILY_REPORT_JOB)
-            .order_by(JobRun.boundary.desc())
-            .limit(1)
+            select(JobRun.job_name, func.max(JobRun.boundary), func.min(JobRun.boundary))
+            .where(JobRun.run_id == run_id, JobRun.job_name.in_((DAILY_REPORT_JOB, REPORT_START_JOB)))
+            .group_by(JobRun.job_name)
         )
-        value = found.scalar_one_or_none()
-    return None if value is None else ensure_utc(value)
+        rows = {name: (latest, earliest) for name, latest, earliest in found.all()}
+    fired = rows.get(DAILY_REPORT_JOB, (None, None))[0]
+    start = rows.get(REPORT_START_JOB, (None, None))[1]
+    return (None if fired is None else ensure_utc(fired)), (None if start is None else ensure_utc(start))
+
+
+async def record_report_start(db: Database, run_id: str, boundary: datetime) -> datetime:
+    """Remember where a run's reports begin, so a restart resumes there; returns the one kept.
+
+    The earliest recorded start wins when two replicas race, so both go on from the same day.
+    """
+    async with db.session() as s:
+        await s.execute(
+            insert(JobRun)
+            .values(run_id=run_id, job_name=REPORT_START_JOB, boundary=boundary)
+            .on_conflict_do_nothing(index_elements=["run_id", "job_name", "boundary"])
+        )
+        kept = await s.scalar(
+            select(func.min(JobRun.boundary)).where(
+                JobRun.run_id == run_id, JobRun.job_name == REPORT_START_JOB
+            )
+        )
+    return ensure_utc(kept)
 
 
 def _decimal(value: Any) -> Decimal | None:

@@ -10,6 +10,7 @@ from openai import AsyncOpenAI
 
 from coinpilot.contracts import DailyReport, ExitBreakdown, ExitReason, Fill
 from coinpilot.db import Database
+from coinpilot.errors import TransientError
 from services.executor.app import execute_order
 from services.executor.core import FillParams
 from services.executor.venue import PaperVenue
@@ -156,3 +157,78 @@ async def test_the_report_fires_once_per_boundary_on_event_time_across_restarts(
     restarted.observe(run_id, at(2, 13, 30))
     assert await restarted.check() == []
     assert len(published) == 1
+
+
+class Published:
+    """The reports a clock published, with a switch to make the next publish fail (NATS down)."""
+
+    def __init__(self) -> None:
+        self.reports: list[DailyReport] = []
+        self.failing = False
+
+    async def __call__(self, report: DailyReport, run: str) -> None:
+        if self.failing:
+            raise TransientError("publish to reports.daily failed: nats: timeout")
+        self.reports.append(report)
+
+    def dates(self) -> list[int]:
+        return [r.report_date.day for r in self.reports]
+
+
+async def test_event_time_jumping_days_between_checks_reports_every_missed_day_in_order_once(
+    notifier_db: Database, run_id: str
+) -> None:
+    """A replay at speed moves event time days past the grace between two checks: no day is skipped."""
+    await trade(notifier_db, run_id)
+    published = Published()
+
+    def clock() -> ReportClock:
+        return ReportClock(notifier_db, ReportSchedule(), None, published, "KRW")
+
+    first = clock()
+    first.observe(run_id, at(1, 9))
+    assert await first.check() == []
+    first.observe(run_id, at(5, 14))
+    reports = await first.check()
+    assert [r.report_date for r in reports] == [date(2026, 3, d) for d in (1, 2, 3, 4, 5)]
+    assert [r.trades for r in reports] == [2, 6, 1, 0, 0]  # every fill in exactly one report
+    first.observe(run_id, at(5, 15))  # redelivered or later events of the same day
+    assert await first.check() == []
+    restarted = clock()
+    restarted.observe(run_id, at(5, 14))
+    assert await restarted.check() == []
+    restarted.observe(run_id, at(7, 13))
+    assert [r.report_date.day for r in await restarted.check()] == [6, 7]
+    assert published.dates() == [1, 2, 3, 4, 5, 6, 7]
+
+
+async def test_a_restart_before_the_first_report_resumes_where_the_run_began(
+    notifier_db: Database, run_id: str
+) -> None:
+    """The run's first boundary is recorded, so a restart that first sees a later day still reports
+    the days before it."""
+    published = Published()
+    before = ReportClock(notifier_db, ReportSchedule(), None, published, "KRW")
+    before.observe(run_id, at(1, 9))
+    assert await before.check() == []
+    after = ReportClock(notifier_db, ReportSchedule(), None, published, "KRW")
+    after.observe(run_id, at(3, 14))  # beyond the grace of 03-01 and 03-02
+    await after.check()
+    assert published.dates() == [1, 2, 3]
+
+
+async def test_a_failed_publish_is_retried_from_that_day_on_without_duplicates(
+    notifier_db: Database, run_id: str
+) -> None:
+    published = Published()
+    clock = ReportClock(notifier_db, ReportSchedule(), None, published, "KRW")
+    clock.observe(run_id, at(1, 9))
+    await clock.check()
+    clock.observe(run_id, at(2, 14))
+    published.failing = True
+    with pytest.raises(TransientError):
+        await clock.check()  # 03-01's publish fails: its claim is rolled back with it
+    published.failing = False
+    clock.observe(run_id, at(3, 13))
+    await clock.check()
+    assert published.dates() == [1, 2, 3]

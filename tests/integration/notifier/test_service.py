@@ -171,3 +171,40 @@ async def test_the_daily_report_fires_at_22_kst_event_time_and_reaches_every_sin
     ]
     (request,) = n8n.received
     assert request.path == "/webhook/daily-report" and request.body["pnl"] == "10,000 KRW"
+
+
+def hourly(ts_event: datetime) -> HourlyCandle:
+    price = Decimal("101000000")
+    return HourlyCandle(
+        symbol="KRW-BTC",
+        ts_open=ts_event - timedelta(hours=1),
+        ts_event=ts_event,
+        open=price,
+        high=price,
+        low=price,
+        close=price,
+        volume=Decimal(3),
+        minute_count=60,
+    )
+
+
+async def test_event_time_jumping_days_publishes_every_missed_report_in_order_once(
+    notifier, js, discord, run_id
+) -> None:
+    """A replay at speed: the clock's next hour is three days on; each day passed gets its report."""
+    bus = Bus(js, "test")
+    await bus.publish(hourly(datetime(2026, 3, 2, 12, 0, tzinfo=UTC)), run_id=run_id)
+    await bus.publish(hourly(datetime(2026, 3, 5, 14, 0, tzinfo=UTC)), run_id=run_id)
+    await publish_copy(js, hourly(datetime(2026, 3, 5, 14, 0, tzinfo=UTC)), run_id, 1)  # a redelivery
+    await wait_for(lambda: len(discord.embeds()) >= 4, timeout=20)
+    await wait_for(lambda: drained(js), timeout=10)
+    reports = [DailyReport.from_json(b) for b in await stored(js, "REPORTS")]
+    assert [r.report_date.isoformat() for r in reports] == [
+        "2026-03-02",
+        "2026-03-03",
+        "2026-03-04",
+        "2026-03-05",
+    ]
+    assert [e["title"] for e in discord.embeds()] == [
+        f"📅 CoinPilot Daily Report (2026-03-0{d})" for d in (2, 3, 4, 5)
+    ]

@@ -16,11 +16,13 @@ from services.notifier.core import (
     Sink,
     classify,
     event_key,
+    first_report_boundary,
+    next_unreported,
     plan,
     report_boundary,
     report_date_of,
-    report_due,
     report_window,
+    reports_due,
     retry_after_seconds,
     retry_delay,
 )
@@ -135,19 +137,43 @@ SCHEDULE = ReportSchedule()
 
 
 @pytest.mark.parametrize(
-    ("now", "last_fired", "expected"),
+    ("now", "next_boundary", "expected"),
     [
-        pytest.param(utc(2, 12, 59), None, None, id="before-22-kst-nothing-and-yesterday-is-stale"),
-        pytest.param(utc(2, 13, 0), None, utc(2, 13), id="exactly-22-kst-fires"),
-        pytest.param(utc(2, 13, 7), utc(1, 13), utc(2, 13), id="first-event-after-fires"),
-        pytest.param(utc(2, 13, 8), utc(2, 13), None, id="never-twice"),
-        pytest.param(utc(2, 15, 1), None, None, id="misfire-grace-passed"),
-        pytest.param(utc(2, 15, 0), None, utc(2, 13), id="within-misfire-grace"),
-        pytest.param(utc(3, 0, 30), utc(2, 13), None, id="after-midnight-utc-same-kst-report"),
+        pytest.param(utc(2, 12, 59), utc(2, 13), (), id="before-22-kst-nothing"),
+        pytest.param(utc(2, 13, 0), utc(2, 13), (utc(2, 13),), id="exactly-22-kst-fires"),
+        pytest.param(utc(2, 13, 7), utc(2, 13), (utc(2, 13),), id="first-event-after-fires"),
+        pytest.param(utc(3, 0, 30), utc(3, 13), (), id="after-midnight-utc-same-kst-report-done"),
+        pytest.param(utc(2, 20), utc(2, 13), (utc(2, 13),), id="late-beyond-the-grace-still-fires"),
+        pytest.param(
+            utc(5, 14),
+            utc(2, 13),
+            (utc(2, 13), utc(3, 13), utc(4, 13), utc(5, 13)),
+            id="jump-of-days",
+        ),
+        pytest.param(utc(5, 12), utc(2, 13), (utc(2, 13), utc(3, 13), utc(4, 13)), id="stops-at-now"),
     ],
 )
-def test_report_due_fires_once_per_boundary_on_event_time(now, last_fired, expected) -> None:
-    assert report_due(now, last_fired, SCHEDULE) == expected
+def test_reports_due_lists_every_boundary_passed_in_order(now, next_boundary, expected) -> None:
+    assert reports_due(now, next_boundary, SCHEDULE) == expected
+
+
+@pytest.mark.parametrize(
+    ("first_seen", "wall_now", "expected"),
+    [
+        pytest.param(utc(2, 12, 59), None, utc(2, 13), id="before-22-kst-today-is-first"),
+        pytest.param(utc(2, 15, 0), None, utc(2, 13), id="within-misfire-grace-reports-today"),
+        pytest.param(utc(2, 15, 1), None, utc(3, 13), id="replay-beginning-after-the-grace-skips-today"),
+        pytest.param(utc(2, 5), None, utc(2, 13), id="replay-beginning-mid-day-skips-yesterday"),
+        pytest.param(utc(2, 5), utc(9, 14), utc(9, 13), id="live-old-history-starts-at-wall-clock"),
+        pytest.param(utc(9, 14), utc(9, 14, 30), utc(9, 13), id="live-up-to-date-reports-today"),
+    ],
+)
+def test_first_report_boundary_reaches_back_only_the_misfire_grace(first_seen, wall_now, expected) -> None:
+    assert first_report_boundary(first_seen, SCHEDULE, wall_now) == expected
+
+
+def test_next_unreported_is_the_day_after_the_last_report() -> None:
+    assert next_unreported(utc(2, 13), SCHEDULE) == utc(3, 13)
 
 
 def test_report_window_is_the_24h_ending_22_kst() -> None:
@@ -162,4 +188,4 @@ def test_retry_policy_needs_an_attempt() -> None:
 
 
 def test_schedule_grace_is_configurable() -> None:
-    assert report_due(utc(2, 18), None, ReportSchedule(misfire_grace=timedelta(hours=6))) == utc(2, 13)
+    assert first_report_boundary(utc(2, 18), ReportSchedule(misfire_grace=timedelta(hours=6))) == utc(2, 13)
