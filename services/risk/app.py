@@ -94,7 +94,7 @@ def build(rt: Runtime) -> ServiceDefinition:
                 prices = await cache.prices(run_id, rows.held_symbols)
                 ledger = rows.ledger(prices, snapshot, settings.paper_initial_balance)
                 step = core.on_entry_signal(before, signal, ledger, reading, params)
-                await state.save_risk_state(conn, run_id, step.state, wall_clock_now())
+                await state.save_risk_state(conn, run_id, step.state, wall_clock_now(), step.out)
                 await state.write_audits(conn, run_id, step.audits)
         if snapshot is None and step.reference_equity is not None and params.reference_equity is None:
             ttl = state.reference_equity_ttl(signal.ts_event, params)
@@ -122,7 +122,7 @@ def build(rt: Runtime) -> ServiceDefinition:
         async with locks[d.run_id], db.transaction() as conn:
             before = await state.load_risk_state(conn, d.run_id, signal.ts_event, params)
             step = core.on_exit_signal(before, signal, params)
-            await state.save_risk_state(conn, d.run_id, step.state, wall_clock_now())
+            await state.save_risk_state(conn, d.run_id, step.state, wall_clock_now(), step.out)
         record(d.run_id, step, signal.ts_event)
         return step.out
 

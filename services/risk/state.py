@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, trading_day_start
+from coinpilot.contracts import OrderApproved, OrderProposed
 from coinpilot.errors import TransientError
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, Ledger, VolatilityReading
@@ -95,10 +96,22 @@ LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency =
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
 """
 
-# Both rows in one statement. daily_risk_state mirrors the streak and the cooldown for readers of
-# the original table; the truth is risk_state (it survives the day).
+# Both rows in one statement, and the order the step approved (``order_proposals``, $13..$19, all
+# NULL when it approved none): the executor fills only an order recorded here. daily_risk_state
+# mirrors the streak and the cooldown for readers of the original table; the truth is risk_state
+# (it survives the day). A BUY proposed again (redelivered signal, first publish lost) keeps the
+# larger of the two sized amounts, so whichever of them reached the agent is within the record.
 _SAVE_STATE = """
-WITH persistent AS (
+WITH approval AS (
+    INSERT INTO order_proposals
+        (run_id, order_id, symbol, side, amount, reference_price, needs_confirmation, ts_event)
+    SELECT $1, $13::varchar, $14::varchar, $15::varchar, $16::numeric, $17::numeric, $18::boolean,
+           $19::timestamptz
+    WHERE $13::varchar IS NOT NULL
+    ON CONFLICT (run_id, order_id) DO UPDATE SET
+        amount = GREATEST(order_proposals.amount, EXCLUDED.amount)
+),
+persistent AS (
     INSERT INTO risk_state
         (run_id, consecutive_losses, cooldown_until, pending_orders, last_event_at, updated_at)
     VALUES ($1, $2, $3, $4::text::jsonb, $5, $6)
@@ -182,9 +195,34 @@ async def load_risk_state(
     )
 
 
+def approval_of(out: Iterable[object]) -> tuple[Any, ...]:
+    """The ``order_proposals`` values of the order a step approved ($13..$19), or all NULL.
+
+    An ``OrderProposed`` BUY goes to the agent, which must confirm it; a risk-approved
+    ``OrderApproved`` (an exit) needs no one else.
+    """
+    for message in out:
+        if isinstance(message, OrderProposed | OrderApproved):
+            return (
+                message.order_id,
+                message.symbol,
+                str(message.side),
+                message.amount,
+                message.reference_price,
+                isinstance(message, OrderProposed),
+                message.ts_event,
+            )
+    return (None,) * 7
+
+
 async def save_risk_state(
-    conn: asyncpg.Connection, run_id: str, state: CoreState, wall_now: datetime
+    conn: asyncpg.Connection,
+    run_id: str,
+    state: CoreState,
+    wall_now: datetime,
+    approved: Iterable[object] = (),
 ) -> None:
+    """Save the state and record the order among ``approved`` (a step's output), in one statement."""
     d = state.daily
     await conn.execute(
         _SAVE_STATE,
@@ -200,6 +238,7 @@ async def save_risk_state(
         d.sell_count,
         d.trade_count,
         d.is_trading_halted,
+        *approval_of(approved),
     )
 
 
