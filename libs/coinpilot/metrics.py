@@ -41,3 +41,13 @@ CONSUMER_ACK_PENDING = Gauge(
 SERVICE_READY = Gauge(
     "coinpilot_service_ready", "1 when the service is ready (broker and database)", ["service"]
 )
+TRANSIENT_RETRIES = Counter(
+    "coinpilot_transient_retries",
+    "Handler attempts that failed transiently (a dependency down) and are retried in place",
+    ["service", "subject"],
+)
+CONSUMERS_RETRYING = Gauge(
+    "coinpilot_consumers_retrying",
+    "Consumers waiting out a transient failure in place (the service is not ready meanwhile)",
+    ["service"],
+)

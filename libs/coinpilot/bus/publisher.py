@@ -76,6 +76,7 @@ class Bus:
         reason: str,
         deliveries: int,
         stream_sequence: int | None,
+        stream: str | None = None,
     ) -> DeadLetter:
         try:
             text, encoding = body.decode("utf-8"), "utf-8"
@@ -92,6 +93,7 @@ class Bus:
             body_encoding=encoding,
             stream_sequence=stream_sequence,
             trace_id=headers.get(h.TRACE_ID),
+            stream=stream,
         )
         run_id = headers.get(h.RUN_ID, h.LIVE_RUN)
         await self.publish(letter, run_id=run_id, trace_id=letter.trace_id)

@@ -168,6 +168,8 @@ class ServiceHost:
         checks = {"nats": bool(conn is not None and conn.is_connected)}
         if self._db is not None:
             checks["database"] = await self._db.ping()
+        # a consumer waiting out an outage in place (Redis, say, which no other check sees)
+        checks["consumers"] = not any(loop.retrying for loop in self._loops)
         ok = all(checks.values())
         for name in self.names:
             m.SERVICE_READY.labels(service_label(name)).set(1 if ok else 0)

@@ -6,6 +6,10 @@ timeout (we need a lone message handled at once). The pull requests are ours too
 (``pull_inbox.py``): a run is what the consumer had pending when its first message came, up to
 ``batch_size``, so a quiet stream costs one lingering request a second and a backlog is taken in
 runs of ``batch_size``.
+
+A run whose message fails transiently (a dependency down) waits in place (``Patience``, see
+``coinpilot.bus.consumer``): no new run is taken meanwhile, so order is kept, and ``retrying``
+tells readiness. A stop ends the wait: that message and those behind it are handed back (NAK).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from coinpilot.bus import Bus, Consumer, stream_for_subject
-from coinpilot.bus.consumer import process_batch
+from coinpilot.bus.consumer import Patience, process_batch
 from coinpilot.runtime.pull_inbox import PullInbox
 
 log = logging.getLogger("coinpilot.runtime")
@@ -55,6 +59,13 @@ class PullLoop:
         self._task: asyncio.Task[None] | None = None
         self._handling = False
         self._stopping = False
+        # waits out an outage in place; keeps the held messages' ack timers alive 3 times per ack_wait
+        self.patience = Patience(keepalive_every=ack_wait / 3, hand_back_delay=IDLE_WAIT_SECONDS + 0.25)
+
+    @property
+    def retrying(self) -> bool:
+        """True while a message waits out a transient failure (the service is not ready)."""
+        return self.patience.retrying
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -91,9 +102,12 @@ class PullLoop:
             await self.js.add_consumer(stream, config=config)
 
     async def stop(self) -> None:
-        """No new run; a run being handled finishes (and is acked) first. Messages that arrived
-        but were never taken are handed back (NAK) for another replica or the next start."""
+        """No new run; a run being handled finishes (and is acked) first, unless it is waiting out
+        an outage: then the waiting message and those behind it are handed back (NAK). Messages
+        that arrived but were never taken are handed back too, for another replica or the next
+        start."""
         self._stopping = True
+        self.patience.stop()
         if self._task is None:
             return
         if not self._handling:
@@ -110,7 +124,7 @@ class PullLoop:
             try:
                 batch = await self._fetch()
                 if batch:
-                    await process_batch(batch, self.consumer, self.bus, self.max_deliver)
+                    await process_batch(batch, self.consumer, self.bus, self.max_deliver, self.patience)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # connection lost or reconnecting: the client reconnects

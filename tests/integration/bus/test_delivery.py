@@ -1,7 +1,8 @@
 """Delivery guarantees of the bus over a real NATS JetStream server.
 
 Dedup by Nats-Msg-Id, redelivery of an un-acked message, dead letters for malformed payloads
-and for handlers that keep failing — and the next good message still gets through.
+and for handlers that keep failing with a bug, a transient failure retried in place (never
+dead-lettered) — and the next good message still gets through.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from nats.js.api import ConsumerConfig
 
 from coinpilot.bus import Bus, Consumer, ensure_streams, parser_for, process
+from coinpilot.bus.consumer import Patience
 from coinpilot.contracts import DeadLetter, IndicatorSnapshot, MinuteCandle
 from coinpilot.errors import TransientError
 from tests.support.messages import candle
@@ -106,14 +108,14 @@ async def test_malformed_payload_is_dead_lettered_and_the_next_message_is_proces
     assert letters[0].subject_original == "candles.1m.KRW-SOL"
 
 
-async def test_a_handler_that_keeps_failing_is_dead_lettered_after_max_deliveries(js) -> None:
+async def test_a_handler_that_keeps_failing_with_a_bug_is_dead_lettered_after_max_deliveries(js) -> None:
     bus = Bus(js, "flaky")
     calls: list[int] = []
 
     async def handler(d):
         calls.append(d.deliveries)
         if d.message.volume == 13:
-            raise TransientError("database unreachable")
+            raise RuntimeError("a bug: database unreachable")
         return [_snapshot_of(d.message)]
 
     consumer = Consumer("candles.1m.KRW-DOGE", "test-flaky", handler, parser_for(MinuteCandle))
@@ -126,7 +128,8 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_max_deliverie
     assert ("dead-lettered" in outcomes and outcomes[-1] == "acked") or outcomes.count("acked") == 1
     letters = await _dead_letters(js, "flaky", 1)
     assert letters[0].deliveries == 3
-    assert "gave up after 3 deliveries" in letters[0].reason and "database unreachable" in letters[0].reason
+    assert "gave up after 3 deliveries: RuntimeError" in letters[0].reason
+    assert "database unreachable" in letters[0].reason
     out = await js.pull_subscribe("indicators.1m.KRW-DOGE", durable="read-ind", stream="INDICATORS")
     produced = await out.fetch(1, timeout=5)
     assert IndicatorSnapshot.from_json(produced[0].data).candle.ts_open == candle(6).ts_open
@@ -157,3 +160,35 @@ async def test_headers_parsed_as_lists_by_fast_mail_parser_are_read_as_their_val
     assert produced.headers["Coinpilot-Run-Id"] == "replay-lists"
     assert produced.headers["Coinpilot-Trace-Id"] == "trace-lists"
     assert (await js.stream_info("DLQ")).state.messages == 0
+
+
+async def test_a_transient_failure_is_retried_in_place_on_the_same_delivery_and_never_dead_lettered(
+    js,
+) -> None:
+    """More failures than ``max_deliver`` allows: a dependency outage costs time, never the message,
+    and the retries happen on the first delivery (no NAK that would let later messages overtake)."""
+    bus = Bus(js, "inplace")
+    seen: list[int] = []
+
+    async def handler(d):
+        seen.append(d.deliveries)
+        if len(seen) <= 5:
+            raise TransientError("database unreachable")
+        return [_snapshot_of(d.message)]
+
+    consumer = Consumer("candles.1m.KRW-ADA", "test-in-place", handler, parser_for(MinuteCandle))
+    await bus.publish(candle(8, symbol="KRW-ADA"), run_id="live")
+    sub = await js.pull_subscribe(consumer.subject, durable=consumer.durable, stream="CANDLES")
+    msg = (await sub.fetch(1, timeout=5))[0]
+    patience = Patience(base=0.01, cap=0.05)
+
+    assert await process(msg, consumer, bus, 3, patience) == "acked"
+
+    assert seen == [1] * 6, "six attempts, all on delivery 1"
+    assert not patience.retrying
+    assert (await js.stream_info("DLQ")).state.messages == 0
+    out = await js.pull_subscribe("indicators.1m.KRW-ADA", durable="read-in-place", stream="INDICATORS")
+    assert (
+        IndicatorSnapshot.from_json((await out.fetch(1, timeout=5))[0].data).candle.ts_open
+        == candle(8).ts_open
+    )

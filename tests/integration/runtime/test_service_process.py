@@ -82,7 +82,7 @@ async def test_a_running_service_serves_probes_and_readiness_follows_nats(own_na
         own_nats.stop()
         assert await wait_for(lambda: _is(status(port, "/readyz"), 503), timeout=30)
         body = (await get(port, "/readyz")).json()
-        assert body == {"ready": False, "checks": {"nats": False, "database": True}}
+        assert body == {"ready": False, "checks": {"nats": False, "database": True, "consumers": True}}
 
         own_nats.start()
         assert await wait_for(lambda: _is(status(port, "/readyz"), 200), timeout=30)
