@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from coinpilot.errors import TransientError
+from coinpilot.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,50 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
+# SQLSTATE classes of statements that can never succeed as sent: 22 data exception (numeric
+# overflow, a string too long for its column, invalid text representation, division by zero...)
+# and 23 integrity constraint violation (unique, foreign key, not null, check).
+PERMANENT_SQLSTATE_CLASSES = {"22": "data exception", "23": "integrity constraint violation"}
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, the driver error SQLAlchemy wraps (``orig``), and their causes, each once."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend((getattr(e, "orig", None), e.__cause__))
+
+
+def permanent_reason(exc: BaseException) -> str | None:
+    """Why the database can never accept this statement (SQLSTATE class 22 or 23, or the driver
+    refusing a parameter, e.g. an int out of range), or None when a retry is not pointless."""
+    for e in _causes(exc):
+        if isinstance(e, asyncpg.exceptions._base.DataError):  # the driver refused a parameter
+            return f"invalid query input: {e}"
+        code = getattr(e, "sqlstate", None)
+        if isinstance(code, str) and code[:2] in PERMANENT_SQLSTATE_CLASSES:
+            return f"SQLSTATE {code} ({PERMANENT_SQLSTATE_CLASSES[code[:2]]}): {type(e).__name__}: {e}"
+    return None
+
+
 @contextmanager
-def _transient_when_unavailable() -> Iterator[None]:
-    """Re-raise a lost or refused database as :class:`TransientError` (the ladder retries it)."""
+def _classified() -> Iterator[None]:
+    """Re-raise what the ladder must know: a statement the database can never accept as
+    :class:`PermanentError` (dead-lettered on the first delivery), a lost or refused database as
+    :class:`TransientError` (waited out in place). Anything else propagates as it is."""
     try:
         yield
-    except TransientError:
+    except (TransientError, PermanentError):
         raise
     except Exception as exc:
+        reason = permanent_reason(exc)
+        if reason is not None:  # first: the driver's bad-parameter error is an InterfaceError too
+            raise PermanentError(f"database refused the data: {reason}") from exc
         if is_transient(exc):
             raise TransientError(f"database unavailable: {exc.__class__.__name__}: {exc}") from exc
         raise
@@ -79,9 +115,10 @@ class Database:
     async def session(self) -> AsyncIterator[AsyncSession]:
         """One transaction: committed when the block ends, rolled back when it raises.
 
-        A lost or refused database connection surfaces as :class:`TransientError` (retry later).
+        A lost or refused database connection surfaces as :class:`TransientError` (retry later),
+        data the database can never accept (SQLSTATE class 22 or 23) as :class:`PermanentError`.
         """
-        with _transient_when_unavailable():
+        with _classified():
             async with self._sessions() as session, session.begin():
                 yield session
 
@@ -90,7 +127,8 @@ class Database:
         """One transaction on the driver's own connection: for hot paths that write plain SQL.
 
         Same contract as :meth:`session` (commit when the block ends, roll back when it raises, a
-        lost or refused database is :class:`TransientError`) at about a third of its cost: a
+        lost or refused database is :class:`TransientError`, data it can never accept
+        :class:`PermanentError`) at about a third of its cost: a
         statement here is one asyncpg round trip, without the ORM's compile and greenlet hops.
         The connection comes from the engine's pool. Values are the driver's: ``numeric`` is
         ``Decimal``, ``timestamptz`` an aware UTC ``datetime``; ``json``/``jsonb`` go through the
@@ -121,7 +159,7 @@ class Database:
     @asynccontextmanager
     async def _driver_connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection's asyncpg connection; dropped from the pool if it broke."""
-        with _transient_when_unavailable():
+        with _classified():
             async with self.engine.connect() as conn:
                 raw = (await conn.get_raw_connection()).driver_connection
                 assert isinstance(raw, asyncpg.Connection)
