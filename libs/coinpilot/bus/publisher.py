@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,10 +10,14 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
+from coinpilot.bus import dead_letters
 from coinpilot.bus import headers as h
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, DeadLetter
 from coinpilot.errors import TransientError
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024  # nats-server's default, when the server did not say
+DEAD_LETTER_MARGIN = 1024  # bytes kept free below the max payload for the protocol's framing
 
 
 def _headers(msg: Contract, run_id: str, trace_id: str | None) -> dict[str, str]:
@@ -78,10 +81,11 @@ class Bus:
         stream_sequence: int | None,
         stream: str | None = None,
     ) -> DeadLetter:
-        try:
-            text, encoding = body.decode("utf-8"), "utf-8"
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+        """Publish ``dlq.<service>``: everything needed to inspect and redrive the message. A
+        letter larger than the server's max payload is stored truncated (``dead_letters.fit``),
+        so it is always published and its source can always be terminated."""
+        text, encoding = dead_letters.encoded_body(body)
+        trace_id = headers.get(h.TRACE_ID)
         letter = DeadLetter(
             ts_event=wall_clock_now(),
             service=self.service,
@@ -92,9 +96,17 @@ class Bus:
             body=text,
             body_encoding=encoding,
             stream_sequence=stream_sequence,
-            trace_id=headers.get(h.TRACE_ID),
+            trace_id=trace_id[:256] if trace_id else None,
             stream=stream,
         )
-        run_id = headers.get(h.RUN_ID, h.LIVE_RUN)
+        run_id = headers.get(h.RUN_ID, h.LIVE_RUN)[:256]
+        wire_headers = _headers(letter, run_id, letter.trace_id)
+        header_bytes = sum(len(k) + len(v) + 4 for k, v in wire_headers.items()) + 16
+        letter = dead_letters.fit(letter, self._max_payload() - header_bytes - DEAD_LETTER_MARGIN)
         await self.publish(letter, run_id=run_id, trace_id=letter.trace_id)
         return letter
+
+    def _max_payload(self) -> int:
+        """The connected server's max payload (headers and body together)."""
+        nc = getattr(self._js, "_nc", None)
+        return int(getattr(nc, "max_payload", 0) or DEFAULT_MAX_PAYLOAD)
