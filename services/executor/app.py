@@ -11,6 +11,7 @@ from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from services.executor import core, metrics, rehearsal, state
 from services.executor.booking import book_order
+from services.executor.provenance import Refusal
 from services.executor.settings import ExecutorSettings
 from services.executor.venue import FillVenue, PaperVenue
 
@@ -27,11 +28,19 @@ async def execute_order(
     trace_id: str | None,
     initial_balance: Decimal,
 ) -> Fill | OrderRejected:
-    """Fill or refuse one order in one transaction; a handled order gets its stored answer again."""
+    """Fill or reject one order in one transaction; a handled order gets its stored answer again.
+
+    Raises ``RefusedMessage`` (nothing written) for an order risk did not record as approved, or
+    not as it stands: the ladder dead-letters it and publishes its CRITICAL alert, and no
+    ``orders.rejected`` tells strategy and risk to free the symbol (see ``provenance``).
+    """
     async with db.transaction() as conn:
         booking = await book_order(
             conn, venue, order, run_id=run_id, trace_id=trace_id, initial_balance=initial_balance
         )
+    if isinstance(booking, Refusal):
+        metrics.REFUSALS.labels(order.symbol, booking.rule).inc()
+        raise booking.error()
     if isinstance(booking, state.StoredAnswer):
         metrics.REPLAYED_FILLS.labels(order.symbol).inc()
         return booking.message

@@ -3,11 +3,18 @@
 A check, then two steps, so a live broker can replace the paper venue without touching the
 ledger rules:
 
-    refuse_duplicate_buy(ledger, order)     -> Rejection | None        (before any venue is asked)
-    quote_paper(order, ledger, params)      -> Execution | Rejection   (what a paper venue fills)
-    apply_execution(ledger, order, exec)    -> FillOutcome | Rejection (what the ledger becomes)
+    refuse_duplicate_buy(ledger, order)        -> Rejection | None        (before any venue is asked)
+    quote_paper(order, ledger, params, quote)  -> Execution | Rejection   (what a paper venue fills)
+    apply_execution(ledger, order, exec)       -> FillOutcome | Rejection (what the ledger becomes)
     fill_order = the three in that order (the backtest; ``booking.book_order`` does the same with
     its venue, so both give the same answer to the same order)
+
+The price is the venue's ``quote``, never the order's: the paper venue quotes the recorded close
+of the order's decision minute (``market_data``; the backtest, the close of the same candle in
+memory), a live venue the exchange. The order's reference price only bounds it: a quote more than
+``price_band`` away from it is refused (``PRICE_OUT_OF_BAND``, ``refuse_out_of_band``), so a
+message that names a price cannot buy or sell at it. (Whether the order is genuine at all is
+``provenance``'s question, asked before.)
 
 ``apply_execution`` refuses a duplicate BUY as well, so a caller that skipped the check still
 cannot average into a position.
@@ -24,7 +31,7 @@ Money rules (BEHAVIOUR §6 with the rebuild fixes). Every amount is a ``Decimal`
 decimal places, the scale of the ledger (``NUMERIC(20,8)``), and every rounding goes against the
 account, so paper trading never creates money:
 
-* ``fill_price`` = reference price × (1 ± slippage_bps / 10 000), to 8 dp: a BUY rounds up (pays
+* ``fill_price`` = quote × (1 ± slippage_bps / 10 000), to 8 dp: a BUY rounds up (pays
   more), a SELL rounds down (receives less).
 * BUY ``quantity`` = floor(order amount / fill_price, 8 dp); SELL quantity = the whole position.
 * ``amount`` = fill_price × quantity, to 8 dp: BUY up, SELL down (exact whenever the price has few
@@ -60,6 +67,7 @@ EIGHT_DP = Decimal("0.00000001")
 ZERO = Decimal(0)
 BASIS_POINTS = Decimal(10_000)
 UPBIT_KRW_FEE_RATE = Decimal("0.0005")
+DEFAULT_PRICE_BAND = Decimal("0.02")
 DEFAULT_INITIAL_BALANCE = Decimal(10_000_000)
 
 
@@ -77,12 +85,16 @@ def round_even(value: Decimal) -> Decimal:
 
 @dataclass(frozen=True, slots=True)
 class FillParams:
-    """How the paper venue fills: slippage in basis points of the reference price, fee per side."""
+    """How the paper venue fills: slippage in basis points of the quote, fee per side, and how far
+    (a fraction) the quote may be from the order's reference price."""
 
     fee_rate: Decimal = UPBIT_KRW_FEE_RATE
     slippage_bps: Decimal = ZERO
+    price_band: Decimal = DEFAULT_PRICE_BAND
 
     def __post_init__(self) -> None:
+        if not self.price_band > 0:
+            raise ValueError(f"price_band must be > 0, got {self.price_band}")
         if not ZERO <= self.fee_rate < 1:
             raise ValueError(f"fee_rate must be in [0, 1), got {self.fee_rate}")
         if not ZERO <= self.slippage_bps < BASIS_POINTS:
@@ -160,11 +172,28 @@ def buy_quantity(amount: Decimal, fill_price: Decimal) -> Decimal:
         return (amount / fill_price).quantize(EIGHT_DP, rounding=ROUND_FLOOR)
 
 
-def quote_paper(order: OrderApproved, ledger: Ledger, params: FillParams) -> Execution | Rejection:
-    """Fill at the decision price moved by slippage; BUY spends the order amount, SELL sells all."""
-    if order.reference_price <= 0:
-        return Rejection(order, RejectReason.QUANTITY_TOO_SMALL, "reference price is not positive")
-    price = slipped_price(order.reference_price, order.side, params.slippage_bps)
+def refuse_out_of_band(order: OrderApproved, quote: Decimal, band: Decimal) -> Rejection | None:
+    """A quote more than ``band`` (a fraction) away from the order's reference price: refused."""
+    reference = order.reference_price
+    if reference > 0 and quote > 0 and abs(quote - reference) <= reference * band:
+        return None
+    off = f"{abs(quote - reference) / reference:.2%} away from" if reference > 0 else "not comparable with"
+    return Rejection(
+        order,
+        RejectReason.PRICE_OUT_OF_BAND,
+        f"venue quote {quote} is {off} the reference price {reference} (band {band:.2%})",
+    )
+
+
+def quote_paper(
+    order: OrderApproved, ledger: Ledger, params: FillParams, quote: Decimal
+) -> Execution | Rejection:
+    """Fill at the venue's quote moved by slippage (a quote out of band is refused); BUY spends the
+    order amount, SELL sells the whole position."""
+    out_of_band = refuse_out_of_band(order, quote, params.price_band)
+    if out_of_band is not None:
+        return out_of_band
+    price = slipped_price(quote, order.side, params.slippage_bps)
     if order.side is Side.BUY:
         if order.amount is None or order.amount <= 0:
             return Rejection(order, RejectReason.NON_POSITIVE_AMOUNT, f"BUY amount {order.amount}")
@@ -203,12 +232,14 @@ def refuse_duplicate_buy(ledger: Ledger, order: OrderApproved) -> Rejection | No
     )
 
 
-def fill_order(ledger: Ledger, order: OrderApproved, params: FillParams) -> FillOutcome | Rejection:
-    """The paper executor: refuse a duplicate BUY, quote at the decision price, then book it."""
+def fill_order(
+    ledger: Ledger, order: OrderApproved, params: FillParams, quote: Decimal
+) -> FillOutcome | Rejection:
+    """The paper executor: refuse a duplicate BUY, fill at the quote, then book it."""
     refused = refuse_duplicate_buy(ledger, order)
     if refused is not None:
         return refused
-    execution = quote_paper(order, ledger, params)
+    execution = quote_paper(order, ledger, params, quote)
     if isinstance(execution, Rejection):
         return execution
     return apply_execution(ledger, order, execution)

@@ -6,6 +6,11 @@ from prometheus_client import Counter, Gauge
 
 FILLS = Counter("coinpilot_executor_fills", "Orders filled", ["symbol", "side"])
 REJECTIONS = Counter("coinpilot_executor_rejections", "Orders the executor refused", ["symbol", "reason"])
+REFUSALS = Counter(
+    "coinpilot_executor_refusals",
+    "Orders refused as forged or corrupt (no approval recorded, or not as recorded), by rule",
+    ["symbol", "rule"],
+)
 REPLAYED_FILLS = Counter(
     "coinpilot_executor_replayed_fills",
     "Redelivered orders answered with their stored fill instead of a second one",

@@ -6,6 +6,10 @@ statement's first parse and plan, the backend's catalog lookups, asyncpg's state
 first run of the Python path. Booking a BUY, its SELL, a rejection and a stored answer at start-up
 (``booking.book_order``, the consumer's own path) in a transaction that is rolled back pays that
 before the first real order. Nothing is kept and no metric moves.
+
+The orders are genuine in that transaction: their approvals (``order_proposals``), the agent's
+CONFIRM and the candles they are quoted from (``market_data``, in 2000) are written first, and
+rolled back with the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
+
+import asyncpg
 
 from coinpilot.contracts import (
     EntrySignal,
@@ -28,11 +34,28 @@ from coinpilot.contracts import (
 from coinpilot.db import Database, rehearsal_run_id
 from services.executor.booking import Booked, book_order
 from services.executor.core import Position
+from services.executor.state import decision_minute
 from services.executor.venue import FillVenue
 
 SYMBOL = "KRW-BTC"
 PRICE = Decimal(100_000_000)
 OPENED_AT = datetime(2000, 1, 3, tzinfo=UTC)
+
+_APPROVE = """
+INSERT INTO order_proposals
+    (run_id, order_id, symbol, side, amount, reference_price, needs_confirmation, ts_event)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+"""
+_CONFIRM = """
+INSERT INTO agent_decisions (run_id, order_id, symbol, decision, ts_event)
+VALUES ($1, $2, $3, 'CONFIRM', $4)
+"""
+_CANDLE = """
+INSERT INTO market_data
+    (symbol, interval, open_price, high_price, low_price, close_price, volume, timestamp)
+VALUES ($1, '1m', $2, $2, $2, $2, 1, $3)
+ON CONFLICT (symbol, interval, timestamp) DO NOTHING
+"""
 
 
 def _snapshot(at: datetime) -> IndicatorSnapshot:
@@ -95,6 +118,25 @@ def sell(position: Position) -> OrderApproved:
     )
 
 
+async def approve(conn: asyncpg.Connection, run_id: str, order: OrderApproved) -> None:
+    """What risk, the agent and the recorder write before a genuine order reaches the executor."""
+    is_buy = order.side is Side.BUY
+    await conn.execute(
+        _APPROVE,
+        run_id,
+        order.order_id,
+        order.symbol,
+        str(order.side),
+        order.amount,
+        order.reference_price,
+        is_buy,
+        order.ts_event,
+    )
+    if is_buy:
+        await conn.execute(_CONFIRM, run_id, order.order_id, order.symbol, order.ts_event)
+    await conn.execute(_CANDLE, order.symbol, order.reference_price, decision_minute(order))
+
+
 async def rehearse_orders(db: Database, venue: FillVenue, initial_balance: Decimal) -> None:
     """Through ``book_order`` for a throwaway run, in one transaction rolled back: a BUY, its SELL,
     the SELL again with nothing left to sell (a rejection) and the BUY again (its stored answer)."""
@@ -102,9 +144,13 @@ async def rehearse_orders(db: Database, venue: FillVenue, initial_balance: Decim
     order = buy(initial_balance / 10)
     async with db.rolled_back() as conn:
         book = partial(book_order, conn, venue, run_id=run_id, trace_id=None, initial_balance=initial_balance)
+        await approve(conn, run_id, order)
         bought = await book(order)
         if not isinstance(bought, Booked) or bought.outcome.ledger.position is None:
             raise RuntimeError(f"the rehearsal's BUY was not filled: {bought}")
         exit_order = sell(bought.outcome.ledger.position)
-        for o in (exit_order, exit_order.model_copy(update={"order_id": "rehearsal:sell-again"}), order):
+        again = exit_order.model_copy(update={"order_id": "rehearsal:sell-again"})
+        for o in (exit_order, again):
+            await approve(conn, run_id, o)
+        for o in (exit_order, again, order):
             await book(o)

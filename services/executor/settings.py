@@ -7,7 +7,12 @@ from decimal import Decimal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.executor.core import DEFAULT_INITIAL_BALANCE, UPBIT_KRW_FEE_RATE, FillParams
+from services.executor.core import (
+    DEFAULT_INITIAL_BALANCE,
+    DEFAULT_PRICE_BAND,
+    UPBIT_KRW_FEE_RATE,
+    FillParams,
+)
 
 
 class ExecutorSettings(BaseSettings):
@@ -22,9 +27,15 @@ class ExecutorSettings(BaseSettings):
     slippage_bps: Decimal = Field(
         default=Decimal(0), ge=0, lt=10_000, description="Paper slippage against us, basis points"
     )
+    price_band: Decimal = Field(
+        default=DEFAULT_PRICE_BAND,
+        gt=0,
+        description="How far (a fraction; 0.02 = 2 %) the venue's quote may be from the order's "
+        "reference price before the order is rejected PRICE_OUT_OF_BAND",
+    )
     initial_balance: Decimal = Field(
         default=DEFAULT_INITIAL_BALANCE, gt=0, description="Cash of a new account, in its quote currency"
     )
 
     def params(self) -> FillParams:
-        return FillParams(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps)
+        return FillParams(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps, price_band=self.price_band)

@@ -4,14 +4,16 @@ Plain SQL on the driver's connection (``Database.transaction()``), three stateme
 between BEGIN and COMMIT:
 
 1. ``_LOCK_ACCOUNT``: lock the account row (``_OPEN_ACCOUNT`` creates it first, on first use);
-2. ``_READ_ORDER``: the symbol's position and any earlier answer to the order. A statement of its
-   own, after the lock: under READ COMMITTED a statement sees what was committed when it started,
-   so only a statement that starts once the lock is held sees the fill of a duplicate that held
-   it before;
+2. ``_READ_ORDER``: the symbol's position, any earlier answer to the order, who stands behind it
+   (risk's ``order_proposals`` row and the agent's ``agent_decisions`` verdict, see
+   ``provenance``) and the recorded candle of its decision minute (``market_data``, the paper
+   venue's quote). A statement of its own, after the lock: under READ COMMITTED a statement sees
+   what was committed when it started, so only a statement that starts once the lock is held sees
+   the fill of a duplicate that held it before;
 3. ``_BOOK_FILL``: cash, position and the ``trading_history`` row in one statement, which also
    returns the gauges (open positions, KRW equity) as they are after the fill.
 
-A rejection replaces 3 with the inbox claim (``claim_on``).
+A rejection replaces 3 with the inbox claim (``claim_on``); a refused (forged) order writes nothing.
 """
 
 from __future__ import annotations
@@ -19,20 +21,24 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from coinpilot.clock import ensure_utc
-from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, RejectStage
+from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, RejectStage, Side
 from coinpilot.db import claim_on
 from coinpilot.symbols import quote_currency
 from services.executor import records
 from services.executor.core import Ledger, Position, Rejection
+from services.executor.provenance import Proposal, Provenance
+from services.executor.venue import RecordedMarket
 
 CONSUMER = "executor-orders"
 REJECTED_MARK = "|rejected:"
+MINUTE = timedelta(minutes=1)
 
 _LOCK_ACCOUNT = """
 SELECT balance FROM account_state
@@ -66,18 +72,27 @@ _STORED_FILL_COLUMNS = (
     "high_water_mark",
 )
 
-# One row whatever exists: the position's columns, the stored fill's (``fill_*``) and the key of a
-# stored rejection, each NULL when there is none. $4 is a LIKE pattern (escape character '/').
+# One row whatever exists: the position's columns, the stored fill's (``fill_*``), the key of a
+# stored rejection, risk's record of the order (``proposed_*``), the agent's verdict and the close
+# of the candle starting at $6 (the decision minute), each NULL when there is none. $4 is a LIKE
+# pattern (escape character '/').
 _READ_ORDER = f"""
 SELECT
     position.quantity, position.avg_price, position.regime, position.high_water_mark,
     position.opened_at, position.position_id,
     {", ".join(f"fill.{c} AS fill_{c}" for c in _STORED_FILL_COLUMNS)},
     (SELECT msg_id FROM inbox
-     WHERE run_id = $1 AND consumer = $5 AND msg_id LIKE $4 ESCAPE '/') AS rejected_as
+     WHERE run_id = $1 AND consumer = $5 AND msg_id LIKE $4 ESCAPE '/') AS rejected_as,
+    proposal.symbol AS proposed_symbol, proposal.side AS proposed_side,
+    proposal.amount AS proposed_amount, proposal.reference_price AS proposed_price,
+    proposal.needs_confirmation AS proposed_needs_confirmation, proposal.ts_event AS proposed_at,
+    (SELECT decision FROM agent_decisions WHERE run_id = $1 AND order_id = $3) AS agent_decision,
+    (SELECT close_price FROM market_data
+     WHERE symbol = $2 AND interval = '1m' AND timestamp = $6) AS decision_close
 FROM (VALUES (true)) AS one
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.symbol = $2
 LEFT JOIN trading_history AS fill ON fill.run_id = $1 AND fill.order_id = $3
+LEFT JOIN order_proposals AS proposal ON proposal.run_id = $1 AND proposal.order_id = $3
 """
 
 # The trading_history row of a fill: ``records.row_values`` in these columns, from $12 on.
@@ -158,10 +173,13 @@ class StoredAnswer:
 
 @dataclass(frozen=True, slots=True)
 class LockedOrder:
-    """The ledger an order may touch (its account row locked) and its earlier answer, if any."""
+    """The ledger an order may touch (its account row locked), its earlier answer if any, who
+    stands behind it and the recorded market of its decision minute."""
 
     ledger: Ledger
     stored: StoredAnswer | None
+    provenance: Provenance
+    market: RecordedMarket
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +218,9 @@ async def lock_account(
 async def read_order(
     conn: asyncpg.Connection, run_id: str, order: OrderApproved, currency: str, balance: Decimal
 ) -> LockedOrder:
-    """The symbol's position and the earlier answer to ``order`` (call after ``lock_account``)."""
+    """The symbol's position, the earlier answer to ``order``, its provenance and the recorded
+    candle of its decision minute (call after ``lock_account``)."""
+    candle_start = decision_minute(order)
     row = await conn.fetchrow(
         _READ_ORDER,
         run_id,
@@ -208,6 +228,7 @@ async def read_order(
         order.order_id,
         _like_prefix(order.msg_id() + REJECTED_MARK),
         CONSUMER,
+        candle_start,
     )
     assert row is not None
     position = None
@@ -222,7 +243,31 @@ async def read_order(
             opened_at=ensure_utc(row["opened_at"]),
             opened_by=row["position_id"],
         )
-    return LockedOrder(Ledger(currency, balance, position), _stored_answer(row, order))
+    return LockedOrder(
+        Ledger(currency, balance, position),
+        _stored_answer(row, order),
+        _provenance(row),
+        RecordedMarket(candle_start, row["decision_close"]),
+    )
+
+
+def decision_minute(order: OrderApproved) -> datetime:
+    """Start of the candle the order was decided on: its event time is that candle's close."""
+    return order.ts_event - MINUTE
+
+
+def _provenance(row: Mapping[str, Any]) -> Provenance:
+    proposal = None
+    if row["proposed_symbol"] is not None:
+        proposal = Proposal(
+            symbol=row["proposed_symbol"],
+            side=Side(row["proposed_side"]),
+            amount=row["proposed_amount"],
+            reference_price=row["proposed_price"],
+            needs_confirmation=row["proposed_needs_confirmation"],
+            ts_event=ensure_utc(row["proposed_at"]),
+        )
+    return Provenance(proposal, row["agent_decision"])
 
 
 def _stored_answer(row: Mapping[str, Any], order: OrderApproved) -> StoredAnswer | None:

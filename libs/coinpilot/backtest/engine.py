@@ -493,7 +493,10 @@ class Engine:
         balance = self.balances.setdefault(currency, self.initial_balance)
         position = self.positions.get(order.symbol)
         ledger = executor_core.Ledger(currency, balance, position)
-        outcome = executor_core.fill_order(ledger, order, self.fill_params)
+        # The venue's quote: the close of the decision minute, the candle the order was decided on
+        # (what the paper venue reads from market_data in the services).
+        quote = order.signal.snapshot.candle.close
+        outcome = executor_core.fill_order(ledger, order, self.fill_params, quote)
         if isinstance(outcome, executor_core.Rejection):
             return outcome.message_out()
         self.balances[currency] = outcome.ledger.balance

@@ -1,4 +1,5 @@
-"""Executor integration fixtures: the migrated PostgreSQL, a run id per test, a private NATS."""
+"""Executor integration fixtures: the migrated PostgreSQL, a run id per test, a private NATS, and the
+approvals of genuine orders."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from nats.js import JetStreamContext
 
 from coinpilot.bus import ensure_streams
 from coinpilot.db import Database, upgrade
+from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess
 
 _runs = itertools.count(1)
@@ -22,6 +24,14 @@ async def executor_db(pg_url: str) -> AsyncIterator[Database]:
     db = Database(pg_url)
     yield db
     await db.dispose()
+
+
+@pytest.fixture
+async def approvals(executor_db: Database) -> AsyncIterator[Approvals]:
+    """Writes what stands behind a genuine order; puts ``market_data`` back afterwards."""
+    recorder = Approvals(executor_db)
+    yield recorder
+    await recorder.restore()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from coinpilot.settings import CommonSettings
 from services.executor.app import DURABLE, execute_order
 from services.executor.core import FillParams
 from services.executor.venue import PaperVenue
+from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess, wait_for
 from tests.unit.executor.factories import buy_order, sell_order
 
@@ -92,6 +93,7 @@ async def test_three_copies_across_two_replicas_make_one_fill_and_one_message(
     clean_streams: JetStreamContext,
     executor_nats: NatsProcess,
     executor_db: Database,
+    approvals: Approvals,
     pg_url: str,
     run_id: str,
 ) -> None:
@@ -99,6 +101,7 @@ async def test_three_copies_across_two_replicas_make_one_fill_and_one_message(
     replicas = [await start_executor(executor_nats, pg_url) for _ in range(2)]
     try:
         order = buy_order("100000000", "1000000")
+        await approvals.approve(run_id, order)
         for copy in range(3):
             await publish_copy(js, order, run_id, copy)
         await wait_for(lambda: drained(js), timeout=20)
@@ -114,12 +117,14 @@ async def test_a_crash_between_commit_and_ack_still_publishes_the_fill_once(
     clean_streams: JetStreamContext,
     executor_nats: NatsProcess,
     executor_db: Database,
+    approvals: Approvals,
     pg_url: str,
     run_id: str,
 ) -> None:
     js = clean_streams
     await (await start_executor(executor_nats, pg_url)).stop()  # the durable exists, nobody consumes
     order = buy_order("100000000", "1000000")
+    await approvals.approve(run_id, order)
     await Bus(js, "test").publish(order, run_id=run_id)
 
     # a replica takes the order, commits the fill and dies before publishing or acking
@@ -150,6 +155,7 @@ async def test_an_order_that_cannot_be_filled_is_answered_on_orders_rejected(
     clean_streams: JetStreamContext,
     executor_nats: NatsProcess,
     executor_db: Database,
+    approvals: Approvals,
     pg_url: str,
     run_id: str,
 ) -> None:
@@ -161,6 +167,7 @@ async def test_an_order_that_cannot_be_filled_is_answered_on_orders_rejected(
         avg_price="1",
         high_water_mark="1",
     )
+    await approvals.approve(run_id, order)  # a genuine exit: risk approved it
     host = await start_executor(executor_nats, pg_url)
     try:
         await Bus(js, "test").publish(order, run_id=run_id)

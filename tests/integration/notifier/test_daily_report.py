@@ -18,6 +18,7 @@ from services.notifier.core import ReportSchedule
 from services.notifier.reporting import ReportClock, build_daily_report
 from services.notifier.summarizer import OpenAiSummarizer
 from tests.integration.notifier.fake_openai import API_KEY, FakeOpenAi
+from tests.support.provenance import Approvals
 from tests.unit.executor.factories import buy_order, sell_order
 
 pytestmark = pytest.mark.postgres
@@ -65,13 +66,18 @@ ORDERS = [
 
 
 async def trade(db: Database, run_id: str) -> None:
-    for order in ORDERS:
-        assert isinstance(
-            await execute_order(
-                db, UPBIT, order, run_id=run_id, trace_id=None, initial_balance=D(10_000_000)
-            ),
-            Fill,
-        )
+    approvals = Approvals(db)  # genuine orders: approved, and quoted at their recorded close
+    try:
+        for order in ORDERS:
+            await approvals.approve(run_id, order)
+            assert isinstance(
+                await execute_order(
+                    db, UPBIT, order, run_id=run_id, trace_id=None, initial_balance=D(10_000_000)
+                ),
+                Fill,
+            )
+    finally:
+        await approvals.restore()
 
 
 async def test_a_day_of_trades_across_midnight_utc_is_counted_once_with_hand_checked_figures(

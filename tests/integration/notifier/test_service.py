@@ -20,6 +20,7 @@ from services.executor.app import execute_order
 from services.executor.core import FillParams
 from services.executor.venue import PaperVenue
 from tests.support.fake_webhooks import FakeDiscord, FakeN8n, Misbehave
+from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess, wait_for
 from tests.unit.executor.factories import buy_order, sell_order
 from tests.unit.notifier.factories import buy_fill
@@ -121,6 +122,7 @@ async def test_the_daily_report_fires_at_22_kst_event_time_and_reaches_every_sin
     notifier, js, notifier_db: Database, discord, n8n, run_id
 ) -> None:
     venue = PaperVenue(FillParams(fee_rate=Decimal(0)))
+    approvals = Approvals(notifier_db)
     bought = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
     for order in (
         buy_order("100000000", "1000000", at=bought),
@@ -134,9 +136,11 @@ async def test_the_daily_report_fires_at_22_kst_event_time_and_reaches_every_sin
             opened_at=bought,
         ),
     ):
+        await approvals.approve(run_id, order)  # genuine: approved, quoted at its recorded close
         await execute_order(
             notifier_db, venue, order, run_id=run_id, trace_id=None, initial_balance=Decimal(10**7)
         )
+    await approvals.restore()
     hour = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
     price = Decimal("101000000")
     candle = HourlyCandle(

@@ -2,9 +2,12 @@
 
 Strategy, risk and the executor run as real services (``ServiceHost``, each restartable on its
 own); the agent's place is taken by :func:`approver`, a plug-in service that approves every
-proposed BUY as it is (the agent has its own tests, and its review depends on hourly context these
-tests do not build). Tests publish indicator snapshots or signals under a run id of their own,
-wait until every durable consumer has drained, and read what each stream stored for that run.
+proposed BUY as it is, recording its CONFIRM as the agent does (the agent has its own tests, and
+its review depends on hourly context these tests do not build). Tests publish indicator snapshots
+or signals under a run id of their own, wait until every durable consumer has drained, and read
+what each stream stored for that run. The candle a published snapshot or signal was made from is
+recorded in ``market_data`` first, as the collector's recorder would (the executor quotes from
+it), and removed when the pipeline closes.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from coinpilot.contracts import (
     EntrySignal,
     ExitSignal,
     Fill,
+    IndicatorSnapshot,
     OrderApproved,
     OrderProposed,
     OrderRejected,
@@ -43,6 +47,7 @@ from coinpilot.contracts import (
 from coinpilot.db import Database, upgrade
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, ServiceHost, parser_for
 from coinpilot.settings import CommonSettings
+from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess
 
 APPROVER = "tests.integration.risk.harness:approver"
@@ -66,6 +71,16 @@ def approver(rt: Runtime) -> ServiceDefinition:
 
     async def approve(d: Delivery[OrderProposed]) -> Sequence[Contract]:
         p = d.message
+        assert rt.db is not None
+        async with rt.db.transaction() as conn:  # the agent's verdict, which the executor checks
+            await conn.execute(
+                "INSERT INTO agent_decisions (run_id, order_id, symbol, decision, ts_event)"
+                " VALUES ($1, $2, $3, 'CONFIRM', $4) ON CONFLICT DO NOTHING",
+                d.run_id,
+                p.order_id,
+                p.symbol,
+                p.ts_event,
+            )
         return [
             OrderApproved(
                 ts_event=p.ts_event,
@@ -100,6 +115,7 @@ class Pipeline:
     js: JetStreamContext
     run_id: str
     hosts: dict[str, ServiceHost] = field(default_factory=dict)
+    recorded: Approvals | None = None
 
     async def start(self, *groups: str) -> None:
         """Start hosts by group name: ``strategy``, ``risk`` or ``ledger`` (executor + approver)."""
@@ -117,9 +133,13 @@ class Pipeline:
         await self.start(group)
 
     async def close(self) -> None:
-        """Stop every host and remove the run's Redis keys (``run:<run_id>:*``)."""
+        """Stop every host, remove the run's Redis keys (``run:<run_id>:*``) and the candles it
+        recorded."""
         for group in list(self.hosts):
             await self.stop(group)
+        if self.recorded is not None:
+            await self.recorded.restore()
+            await self.recorded.db.dispose()
         if self.settings.redis_url:
             cache = Cache(self.settings.redis_url)
             with contextlib.suppress(RedisError):
@@ -128,13 +148,25 @@ class Pipeline:
                     await cache.client.delete(*stale)
             await cache.close()
 
+    async def record_candle(self, message: Contract) -> None:
+        """The 1m candle ``message`` was made from, into ``market_data`` (the recorder's job)."""
+        snapshot = message if isinstance(message, IndicatorSnapshot) else getattr(message, "snapshot", None)
+        if not isinstance(snapshot, IndicatorSnapshot) or self.settings.database_url is None:
+            return
+        if self.recorded is None:
+            self.recorded = Approvals(Database(self.settings.database_url.get_secret_value()))
+        candle = snapshot.candle
+        await self.recorded.candle(candle.symbol, candle.ts_open, candle.close)
+
     async def publish(self, *messages: Contract) -> None:
         bus = Bus(self.js, "test")
         for message in messages:
+            await self.record_candle(message)
             await bus.publish(message, run_id=self.run_id)
 
     async def publish_copy(self, message: Contract, copy: int = 1) -> None:
         """``message`` again under another ``Nats-Msg-Id``: a duplicate JetStream cannot recognise."""
+        await self.record_candle(message)
         headers = h.build_headers(
             msg_id=f"{message.msg_id()}#copy{copy}",
             run_id=self.run_id,

@@ -49,7 +49,7 @@ CASES = (
             executor_state._BOOK_FILL,
             _CLAIM,
         ),
-        ("account_state", "positions", "trading_history", "inbox"),
+        ("account_state", "positions", "trading_history", "inbox", "order_proposals", "agent_decisions"),
         "order rehearsal failed",
     ),
     Rehearsed(

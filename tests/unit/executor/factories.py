@@ -17,6 +17,7 @@ from coinpilot.contracts import (
     RejectStage,
     Side,
 )
+from services.executor.core import FillOutcome, FillParams, Ledger, Rejection, fill_order
 
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)
 
@@ -114,3 +115,8 @@ def sell_order(
         approved_by=RejectStage.RISK,
         signal=signal,
     )
+
+
+def paper_fill(ledger: Ledger, order: OrderApproved, params: FillParams) -> FillOutcome | Rejection:
+    """The paper executor quoting the close of the order's decision minute, as recorded."""
+    return fill_order(ledger, order, params, order.signal.snapshot.candle.close)

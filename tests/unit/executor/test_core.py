@@ -21,9 +21,10 @@ from services.executor.core import (
     fill_order,
     quote_paper,
     refuse_duplicate_buy,
+    refuse_out_of_band,
     slipped_price,
 )
-from tests.unit.executor.factories import T0, buy_order, sell_order
+from tests.unit.executor.factories import T0, buy_order, paper_fill, sell_order
 
 D = Decimal
 UPBIT = FillParams(fee_rate=D("0.0005"))
@@ -98,7 +99,7 @@ BUYS = [
 @pytest.mark.parametrize("case", BUYS)
 def test_buy_fills_at_the_slipped_price_with_a_floored_quantity_and_a_fee(case: BuyCase) -> None:
     order = buy_order(case.price, case.amount, symbol=case.symbol)
-    fill = filled(fill_order(krw("10000000"), order, case.params)).fill
+    fill = filled(paper_fill(krw("10000000"), order, case.params)).fill
     assert (fill.fill_price, fill.quantity, fill.amount, fill.fee, fill.balance_after) == (
         D(case.fill_price),
         D(case.quantity),
@@ -111,7 +112,7 @@ def test_buy_fills_at_the_slipped_price_with_a_floored_quantity_and_a_fee(case: 
 
 def test_buy_opens_a_position_and_reports_it_whole() -> None:
     order = buy_order("100000000", "1000000")
-    outcome = filled(fill_order(krw("10000000"), order, UPBIT_10BPS))
+    outcome = filled(paper_fill(krw("10000000"), order, UPBIT_10BPS))
     assert outcome.ledger == krw(
         "8999501.0005",
         Position("KRW-BTC", D("0.00999"), D("100100000"), Regime.BULL, D("100100000"), T0, BTC_BUY_ID),
@@ -149,7 +150,7 @@ def test_sell_closes_the_whole_position_and_realises_pnl_net_of_its_own_fee() ->
         exit_reason=ExitReason.TRAILING_STOP,
     )
     outcome = filled(
-        fill_order(krw("8999501.0005", btc_position("0.00999", "100100000")), order, UPBIT_10BPS)
+        paper_fill(krw("8999501.0005", btc_position("0.00999", "100100000")), order, UPBIT_10BPS)
     )
     assert outcome.ledger == krw("10026928.059985")
     assert outcome.fill == Fill(
@@ -177,7 +178,7 @@ def test_sell_closes_the_whole_position_and_realises_pnl_net_of_its_own_fee() ->
 
 
 def test_a_round_trip_changes_cash_by_net_pnl_minus_the_buy_fee() -> None:
-    buy = filled(fill_order(krw("10000000"), buy_order("100000000", "1000000"), UPBIT_10BPS))
+    buy = filled(paper_fill(krw("10000000"), buy_order("100000000", "1000000"), UPBIT_10BPS))
     sell = sell_order(
         "103000000",
         opened_by=BTC_BUY_ID,
@@ -185,7 +186,7 @@ def test_a_round_trip_changes_cash_by_net_pnl_minus_the_buy_fee() -> None:
         avg_price="100100000",
         high_water_mark="103000000",
     )
-    closed = filled(fill_order(buy.ledger, sell, UPBIT_10BPS))
+    closed = filled(paper_fill(buy.ledger, sell, UPBIT_10BPS))
     assert closed.ledger.balance - D("10000000") == closed.fill.realized_pnl - buy.fill.fee
 
 
@@ -198,7 +199,7 @@ def test_stop_loss_keeps_the_real_high_water_mark_from_the_exit_signal() -> None
         high_water_mark="100800000",
         exit_reason=ExitReason.STOP_LOSS,
     )
-    fill = filled(fill_order(krw("9000000", btc_position("0.01", "100000000")), order, NO_FEE)).fill
+    fill = filled(paper_fill(krw("9000000", btc_position("0.01", "100000000")), order, NO_FEE)).fill
     # gross (96,000,000 − 100,000,000) × 0.01 = −40,000; no fee
     assert (fill.high_water_mark, fill.exit_reason, fill.realized_pnl) == (
         D("100800000"),
@@ -252,7 +253,7 @@ def test_stop_loss_keeps_the_real_high_water_mark_from_the_exit_signal() -> None
 def test_orders_that_cannot_be_filled_are_rejected_with_a_reason(
     ledger: Ledger, order, params: FillParams, reason: RejectReason
 ) -> None:
-    outcome = fill_order(ledger, order, params)
+    outcome = paper_fill(ledger, order, params)
     assert isinstance(outcome, Rejection) and outcome.reason is reason
     rejected = outcome.message_out()
     assert rejected == OrderRejected(
@@ -267,7 +268,7 @@ def test_orders_that_cannot_be_filled_are_rejected_with_a_reason(
 
 
 def test_buy_with_the_exact_balance_and_no_fee_leaves_zero() -> None:
-    outcome = filled(fill_order(krw("1000000"), buy_order("100000000", "1000000"), NO_FEE))
+    outcome = filled(paper_fill(krw("1000000"), buy_order("100000000", "1000000"), NO_FEE))
     assert outcome.ledger.balance == 0
 
 
@@ -275,12 +276,12 @@ def test_a_buy_for_a_held_symbol_is_refused_before_it_is_quoted_or_booked() -> N
     held = btc_position("0.01", "100000000", hwm="108000000")
     ledger = krw("10000000", held)
     order = buy_order("110000000", "1100000")
-    refused = fill_order(ledger, order, NO_FEE)
+    refused = paper_fill(ledger, order, NO_FEE)
     assert isinstance(refused, Rejection) and refused.reason is RejectReason.DUPLICATE_POSITION
     assert "KRW-BTC is already held (0.01 since" in refused.message and BTC_BUY_ID in refused.message
     assert refuse_duplicate_buy(ledger, order) == refused
     # a venue's execution for it is not booked either: the ledger is never averaged into
-    execution = quote_paper(order, krw("10000000"), NO_FEE)
+    execution = quote_paper(order, krw("10000000"), NO_FEE, order.reference_price)
     assert isinstance(execution, Execution)
     assert apply_execution(ledger, order, execution) == refused
 
@@ -324,7 +325,7 @@ def test_a_live_venue_execution_is_booked_by_the_same_rules() -> None:
 
 def test_quote_paper_refuses_a_buy_without_an_amount() -> None:
     order = buy_order("100", "1").model_copy(update={"amount": None})
-    outcome = quote_paper(order, krw("100"), UPBIT)
+    outcome = quote_paper(order, krw("100"), UPBIT, order.reference_price)
     assert isinstance(outcome, Rejection) and outcome.reason is RejectReason.NON_POSITIVE_AMOUNT
 
 
@@ -335,3 +336,48 @@ def test_quote_paper_refuses_a_buy_without_an_amount() -> None:
 def test_fill_params_refuse_nonsense(fee_rate: str, bps: str) -> None:
     with pytest.raises(ValueError):
         FillParams(fee_rate=D(fee_rate), slippage_bps=D(bps))
+
+
+def test_the_fill_price_is_the_venues_quote_never_the_orders_price() -> None:
+    # the order names 100,000,000; the recorded close is 101,000,000 (1 % away, inside the 2 % band)
+    order = buy_order("100000000", "1010000")
+    fill = filled(fill_order(krw("10000000"), order, NO_FEE, D("101000000"))).fill
+    assert (fill.fill_price, fill.quantity) == (D("101000000"), D("0.01"))
+    assert fill.decision_price == D("100000000")
+    held = krw("10000000", btc_position("0.01", "100000000"))
+    sell = sell_order("1", opened_by=BTC_BUY_ID, quantity="0.01", avg_price="1", high_water_mark="1")
+    # a SELL naming 1 KRW sells at the quote, or not at all: 1 KRW is out of any band around it
+    refused = fill_order(held, sell, NO_FEE, D("100000000"))
+    assert isinstance(refused, Rejection) and refused.reason is RejectReason.PRICE_OUT_OF_BAND
+
+
+@pytest.mark.parametrize(
+    ("quote", "band", "inside"),
+    [
+        pytest.param("102000000", "0.02", True, id="exactly-at-the-upper-edge"),
+        pytest.param("98000000", "0.02", True, id="exactly-at-the-lower-edge"),
+        pytest.param("102000000.00000001", "0.02", False, id="a-hair-above"),
+        pytest.param("97999999.99999999", "0.02", False, id="a-hair-below"),
+        pytest.param("105000000", "0.05", True, id="a-wider-band"),
+        pytest.param("0", "0.02", False, id="a-zero-quote"),
+    ],
+)
+def test_a_quote_out_of_the_band_around_the_reference_price_is_rejected(
+    quote: str, band: str, inside: bool
+) -> None:
+    order = buy_order("100000000", "1000000")
+    params = FillParams(fee_rate=D(0), price_band=D(band))
+    rejected = refuse_out_of_band(order, D(quote), params.price_band)
+    assert (rejected is None) is inside
+    outcome = quote_paper(order, krw("10000000"), params, D(quote))
+    assert isinstance(outcome, Rejection) is (not inside)
+    if not inside:
+        assert outcome == rejected and rejected is not None
+        assert rejected.reason is RejectReason.PRICE_OUT_OF_BAND
+        assert f"venue quote {D(quote)}" in rejected.message
+        assert "reference price 100000000" in rejected.message
+
+
+def test_the_band_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="price_band"):
+        FillParams(price_band=D(0))

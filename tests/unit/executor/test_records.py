@@ -11,9 +11,9 @@ import pytest
 
 from coinpilot.contracts import ExitReason, Regime
 from services.executor import state
-from services.executor.core import FillOutcome, FillParams, Ledger, Position, fill_order
+from services.executor.core import FillOutcome, FillParams, Ledger, Position
 from services.executor.records import fill_from_row, json_safe, row_values, signal_info
-from tests.unit.executor.factories import T0, buy_order, sell_order
+from tests.unit.executor.factories import T0, buy_order, paper_fill, sell_order
 
 D = Decimal
 BTC_BUY = "KRW-BTC:2026-03-02T01:00Z:buy"
@@ -22,7 +22,7 @@ PARAMS = FillParams(fee_rate=D("0.0005"), slippage_bps=D(10))
 
 def bought():
     order = buy_order("100000000", "1000000")
-    outcome = fill_order(Ledger("KRW", D("10000000")), order, PARAMS)
+    outcome = paper_fill(Ledger("KRW", D("10000000")), order, PARAMS)
     assert isinstance(outcome, FillOutcome)
     return order, outcome
 
@@ -39,7 +39,7 @@ def sold(reason: ExitReason = ExitReason.STOP_LOSS):
         regime=Regime.BEAR,
     )
     position = Position("KRW-BTC", D("0.00999"), D("100100000"), Regime.BULL, D("100100000"), T0, BTC_BUY)
-    outcome = fill_order(Ledger("KRW", D("8999501.0005"), position), order, PARAMS)
+    outcome = paper_fill(Ledger("KRW", D("8999501.0005"), position), order, PARAMS)
     assert isinstance(outcome, FillOutcome)
     return order, outcome
 
