@@ -479,5 +479,9 @@ def replay(
     )
 
 
+from coinpilot.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive)
+
+main.add_command(dlq)
+
 if __name__ == "__main__":
     main()
