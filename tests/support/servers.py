@@ -20,7 +20,14 @@ from pathlib import Path
 
 import asyncpg
 
-from coinpilot.embedded import free_port, wait_port
+from coinpilot.bus.permissions import OPERATOR
+from coinpilot.embedded import (
+    free_port,
+    new_nats_passwords,
+    remember_nats_identities,
+    wait_port,
+    write_nats_auth,
+)
 
 PG_ADMIN_DSN = os.environ.get("COINPILOT_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -35,19 +42,38 @@ def nats_server_binary() -> str:
 
 @dataclass
 class NatsProcess:
-    """A private ``nats-server -js`` on a free loopback port; stop() and start() keep the port and data."""
+    """A private ``nats-server -js`` on a free loopback port; stop() and start() keep the port and data.
+
+    It runs the generated authorization (``bus/permissions.py``): one user per identity with a
+    random password (``passwords``); a client without credentials is the operator, so tests that
+    just connect keep working, while services a test starts as processes connect as themselves.
+    """
 
     port: int = field(default_factory=free_port)
     store: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cp-nats-"))
     proc: subprocess.Popen[bytes] | None = None
+    passwords: dict[str, str] = field(default_factory=new_nats_passwords, repr=False)
 
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        conf = write_nats_auth(Path(self.store) / "auth.conf", self.passwords, no_auth_user=OPERATOR)
+        remember_nats_identities(self.url, self.passwords)
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", self.store],
+            [
+                nats_server_binary(),
+                "-c",
+                str(conf),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-js",
+                "-sd",
+                self.store,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

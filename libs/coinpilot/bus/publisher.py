@@ -12,6 +12,7 @@ from nats.js.errors import Error as JetStreamError
 
 from coinpilot.bus import dead_letters
 from coinpilot.bus import headers as h
+from coinpilot.bus.permissions import guard_for
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, DeadLetter
 from coinpilot.errors import TransientError
@@ -33,12 +34,17 @@ def _headers(msg: Contract, run_id: str, trace_id: str | None) -> dict[str, str]
 
 
 class Bus:
-    """Publishes contracts for one service; every publish waits for the stream's ack."""
+    """Publishes contracts for one service; every publish waits for the stream's ack.
+
+    A service's bus publishes only its allow-list (``bus/permissions.py``) and raises
+    ``PublishNotAllowed`` for anything else, before the server would refuse it with a bare timeout.
+    """
 
     def __init__(self, js: JetStreamContext, service: str, timeout: float = 5.0) -> None:
         self._js = js
         self.service = service
         self._timeout = timeout
+        self._guard = guard_for(service)
 
     async def publish(self, msg: Contract, *, run_id: str, trace_id: str | None = None) -> None:
         await self.publish_raw(msg.subject(), msg.to_json(), _headers(msg, run_id, trace_id))
@@ -52,6 +58,9 @@ class Bus:
         """
         if not items:
             return
+        if self._guard is not None:
+            for msg, _, _ in items:
+                self._guard.check(msg.subject())
         futures: list[asyncio.Future[Any]] = []
         try:
             for msg, run_id, trace_id in items:
@@ -65,6 +74,8 @@ class Bus:
             raise TransientError(f"publish of {len(items)} messages failed: {what}") from exc
 
     async def publish_raw(self, subject: str, body: bytes, headers: Mapping[str, str]) -> None:
+        if self._guard is not None:
+            self._guard.check(subject)
         try:
             await self._js.publish(subject, body, timeout=self._timeout, headers=dict(headers))
         except (NatsError, JetStreamError, TimeoutError) as exc:

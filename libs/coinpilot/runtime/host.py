@@ -17,7 +17,8 @@ from faststream.security import BaseSecurity, SASLPlaintext
 
 from coinpilot import metrics as m
 from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
-from coinpilot.bus.connect import connect_options
+from coinpilot.bus.connect import PermissionWatch, check_identity, connect_options
+from coinpilot.bus.permissions import IDENTITIES, IdentityError
 from coinpilot.runtime.definition import Runtime, ServiceDefinition
 from coinpilot.runtime.heap import freeze_start_up_heap
 from coinpilot.runtime.probes import build_probe_app
@@ -43,10 +44,10 @@ def service_label(name: str) -> str:
     return name.rsplit(":", 1)[-1] if ":" in name else name
 
 
-def make_broker(settings: CommonSettings, name: str) -> NatsBroker:
+def make_broker(settings: CommonSettings, name: str, watch: PermissionWatch | None = None) -> NatsBroker:
     """The FastStream broker that owns the NATS connection (reconnects, auth, TLS); consumers are
     ``PullLoop`` objects on its JetStream context, publishing goes through :class:`Bus`."""
-    opts = connect_options(settings, name)
+    opts = connect_options(settings, name, watch)
     security: BaseSecurity | None = None
     tls = opts.pop("tls", None)
     if "user" in opts:
@@ -81,7 +82,8 @@ class ServiceHost:
         self.settings = settings
         self.serve_http = serve_http
         self.freeze_heap = freeze_heap
-        self.broker = make_broker(settings, "coinpilot-" + "+".join(self.names))
+        self.watch = PermissionWatch("+".join(service_label(n) for n in self.names))
+        self.broker = make_broker(settings, "coinpilot-" + "+".join(self.names), self.watch)
         self.runtimes: list[Runtime] = []
         self.definitions: list[ServiceDefinition] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -98,7 +100,7 @@ class ServiceHost:
     async def start(self) -> None:
         await self.broker.connect()
         js = self.broker.config.connection_state.stream
-        await ensure_streams(js)
+        await self._check_identity_and_streams(js)
         self._db, self._cache = await self._open_storage()
         await self._connect_storage()
         for name in self.names:
@@ -176,6 +178,29 @@ class ServiceHost:
         return checks
 
     # -- internals ---------------------------------------------------------------------------
+    async def _check_identity_and_streams(self, js: Any) -> None:
+        """Fail at start-up, saying what is missing, if NATS refuses what these services need;
+        then bring the streams to their declared config (a service's own identity may only read
+        them: the operator provisions them, ``coinpilot nats setup``)."""
+        labels = [label for label in map(service_label, self.names) if label in IDENTITIES]
+        try:
+            nc = self.broker.config.connection_state.connection
+            await check_identity(nc, self.watch, labels, user=self.settings.nats_user)
+            refused = len(self.watch.violations)
+            try:
+                await ensure_streams(js)
+            except Exception as exc:
+                if len(self.watch.violations) > refused:
+                    raise IdentityError(
+                        "the JetStream streams are missing or differ from bus/streams.py and this "
+                        f"identity may not change them ({self.watch.violations[-1]}): "
+                        "run `coinpilot nats setup` as the operator"
+                    ) from exc
+                raise
+        except Exception:
+            await self.broker.stop()
+            raise
+
     async def _open_storage(self) -> tuple[Any, Any]:
         db = cache = None
         if self.settings.database_url is not None:
