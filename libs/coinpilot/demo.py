@@ -9,6 +9,11 @@
 4. the seven services, each its own process (``coinpilot run <service>``), agent on the offline
    ``rules`` reviewer unless keys are configured;
 5. a lockstep replay of the replay window under a run id, then a summary and an HTML report.
+
+On the embedded NATS every process has its own identity (``bus/permissions.py``): each service
+its own user, the replay ``replay``, the set-up the ``operator``; their random passwords stay in
+the work dir's ``nats-auth.conf`` (0600). An external NATS (``COINPILOT_NATS_URL``) is used with
+the credentials the environment gives, as before.
 Ctrl-C at any point stops the services (SIGTERM) and the servers cleanly.
 """
 
@@ -31,6 +36,7 @@ from sqlalchemy import text
 
 from coinpilot.bus import ensure_streams
 from coinpilot.bus.connect import connect
+from coinpilot.bus.permissions import OPERATOR, REPLAY
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle
 from coinpilot.embedded import EmbeddedStack, free_port
@@ -97,6 +103,9 @@ def child_env(stack: EmbeddedStack, port: int, workdir: Path) -> dict[str, str]:
         COINPILOT_LOG_LEVEL=env.get("COINPILOT_LOG_LEVEL", "WARNING"),
     )
     env.setdefault("COINPILOT_LLM_MODE_SOURCE", "rules")
+    if stack.nats_passwords:  # each service gets its own user (start_service), nothing else
+        for key in ("COINPILOT_NATS_TOKEN", "COINPILOT_NATS_CREDS_FILE"):
+            env.pop(key, None)
     return env
 
 
@@ -112,7 +121,7 @@ def start_service(
     logs.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
-    env = child_env(stack, port, workdir) | (extra_env or {})
+    env = child_env(stack, port, workdir) | stack.nats_env(name) | (extra_env or {})
     proc = subprocess.Popen(
         [sys.executable, "-m", "coinpilot.cli.main", "run", name],
         env=env,
@@ -211,10 +220,8 @@ async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
         stack.start()
         assert stack.database_url and stack.nats_url
         await upgrade(stack.database_url)
-        settings = env_settings.model_copy(update={"nats_url": stack.nats_url})
-        nc = await connect(settings, "coinpilot-demo")
-        js = nc.jetstream()
-        await ensure_streams(js)
+        nc = await connect(stack.nats_settings(env_settings, OPERATOR), "coinpilot-demo")
+        await ensure_streams(nc.jetstream())
 
         files = list(options.files) or sample_files()
         candles = load_candles(files, rename=options.rename)
@@ -236,9 +243,15 @@ async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
                 shown[0] = tenth
                 out(f"  replay {done:>7,}/{total:,} candles ({done / max(total, 1):.0%})")
 
+        replayer = await connect(stack.nats_settings(env_settings, REPLAY), "coinpilot-replay")
         result = await replay_candles(
-            js, replay, run_id=options.run_id, pace=parse_pace("lockstep"), progress=progress
+            replayer.jetstream(),
+            replay,
+            run_id=options.run_id,
+            pace=parse_pace("lockstep"),
+            progress=progress,
         )
+        await replayer.close()
         await nc.close()
         buys, sells, pnl, fees, balances = await ledger_summary(stack.database_url, options.run_id)
         report = await write_report(stack.database_url, options.run_id, workdir, len(replay))
