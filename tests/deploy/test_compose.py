@@ -19,6 +19,7 @@ import jsonschema
 import pytest
 import yaml
 
+from coinpilot.bus.permissions import IDENTITIES, OPERATOR, password_env
 from coinpilot.runtime import SERVICES
 from tests.deploy.support import INFRA, REPO, SETTINGS_ENV, coinpilot_invocations, resolve_cli
 from tests.support.servers import nats_server_binary
@@ -153,9 +154,12 @@ def test_grafana_datasources_point_at_the_compose_services() -> None:
     assert "POSTGRES_PASSWORD" in services()["grafana"]["environment"]
 
 
+NATS_PASSWORDS = {password_env(name): f"test-{name}" for name in IDENTITIES}
+
+
 def test_the_nats_config_is_accepted_by_nats_server() -> None:
     conf = INFRA / "nats" / "nats.conf"
-    env = {**os.environ, "NATS_COINPILOT_PASSWORD": "test-password"}
+    env = {**os.environ, **NATS_PASSWORDS}
     result = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(conf)],
         capture_output=True,
@@ -168,8 +172,9 @@ def test_the_nats_config_is_accepted_by_nats_server() -> None:
     assert "jetstream" in conf.read_text()
 
 
-def test_the_nats_config_refuses_to_start_without_its_password() -> None:
-    env = {k: v for k, v in os.environ.items() if k != "NATS_COINPILOT_PASSWORD"}
+def test_the_nats_config_refuses_to_start_without_a_password() -> None:
+    env = {**os.environ, **NATS_PASSWORDS}
+    del env["NATS_PASSWORD_EXECUTOR"]
     result = subprocess.run(
         [nats_server_binary(), "-t", "-c", str(INFRA / "nats" / "nats.conf")],
         capture_output=True,
@@ -178,10 +183,27 @@ def test_the_nats_config_refuses_to_start_without_its_password() -> None:
         timeout=30,
         check=False,
     )
-    assert result.returncode != 0 and "NATS_COINPILOT_PASSWORD" in result.stderr
+    assert result.returncode != 0 and "NATS_PASSWORD_EXECUTOR" in result.stderr
 
 
-@pytest.mark.parametrize("variable", ["NATS_PASSWORD", "POSTGRES_PASSWORD"])
+def test_each_service_connects_as_its_own_nats_identity_and_the_jobs_as_the_operator() -> None:
+    for name, svc in services().items():
+        env = svc.get("environment", {})
+        if name in SERVICES:
+            who = name
+        elif name in {"migrate", "cli"}:
+            who = OPERATOR
+        else:
+            continue
+        assert env["COINPILOT_NATS_USER"] == who
+        assert env["COINPILOT_NATS_PASSWORD"].startswith("${" + password_env(who) + ":-")
+    nats = services()["nats"]
+    assert set(nats["environment"]) == {password_env(name) for name in IDENTITIES}
+    assert "./nats:/etc/nats:ro" in nats["volumes"]
+    assert "include ./auth.conf" in (INFRA / "nats" / "nats.conf").read_text()
+
+
+@pytest.mark.parametrize("variable", ["POSTGRES_PASSWORD", *(password_env(name) for name in IDENTITIES)])
 def test_one_password_variable_feeds_both_sides_of_a_connection(variable: str) -> None:
     text = COMPOSE.read_text()
     defaults = set(re.findall(r"\$\{" + variable + r":-([^}]*)\}", text))

@@ -79,6 +79,44 @@ def nats_setup() -> None:
     click.echo("\n".join(changed) if changed else "streams up to date")
 
 
+@nats.command("permissions")
+@click.option("--write", is_flag=True, help="Write the generated files into the repository")
+@click.option("--check", is_flag=True, help="Fail when a generated file in the repository is stale")
+@click.option("--json", "as_json", is_flag=True, help="Each identity's allow-lists as JSON (e.g. for nsc)")
+def nats_permissions(write: bool, check: bool, as_json: bool) -> None:
+    """Print the NATS authorization (one user per service, replay, operator) from bus/permissions.py.
+
+    Passwords are environment references ($NATS_PASSWORD_<IDENTITY>), resolved by nats-server.
+    """
+    from coinpilot.bus.permissions import IDENTITIES, authorization_conf, generated_files, permissions
+
+    if as_json:
+        import json
+
+        allowed = {name: permissions(name) for name in IDENTITIES}
+        lists = {name: {"publish": a.publish, "subscribe": a.subscribe} for name, a in allowed.items()}
+        click.echo(json.dumps(lists, indent=2))
+        return
+    if not (write or check):
+        click.echo(authorization_conf(), nl=False)
+        return
+    root = Path(__file__).resolve().parents[3]
+    stale = [path for path, text in generated_files().items() if _read(root / path) != text]
+    if check:
+        if stale:
+            raise click.ClickException(f"stale: {', '.join(stale)}; run `coinpilot nats permissions --write`")
+        click.echo("NATS permissions up to date")
+        return
+    for path in stale:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(generated_files()[path])
+    click.echo("\n".join(f"wrote {p}" for p in stale) if stale else "NATS permissions up to date")
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
 @main.group()
 def db() -> None:
     """Database schema (Alembic migrations)."""
