@@ -233,6 +233,10 @@ def coinpilot_invocations(shell: str) -> list[list[str]]:
     found: list[list[str]] = []
     for part in re.split(r"&&|;|\|\|?", shell):
         words = shlex.split(part.replace("\\\n", " "), comments=False)
+        if words and words[0] == "env":  # `env NAME=value ... coinpilot ...`
+            words = words[1:]
+            while words and "=" in words[0]:
+                words = words[1:]
         if words and words[0] == "coinpilot":
             found.append(words[1:])
     return found

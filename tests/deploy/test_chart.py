@@ -9,8 +9,11 @@ kubernetes-validate has no schema for; it is checked structurally against the Se
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import helm_python as helm
@@ -19,8 +22,10 @@ import pytest
 import yaml
 from helm_python.errors import HelmError
 
+from coinpilot.bus.permissions import IDENTITIES, authorization_conf, password_env
 from coinpilot.runtime import SERVICES
 from tests.deploy.support import CHART, coinpilot_invocations, resolve_cli
+from tests.support.servers import nats_server_binary
 
 KUBE_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
 RELEASE, NAMESPACE = "cp", "trading"
@@ -392,7 +397,9 @@ def test_the_chart_managed_secret_wires_the_bundled_stores() -> None:
         f"postgresql+asyncpg://coinpilot:{data['POSTGRES_PASSWORD']}@{fullname}-timescaledb:5432/coinpilot"
     )
     assert data["COINPILOT_REDIS_URL"] == f"redis://:{data['REDIS_PASSWORD']}@{fullname}-redis:6379/0"
-    assert len(data["COINPILOT_NATS_PASSWORD"]) == 32
+    assert {k for k in data if k.startswith("NATS_")} == {password_env(name) for name in IDENTITIES}
+    assert all(len(data[password_env(name)]) == 32 for name in IDENTITIES)
+    assert len({data[password_env(name)] for name in IDENTITIES}) == len(IDENTITIES)
     services = {component(s): s for s in of_kind(docs, "Service").values()}
     assert {"nats", "timescaledb", "redis"} <= services.keys()
 
@@ -452,15 +459,72 @@ def test_bundled_stores_are_statefulsets_with_volumes_and_production_bundles_non
     assert of_kind(objects(production_values()), "StatefulSet") == {}
 
 
-def test_bundled_nats_runs_jetstream_with_the_password_from_the_secret() -> None:
-    docs = objects()
-    config = next(cm for name, cm in of_kind(docs, "ConfigMap").items() if name.endswith("-nats"))["data"][
+def bundled_nats_config(docs: list[dict[str, Any]]) -> str:
+    return next(cm for name, cm in of_kind(docs, "ConfigMap").items() if name.endswith("-nats"))["data"][
         "nats.conf"
     ]
-    assert "jetstream" in config and "$NATS_PASSWORD" in config
+
+
+def test_bundled_nats_runs_jetstream_with_one_user_per_identity_from_the_secret() -> None:
+    docs = objects()
+    config = bundled_nats_config(docs)
+    assert "jetstream" in config and authorization_conf() in config
     (nats,) = [s for s in of_kind(docs, "StatefulSet").values() if component(s) == "nats"]
     env = env_of(nats["spec"]["template"]["spec"]["containers"][0])
-    assert env["NATS_PASSWORD"]["secretKeyRef"]["key"] == "COINPILOT_NATS_PASSWORD"
+    (secret,) = of_kind(docs, "Secret")
+    for name in IDENTITIES:
+        assert env[password_env(name)]["secretKeyRef"] == {"name": secret, "key": password_env(name)}
+
+
+def test_the_bundled_nats_config_is_accepted_by_nats_server(tmp_path: Path) -> None:
+    conf = tmp_path / "nats.conf"
+    conf.write_text(bundled_nats_config(objects()).replace("/data/jetstream", str(tmp_path / "js")))
+    env = {**os.environ, "POD_NAME": "nats-0", **{password_env(n): f"pw-{n}" for n in IDENTITIES}}
+    result = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(conf)], capture_output=True, text=True, env=env, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("variant", ["default", "external-stores"])
+def test_each_service_connects_as_its_own_nats_identity_and_the_hook_job_as_the_operator(
+    variant: str,
+) -> None:
+    docs = objects(VARIANTS[variant]())
+    pods = {component(d): d["spec"]["template"]["spec"] for d in of_kind(docs, "Deployment").values()}
+    pods["operator"] = job_of(docs)["spec"]["template"]["spec"]
+    assert set(pods) == {*SERVICES, "operator"}
+    for who, pod in pods.items():
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            env = env_of(container)
+            assert env["COINPILOT_NATS_USER"] == who
+            assert env["COINPILOT_NATS_PASSWORD"]["secretKeyRef"]["key"] == password_env(who)
+
+
+def test_external_nats_passwords_per_identity_reach_the_chart_secret() -> None:
+    import base64
+
+    values = with_values(
+        VARIANTS["external-stores"](), ("secrets.natsPasswords", {"risk": "r", "operator": "o"})
+    )
+    docs = objects(values)
+    data = next(s for n, s in of_kind(docs, "Secret").items() if not n.endswith("-migrate"))["data"]
+    assert base64.b64decode(data["NATS_PASSWORD_RISK"]) == b"r" and "NATS_PASSWORD_EXECUTOR" not in data
+    hook = next(s for n, s in of_kind(docs, "Secret").items() if n.endswith("-migrate"))["data"]
+    assert base64.b64decode(hook["NATS_PASSWORD_OPERATOR"]) == b"o" and "NATS_PASSWORD_RISK" not in hook
+
+
+def test_credentials_files_are_per_identity_and_one_shared_user_remains_possible() -> None:
+    docs = objects(production_values())
+    for deployment in of_kind(docs, "Deployment").values():
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["COINPILOT_NATS_CREDS_FILE"] == f"/etc/coinpilot/nats-creds/{component(deployment)}.creds"
+        assert "COINPILOT_NATS_USER" not in env
+    shared = with_values(VARIANTS["external-stores"](), ("nats.identities", False))
+    for deployment in of_kind(objects(shared), "Deployment").values():
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["COINPILOT_NATS_USER"] == "coinpilot"
+        assert env["COINPILOT_NATS_PASSWORD"]["secretKeyRef"]["key"] == "COINPILOT_NATS_PASSWORD"
 
 
 # ---- network policy ----------------------------------------------------------------------------

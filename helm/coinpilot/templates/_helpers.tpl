@@ -116,12 +116,48 @@ capabilities:
   drop: [ALL]
 {{- end }}
 
-{{/* Connection environment: NATS and the database. Arg: (list $ $secretName) */}}
+{{/* ---- NATS identities (libs/coinpilot/bus/permissions.py) ---------------------------------- */}}
+
+{{/* The generated authorization: one user per identity, passwords from $NATS_PASSWORD_<IDENTITY>. */}}
+{{- define "coinpilot.natsAuthConf" -}}
+{{ .Files.Get "files/nats-auth.conf" }}
+{{- end }}
+
+{{/* The identities, space-separated, read from the generated file (never listed by hand). */}}
+{{- define "coinpilot.natsIdentities" -}}
+{{- range regexFindAll "user: \"[a-z]+\"" (include "coinpilot.natsAuthConf" .) -1 -}}
+{{ trimPrefix "user: " . | trimAll "\"" }}{{ " " }}
+{{- end -}}
+{{- end }}
+
+{{/* The Secret key of an identity's password. Arg: the identity. */}}
+{{- define "coinpilot.natsPasswordKey" -}}NATS_PASSWORD_{{ upper . }}{{- end }}
+
+{{/* "true" when every pod connects as its own identity (always with the bundled NATS). */}}
+{{- define "coinpilot.natsIdentitiesEnabled" -}}
+{{- if or .Values.nats.bundled.enabled .Values.nats.identities -}}true{{- end -}}
+{{- end }}
+
+{{/* Connection environment: NATS and the database. Arg: (list $ $secretName $natsIdentity) */}}
 {{- define "coinpilot.connectionEnv" -}}
 {{- $root := index . 0 -}}
 {{- $secret := index . 1 -}}
+{{- $identity := index . 2 -}}
+{{- $perIdentity := include "coinpilot.natsIdentitiesEnabled" $root -}}
 - name: COINPILOT_NATS_URL
   value: {{ include "coinpilot.natsUrl" $root | quote }}
+{{- if $root.Values.nats.credsSecret }}
+- name: COINPILOT_NATS_CREDS_FILE
+  value: /etc/coinpilot/nats-creds/{{ ternary (printf "%s.creds" $identity) "nats.creds" (eq $perIdentity "true") }}
+{{- else if $perIdentity }}
+- name: COINPILOT_NATS_USER
+  value: {{ $identity | quote }}
+- name: COINPILOT_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: {{ include "coinpilot.natsPasswordKey" $identity }}
+{{- else }}
 {{- if $root.Values.nats.user }}
 - name: COINPILOT_NATS_USER
   value: {{ $root.Values.nats.user | quote }}
@@ -132,9 +168,6 @@ capabilities:
       name: {{ $secret }}
       key: COINPILOT_NATS_PASSWORD
       optional: true
-{{- if $root.Values.nats.credsSecret }}
-- name: COINPILOT_NATS_CREDS_FILE
-  value: /etc/coinpilot/nats-creds/nats.creds
 {{- end }}
 {{- if $root.Values.nats.tls.secretName }}
 - name: COINPILOT_NATS_TLS_CA
@@ -171,7 +204,7 @@ capabilities:
 {{- $service := index . 1 -}}
 {{- with index . 0 -}}
 {{- $secret := include "coinpilot.secretName" . -}}
-{{ include "coinpilot.connectionEnv" (list . $secret) }}
+{{ include "coinpilot.connectionEnv" (list . $secret $service) }}
 - name: COINPILOT_REDIS_URL
   valueFrom:
     secretKeyRef:
