@@ -38,6 +38,8 @@ CATALOGUE: dict[str, tuple[str, frozenset[str]]] = {
         ("coinpilot_consumer_pending", GAUGE, "service durable"),
         ("coinpilot_consumer_ack_pending", GAUGE, "service durable"),
         ("coinpilot_service_ready", GAUGE, "service"),
+        ("coinpilot_transient_retries_total", COUNTER, "service subject"),
+        ("coinpilot_consumers_retrying", GAUGE, "service"),
         ("coinpilot_cache_fallbacks_total", COUNTER, "purpose"),
         # domain
         ("coinpilot_upbit_request_seconds", HISTOGRAM, "endpoint status"),
