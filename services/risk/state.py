@@ -5,18 +5,13 @@ PostgreSQL (the truth), in plain SQL on the driver's connection (``Database.tran
 row per run and trading day), ``risk_audit`` (idempotent on run, order and violation);
 ``account_state`` and ``positions`` are the executor's, read here only.
 
-Redis (rebuildable, every read has a fallback):
-
-| key | fallback when missing or Redis is down |
-|---|---|
-| ``coinpilot:volatility_state:<SYM>`` | multiplier 1.0 (counted, logged) |
-| ``coinpilot:hourly_closes:<SYM>`` (sorted set, risk's GARCH window) | no refit until it refills |
-| ``coinpilot:reference_equity:<day>`` | recomputed from the ledger (balance + exposure) |
-| ``price:<SYM>`` | the position's average price (§4.4) |
-
-Prices are also kept in memory, so a Redis outage does not change the exposure of a running
-process; after a failure Redis is skipped for ``retry_seconds`` so an outage costs one timeout,
-not one per message.
+Redis (rebuildable; an outage never changes a decision, see :class:`RiskCache`). Missing keys:
+volatility state -> multiplier 1.0; hourly closes -> no refit until the window refills; reference
+equity -> computed from the ledger (balance + exposure) and kept; price -> the position's average
+price (§4.4). Redis down: prices, volatility states and reference equities come from an in-memory
+mirror of what risk read and wrote; what the mirror does not know, and the writes a later decision
+depends on (volatility state, hourly closes), wait (``TransientError``, retried in place). After a
+failure Redis is skipped for ``retry_seconds`` so an outage costs one timeout, not one per message.
 """
 
 from __future__ import annotations
@@ -279,13 +274,31 @@ def reference_equity_ttl(now: datetime, params: RiskParams) -> int:
 
 
 class RiskCache:
-    """Risk's Redis reads and writes, each with its documented fallback (never raises)."""
+    """Risk's Redis reads and writes. Redis is a cache, and an outage must not change a decision,
+    so no read falls back to a default (issue 19):
+
+    * prices, volatility states and each day's reference equity are mirrored in memory (risk is
+      their only writer); while Redis is unavailable a decision reads the mirror, which holds
+      exactly what Redis holds;
+    * a value the mirror does not know (the process started during the outage), and a write a
+      later decision depends on (volatility state, hourly closes), raise :class:`TransientError`:
+      the message waits in place until Redis answers;
+    * a reference equity is written once per day: a failed write stays in the mirror and is written
+      when Redis answers again. A failed price write is only skipped (readers prefer memory).
+
+    After a failure Redis is skipped for ``retry_seconds``, so an outage costs one timeout, not one
+    per message.
+    """
 
     def __init__(self, cache: Cache | None, retry_seconds: float) -> None:
         self.cache = cache
         self.retry_seconds = retry_seconds
         self._down_until = 0.0
         self._prices: dict[str, dict[str, tuple[Decimal, datetime]]] = {}
+        self._volatility: dict[tuple[str, str], str | None] = {}
+        """(run, symbol) -> the volatility JSON as Redis last had it (None: no state)."""
+        self._reference: dict[tuple[str, date], Decimal] = {}
+        self._unsaved_reference: dict[tuple[str, date], tuple[Decimal, int]] = {}
 
     @property
     def available(self) -> bool:
@@ -299,6 +312,13 @@ class RiskCache:
         except (TransientError, RedisError) as exc:
             self._failed(purpose, exc)
             return False, None
+
+    async def _must(self, purpose: str, op: Callable[[Cache], Awaitable[T]]) -> T | None:
+        """``op``, or :class:`TransientError` when Redis is unavailable (the message waits)."""
+        ok, value = await self._try(purpose, op)
+        if not ok and self.cache is not None:
+            raise TransientError(f"redis unavailable: {purpose} must be read or written to decide exactly")
+        return value
 
     def _failed(self, purpose: str, exc: Exception) -> None:
         self._down_until = time.monotonic() + self.retry_seconds
@@ -327,8 +347,8 @@ class RiskCache:
         """:meth:`note_price`, then :meth:`volatility` of the same symbol, in one Redis round trip.
 
         Same effects and fallbacks as the two calls in a row: a failed connection counts against
-        the price (the first command) and the reading is unavailable, as when the SET alone fails;
-        a failed GET counts against the volatility multiplier.
+        the price (the first command) and the reading comes from the mirror, as when the SET alone
+        fails; a failed GET counts against the volatility multiplier.
         """
         value = self._remember_price(run_id, symbol, price, at)
         if value is None:
@@ -342,24 +362,30 @@ class RiskCache:
 
         ok, replies = await self._try("price", both)
         if not ok or replies is None:
-            return VolatilityReading(None, available=False)
+            return self._mirrored_volatility(run_id, symbol)
         stored, raw = replies
         if isinstance(stored, RedisError):
             self._failed("price", stored)
-            return VolatilityReading(None, available=False)
+            return self._mirrored_volatility(run_id, symbol)
         if isinstance(raw, RedisError):
             self._failed("volatility multiplier", raw)
             return VolatilityReading(None, available=False)
+        self._volatility[(run_id, symbol)] = raw
+        if self._unsaved_reference:  # Redis answers again: write what the outage kept in memory
+            await self._save_unsaved_references()
         return self._volatility_reading(symbol, raw)
 
     async def prices(self, run_id: str, symbols: Iterable[str]) -> dict[str, Decimal]:
-        """Latest seen price per symbol: memory, else Redis (then remembered), else absent."""
+        """Latest seen price per symbol: memory, else Redis (then remembered), else absent.
+
+        A symbol memory does not know while Redis is unavailable raises :class:`TransientError`:
+        the average price in its place would change the exposure."""
         book = self._prices.setdefault(run_id, {})
         out: dict[str, Decimal] = {}
         for symbol in symbols:
             if symbol not in book:
-                ok, raw = await self._try("price", lambda c, s=symbol: c.get(keys.price(s, run_id)))
-                if ok and raw:
+                raw = await self._must("price", lambda c, s=symbol: c.get(keys.price(s, run_id)))
+                if raw:
                     text, _, stamp = raw.partition("|")
                     at = (
                         ensure_utc(datetime.fromisoformat(stamp))
@@ -373,19 +399,42 @@ class RiskCache:
 
     # reference equity (§4.3) --------------------------------------------------------------------
     async def reference_equity(self, run_id: str, day: date) -> Decimal | None:
-        ok, raw = await self._try("reference equity", lambda c: c.get(keys.reference_equity(day, run_id)))
-        if not ok or not raw:
+        """The day's snapshot: memory (it is written once a day, by risk), else Redis.
+
+        Redis unavailable and memory without it raises :class:`TransientError`: a snapshot taken
+        again now would differ from the one taken at the day's first entry."""
+        known = self._reference.get((run_id, day))
+        if known is not None:
+            return known
+        await self._save_unsaved_references()
+        raw = await self._must("reference equity", lambda c: c.get(keys.reference_equity(day, run_id)))
+        if not raw:
             return None
         try:
             value = Decimal(raw)
         except InvalidOperation:
             return None
-        return value if value.is_finite() and value > 0 else None
+        if not value.is_finite() or value <= 0:
+            return None
+        self._reference[(run_id, day)] = value
+        return value
 
     async def keep_reference_equity(self, run_id: str, day: date, value: Decimal, ttl: int) -> None:
-        await self._try(
-            "reference equity", lambda c: c.set(keys.reference_equity(day, run_id), format(value, "f"), ttl)
-        )
+        """Remember the day's snapshot; written to Redis now, or when Redis answers again."""
+        self._reference[(run_id, day)] = value
+        if self.cache is not None:
+            self._unsaved_reference[(run_id, day)] = (value, ttl)
+            await self._save_unsaved_references()
+
+    async def _save_unsaved_references(self) -> None:
+        for (run_id, day), (value, ttl) in list(self._unsaved_reference.items()):
+            key = keys.reference_equity(day, run_id)
+            ok, _ = await self._try(
+                "reference equity", lambda c, k=key, v=value, t=ttl: c.set(k, format(v, "f"), t)
+            )
+            if not ok:
+                return
+            del self._unsaved_reference[(run_id, day)]
 
     # volatility (§4.9) --------------------------------------------------------------------------
     async def volatility(self, run_id: str, symbol: str) -> VolatilityReading:
@@ -393,8 +442,18 @@ class RiskCache:
             "volatility multiplier", lambda c: c.get(keys.volatility_state(symbol, run_id))
         )
         if not ok:
-            return VolatilityReading(None, available=False)
+            return self._mirrored_volatility(run_id, symbol)
+        self._volatility[(run_id, symbol)] = raw
         return self._volatility_reading(symbol, raw)
+
+    def _mirrored_volatility(self, run_id: str, symbol: str) -> VolatilityReading:
+        """The state as Redis last had it; :class:`TransientError` when this process never saw it
+        (multiplier 1.0 in its place could change the size)."""
+        if (run_id, symbol) not in self._volatility:
+            if self.cache is None:
+                return VolatilityReading(None, available=False)
+            raise TransientError(f"redis unavailable: volatility state of {symbol} not known to this process")
+        return self._volatility_reading(symbol, self._volatility[(run_id, symbol)])
 
     @staticmethod
     def _volatility_reading(symbol: str, raw: str | None) -> VolatilityReading:
@@ -408,17 +467,24 @@ class RiskCache:
             return VolatilityReading(None, available=False)
 
     async def keep_volatility(self, run_id: str, state: VolatilityState) -> bool:
-        ok, _ = await self._try(
-            "volatility state", lambda c: c.set(keys.volatility_state(state.symbol, run_id), state.to_json())
+        """SET the fitted state; :class:`TransientError` when Redis is unavailable (the refit's
+        candle waits: later sizing depends on this write)."""
+        raw = state.to_json()
+        await self._must(
+            "volatility state", lambda c: c.set(keys.volatility_state(state.symbol, run_id), raw)
         )
-        return ok
+        self._volatility[(run_id, state.symbol)] = raw
+        return True
 
     async def drop_volatility(self, run_id: str, symbol: str) -> None:
-        await self._try("volatility state", lambda c: c.delete(keys.volatility_state(symbol, run_id)))
+        await self._must("volatility state", lambda c: c.delete(keys.volatility_state(symbol, run_id)))
+        self._volatility[(run_id, symbol)] = None
 
     async def add_hourly_close(
         self, run_id: str, symbol: str, ts_open: datetime, close: Decimal, keep: int
     ) -> bool:
+        """Add the close to the GARCH window; :class:`TransientError` when Redis is unavailable
+        (a window with a hole would fit another volatility)."""
         key = hourly_closes_key(symbol, run_id)
         score = int(ensure_utc(ts_open).timestamp())
         member = f"{score}:{format(close, 'f')}"
@@ -430,16 +496,17 @@ class RiskCache:
                 pipe.zremrangebyrank(key, 0, -(keep + 1))
                 await pipe.execute()
 
-        ok, _ = await self._try("hourly closes", run)
-        return ok
+        await self._must("hourly closes", run)
+        return self.cache is not None
 
     async def hourly_closes(self, run_id: str, symbol: str) -> list[tuple[datetime, Decimal]] | None:
-        """The stored window, oldest first; None when Redis is unavailable."""
-        ok, members = await self._try(
+        """The stored window, oldest first; None without Redis configured; :class:`TransientError`
+        when Redis is unavailable."""
+        if self.cache is None:
+            return None
+        members = await self._must(
             "hourly closes", lambda c: c.client.zrange(hourly_closes_key(symbol, run_id), 0, -1)
         )
-        if not ok:
-            return None
         out = []
         for member in members or ():
             stamp, _, close = str(member).partition(":")

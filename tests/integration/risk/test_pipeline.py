@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from coinpilot.analytics.volatility import VolatilityState
@@ -36,7 +37,7 @@ from coinpilot.contracts import (
 from coinpilot.db import DailyRiskState, Database, RiskAudit, StrategyState
 from coinpilot.strategy_config import SHIPPED_CONFIG
 from tests.integration.risk.harness import Pipeline, open_pipeline
-from tests.support.servers import NatsProcess, RedisProcess
+from tests.support.servers import NatsProcess, RedisProcess, wait_for
 from tests.unit.strategy.factories import T0, snap
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis]
@@ -206,7 +207,18 @@ async def test_two_entry_signals_before_the_fill_make_one_order(
         await nc.close()
 
 
-async def test_with_redis_stopped_exits_continue_and_volatility_falls_back_to_full_size(
+def transient_retries(subject: str) -> float:
+    """In-place retries of transient failures of consumers on ``subject`` (a filter pattern)."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "coinpilot_transient_retries"
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels.get("subject") == subject
+    )
+
+
+async def test_with_redis_stopped_exits_continue_and_sizing_never_falls_back_to_a_default(
     pipeline_nats: NatsProcess, pg_url: str, migrated_db: Database, private_redis: RedisProcess
 ) -> None:
     p, nc = await open_pipeline(pipeline_nats, pg_url, private_redis.url, "redis-down-it")
@@ -228,8 +240,15 @@ async def test_with_redis_stopped_exits_continue_and_volatility_falls_back_to_fu
         sells = [f for f in await p.of_type("FILLS", Fill) if f.side is Side.SELL]  # type: ignore[attr-defined]
         assert [f.symbol for f in sells] == ["KRW-BTC"]  # type: ignore[attr-defined]
 
-        await p.step(entry_signal("KRW-ETH", 3))  # ETH is held: rejected, but sized first at 1.0
-        await p.step(entry_signal("KRW-XRP", 4))
+        await p.step(entry_signal("KRW-ETH", 3))  # ETH is held: rejected (sized from the mirror)
+        # XRP's state was never read by this process: 1.0 in its place could change the size, so
+        # the signal waits in place for Redis (issue 19), neither decided nor dead-lettered.
+        before = transient_retries("signals.*.*")
+        await p.publish(entry_signal("KRW-XRP", 4))
+        await wait_for(lambda: transient_retries("signals.*.*") > before, timeout=30)
+        assert [m for m in await p.of_type("ORDERS", OrderProposed) if m.symbol == "KRW-XRP"] == []  # type: ignore[attr-defined]
+        private_redis.start()  # empty: XRP has no state, so the missing-state rule (1.0) applies
+        await p.drain()
         xrp = [m for m in await p.of_type("ORDERS", OrderProposed) if m.symbol == "KRW-XRP"]  # type: ignore[attr-defined]
         assert [m.vol_multiplier for m in xrp] == [Decimal(1)]  # type: ignore[attr-defined]
         assert await p.stored("DLQ") == []

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.cache import Cache, keys
 from coinpilot.db import DailyRiskState, Database, RiskAudit, RiskState
+from coinpilot.errors import TransientError
 from services.risk import state
 from services.risk.core import AuditEntry, DailyState
 from services.risk.core import RiskState as CoreState
@@ -241,17 +242,19 @@ async def test_noting_the_price_and_reading_volatility_share_one_round_trip(redi
         await cache.close()
 
 
-async def test_with_redis_unreachable_the_reading_falls_back_and_counts_the_price_once() -> None:
+async def test_with_redis_unreachable_an_unknown_reading_waits_and_counts_the_price_once() -> None:
+    """Multiplier 1.0 in place of a state risk never saw could change the size: the signal waits
+    (``TransientError``); see test_cache_outage.py for the mirror of what it did see."""
     cache = Cache(f"redis://127.0.0.1:{free_port()}/0")
     risk = state.RiskCache(cache, retry_seconds=60)
     try:
         before = failures("price"), failures("volatility multiplier")
-        reading = await risk.note_price_and_read_volatility("live", "KRW-BTC", Decimal(100), T0)
-        assert reading == state.VolatilityReading(None, available=False)
+        with pytest.raises(TransientError, match="volatility state of KRW-BTC"):
+            await risk.note_price_and_read_volatility("live", "KRW-BTC", Decimal(100), T0)
         assert (failures("price"), failures("volatility multiplier")) == (before[0] + 1, before[1])
         # Redis is skipped for retry_seconds; the price is still remembered in memory
-        again = await risk.note_price_and_read_volatility("live", "KRW-ETH", Decimal(5), T0)
-        assert again == state.VolatilityReading(None, available=False)
+        with pytest.raises(TransientError):
+            await risk.note_price_and_read_volatility("live", "KRW-ETH", Decimal(5), T0)
         assert failures("price") == before[0] + 1
         assert await risk.prices("live", ["KRW-BTC", "KRW-ETH"]) == {
             "KRW-BTC": Decimal(100),
