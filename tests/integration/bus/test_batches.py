@@ -2,8 +2,8 @@
 
 A backlog is handled in runs (one handler call each), in stream order, outputs stored in that
 order, everything acked; a malformed message is dead-lettered alone; a failing run falls back to
-one message at a time, so a poison message is isolated and a transient failure heals; a stop
-lets the run in hand finish and ack.
+one message at a time, so a poison message is isolated (dead-lettered on its first delivery) and a
+transient failure heals in place, on the same deliveries; a stop lets the run in hand finish and ack.
 """
 
 from __future__ import annotations
@@ -151,22 +151,25 @@ async def test_a_failing_run_falls_back_to_one_at_a_time_and_only_the_poison_is_
     letter = DeadLetter.from_json((await read(js, f"dlq.{bus.service}", "DLQ", 1))[0])
     assert MinuteCandle.from_json(letter.body.encode()).ts_open.minute == 2
     assert letter.reason.startswith("permanent: PermanentError: volume 13 is cursed")
+    assert letter.deliveries == 1 and letter.stream == "CANDLES"
     outputs = [MinuteCandle.from_json(b) for b in await read(js, f"candles.1m.{target}", "CANDLES", 5)]
     assert [c.ts_open.minute for c in outputs] == [0, 1, 3, 4, 5]
     assert await consumer_idle(js, f"b-{source}")
 
 
-async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(nc, js) -> None:
+async def test_a_transient_failure_of_a_run_heals_in_place_without_a_dead_letter(nc, js) -> None:
     source, _ = symbols()
     bus = Bus(js, f"batchflaky{source[-2:]}".lower())
     attempts: list[int] = []
     done: list[int] = []
+    deliveries: list[int] = []
 
     async def handle(ds: Sequence[Delivery[MinuteCandle]]) -> list[Sequence[Contract]]:
         attempts.append(len(ds))
         if len(attempts) == 1:
             raise TransientError("database restarting")
         done.extend(d.message.ts_open.minute for d in ds)
+        deliveries.extend(d.deliveries for d in ds)
         return [() for _ in ds]
 
     subject = f"candles.1m.{source}"
@@ -182,6 +185,7 @@ async def test_a_transient_failure_of_a_run_heals_without_a_dead_letter(nc, js) 
 
     assert attempts[0] == 5 and attempts[1:] == [1] * 5
     assert done == [0, 1, 2, 3, 4]
+    assert deliveries == [1] * 5, "retried where it failed, never NAKed for a redelivery"
     dlq = await js.stream_info("DLQ", subjects_filter=f"dlq.{bus.service}")
     assert not dlq.state.subjects
     assert await consumer_idle(js, f"b-{source}")
