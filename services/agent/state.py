@@ -1,7 +1,10 @@
 """The agent's only SQL and Redis.
 
-* :class:`GuardStore` - the §5.5 guardrail keys in Redis. A Redis *error* blocks the AI call
-  (fail closed) and is counted; no Redis configured at all never blocks (the original rule).
+* :class:`GuardStore` - the §5.5 guardrail keys in Redis. Redis unreachable (refused, cut,
+  timed out) makes the order wait in place (``TransientError``): no record of the keys exists
+  elsewhere, and blocking the call instead would change the decision (issue 19; exits never reach
+  the agent, so they keep flowing). An unreadable value or another Redis error blocks the AI call
+  (fail closed, §5.5); both are counted. No Redis configured at all never blocks (the original rule).
   Every read or write of the keys refreshes :data:`GAUGES` (``coinpilot_ai_global_block``,
   ``coinpilot_ai_error_streak``) for the process's own run.
 * :class:`DecisionStore` - ``agent_decisions`` and ``llm_usage_events`` in one transaction,
@@ -30,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.cache import keys
+from coinpilot.cache.client import UNAVAILABLE as UNREACHABLE
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import AiDecision, AiVerdict, OrderProposed, RejectReason
 from coinpilot.db.market import load_hourly_candles
@@ -107,16 +111,24 @@ class GuardStore:
     def __init__(self, client: Redis | None, gauge_run_id: str = LIVE_RUN) -> None:
         self._client = client
         self._gauge_run_id = gauge_run_id
+        self._deferred: list[tuple[str, str, datetime, Change]] = []
+        """Post-decision updates Redis could not take yet (oldest first)."""
 
     async def admit(self, run_id: str, symbol: str, ts: datetime, params: GuardParams) -> Block | None:
         """The pre-call check, then the call accounting (before the call, so failures spend budget)."""
         if self._client is None:
             return None
         try:
+            await self._apply_deferred(self._client)
             _, after, block = await self._transact(
                 self._client, run_id, symbol, ts, lambda book: guardbook.admit(book, symbol, ts, params)
             )
-        except (RedisError, OSError, ValueError) as exc:
+        except UNREACHABLE as exc:
+            m.GUARDRAIL_STORE_ERRORS.labels("admit").inc()
+            raise TransientError(
+                f"redis unavailable: the guardrails of {symbol} cannot be read: {exc}"
+            ) from exc
+        except (RedisError, ValueError) as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("admit").inc()
             log.warning("guardrail check failed, blocking the AI call for %s: %s", symbol, exc)
             return UNAVAILABLE
@@ -132,17 +144,26 @@ class GuardStore:
         error_kind: ErrorKind | None,
         params: GuardParams,
     ) -> None:
-        """§5.5 post-decision update at the order's event time ``ts``. A Redis failure here is
-        logged and counted, never fatal: the decision is already committed."""
+        """§5.5 post-decision update at the order's event time ``ts``. Never fatal: the decision is
+        already committed. With Redis unreachable the update is kept in memory and applied, in
+        order, before the next :meth:`admit` reads the keys, so no later decision misses it."""
         if self._client is None:
             return
 
         def change(book: GuardBook) -> tuple[GuardBook, Block | None]:
             return guardbook.after_decision(book, symbol, ts, approved, error_kind, params), None
 
+        if self._deferred:
+            self._deferred.append((run_id, symbol, ts, change))
+            return
         try:
             before, after, _ = await self._transact(self._client, run_id, symbol, ts, change)
-        except (RedisError, OSError, ValueError) as exc:
+        except UNREACHABLE as exc:
+            m.GUARDRAIL_STORE_ERRORS.labels("update").inc()
+            log.warning("guardrail update of %s deferred until redis answers: %s", symbol, exc)
+            self._deferred.append((run_id, symbol, ts, change))
+            return
+        except (RedisError, ValueError) as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("update").inc()
             log.warning("guardrail update failed for %s: %s", symbol, exc)
             return
@@ -152,6 +173,14 @@ class GuardStore:
         ):
             m.GLOBAL_BLOCKS.labels(str(after.global_block)).inc()
         self._show(run_id, *gauge_reading(after, ts))
+
+    async def _apply_deferred(self, client: Redis) -> None:
+        """Apply the post-decision updates an outage held back, oldest first; raises while Redis
+        is still unreachable (what is left stays deferred)."""
+        while self._deferred:
+            run_id, symbol, ts, change = self._deferred[0]
+            await self._transact(client, run_id, symbol, ts, change)
+            self._deferred.pop(0)
 
     async def refresh_gauges(self) -> None:
         """Read the gauges' keys (on start: a block set before a restart shows at once). No event

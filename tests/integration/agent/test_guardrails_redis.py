@@ -13,10 +13,12 @@ import pytest
 from redis.asyncio import Redis
 
 from coinpilot.cache import keys
+from coinpilot.errors import TransientError
 from services.agent import metrics as m
 from services.agent.guardkeys import GC_MARGIN_SECONDS
 from services.agent.guardrails import UNAVAILABLE, BlockReason, ErrorKind, GuardParams
 from services.agent.state import GuardStore
+from tests.support.proxy import TcpProxy
 from tests.support.servers import RedisProcess
 
 pytestmark = pytest.mark.redis
@@ -195,13 +197,32 @@ async def test_no_redis_configured_never_blocks() -> None:
     assert await GuardStore(None).admit("live", SYM, T0, P) is None
 
 
-async def test_redis_down_fails_closed_and_is_counted(private_redis: RedisProcess) -> None:
-    client = Redis.from_url(private_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
+async def test_redis_down_makes_the_order_wait_and_defers_the_update_in_order(
+    private_redis: RedisProcess,
+) -> None:
+    """Fail-closed would change the decision, so an outage makes the order wait (issue 19); an
+    update after a decision is applied before the next read of the keys."""
+    proxy = TcpProxy("127.0.0.1", private_redis.port).start()
+    client = Redis.from_url(
+        f"redis://127.0.0.1:{proxy.port}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
     store = GuardStore(client)
-    assert await store.admit("live", SYM, T0, P) is None
-    private_redis.stop()
-    before = m.GUARDRAIL_STORE_ERRORS.labels("admit")._value.get()
-    assert await store.admit("live", SYM, T0, P) == UNAVAILABLE
-    assert m.GUARDRAIL_STORE_ERRORS.labels("admit")._value.get() == before + 1
-    await store.after_decision("live", SYM, T0, False, None, P)  # logged and counted, never raised
-    await client.aclose()
+    try:
+        assert await store.admit("live", SYM, T0, P) is None
+        proxy.refuse()
+        before = m.GUARDRAIL_STORE_ERRORS.labels("admit")._value.get()
+        with pytest.raises(TransientError, match="guardrails of KRW-BTC"):
+            await store.admit("live", SYM, at(1), P)
+        assert m.GUARDRAIL_STORE_ERRORS.labels("admit")._value.get() == before + 1
+        await reject(store, 0)  # never raised: kept until Redis answers
+        await reject(store, 0, symbol="KRW-ETH")
+
+        proxy.restore()
+        block = await store.admit("live", SYM, at(1), P)
+        assert block is not None and block.reason is BlockReason.SYMBOL_COOLDOWN
+        direct = Redis.from_url(private_redis.url)
+        assert await direct.get(keys.ai_symbol_cooldown("KRW-ETH")) == stamped(5, 5)
+        await direct.aclose()
+    finally:
+        await client.aclose()
+        proxy.close()
