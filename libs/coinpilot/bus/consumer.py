@@ -171,6 +171,8 @@ class Patience:
         self.keepalive_every = keepalive_every
         self.hand_back_delay = hand_back_delay
         self.retrying = False
+        # messages in hand besides the run's: what a pull request brought but the loop has not taken
+        self.also_held: Callable[[], Sequence[Msg]] = tuple
         self._stop: asyncio.Event | None = None
 
     @property
@@ -187,7 +189,7 @@ class Patience:
         stop = self._event()
         remaining = backoff_seconds(attempt, self.base, self.cap)
         while not stop.is_set():
-            await _keep_alive(held)
+            await _keep_alive((*held, *self.also_held()))
             if remaining <= 0:
                 return True
             step = min(remaining, self.keepalive_every)

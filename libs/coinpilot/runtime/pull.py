@@ -89,6 +89,7 @@ class PullLoop:
             rest_wait=REST_WAIT_SECONDS,
         )
         await self._inbox.open()
+        self.patience.also_held = self._inbox.buffered
         self._task = asyncio.create_task(self._run(), name=f"pull-{self.bus.service}-{self.consumer.durable}")
 
     async def _ensure_consumer(self, stream: str) -> None:

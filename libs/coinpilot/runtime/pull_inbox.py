@@ -104,6 +104,10 @@ class PullInbox:
         self._buffer.clear()
         return left
 
+    def buffered(self) -> tuple[Msg, ...]:
+        """Messages that arrived but were not taken yet (kept alive while a run waits out an outage)."""
+        return tuple(self._buffer)
+
     async def take(self, wait: float) -> list[Msg]:
         """The next run, waiting up to ``wait`` seconds for its first message; ``[]`` if none came.
 

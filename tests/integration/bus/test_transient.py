@@ -209,3 +209,39 @@ async def test_the_service_is_not_ready_while_a_consumer_waits_out_an_outage(nat
         assert REGISTRY.get_sample_value("coinpilot_service_ready", {"service": "build_flaky"}) == 1
     finally:
         await host.stop()
+
+
+async def test_messages_held_through_an_outage_longer_than_the_ack_wait_are_not_redelivered(nc, js) -> None:
+    """Two replicas of one durable: the one waiting in place keeps its run alive (in_progress), so
+    the other is never handed those messages when their ack timer would have run out; each
+    message is handled once, on its first delivery."""
+    symbol, service = fresh("d")
+    bus = Bus(js, service)
+    outage = Outage()
+    done: list[tuple[int, int]] = []
+
+    async def handle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
+        outage.check(d)
+        done.append((d.message.ts_open.minute, d.deliveries))
+        return []
+
+    subject = f"candles.1m.{symbol}"
+    for minute in range(3):
+        await bus.publish(candle(minute, symbol=symbol), run_id="live")
+    consumer = Consumer(subject, f"t-{symbol}", handle, parser_for(MinuteCandle))
+    loops = [PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=1.5) for _ in range(2)]
+    for loop in loops:
+        loop.patience.base, loop.patience.cap = 0.05, 0.25
+        await loop.start()
+    try:
+        await wait_for(lambda: len(outage.attempts) >= 20, timeout=30)  # well past the 1.5 s ack wait
+        outage.heal()
+        await wait_for(lambda: len(done) == 3, timeout=20)
+        await wait_for(lambda: idle(js, f"t-{symbol}"), timeout=10)
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+    assert done == [(0, 1), (1, 1), (2, 1)]
+    assert {delivery for _, delivery in outage.attempts} == {1}, "never redelivered to the other replica"
+    assert sum(loop.retrying for loop in loops) == 0
