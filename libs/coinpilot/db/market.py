@@ -2,9 +2,11 @@
 
 Every statement here runs unchanged on plain PostgreSQL and on a TimescaleDB hypertable: hourly
 buckets use ``date_bin`` (PostgreSQL 14+), never ``time_bucket``. Writes are idempotent on
-``(symbol, interval, timestamp)``: a re-import writes nothing, a candle whose values changed (it was
-stored while still open, or the exchange corrected it) is updated, and the count returned is the
-number of rows actually inserted or changed.
+``(symbol, interval, timestamp)``. The bulk import (``copy_candles``: files and the collector's own
+Upbit backfill) writes nothing on a re-import and updates a candle whose values changed (the
+exchange corrected it), returning the rows inserted or changed. Candles from the bus
+(``insert_candles``: the recorder) never change a stored minute: other values for it are a
+conflict the caller refuses (issue 19).
 """
 
 from __future__ import annotations
@@ -82,32 +84,82 @@ WHERE ({", ".join(f"market_data.{c}" for c in VALUE_COLUMNS)})
 """
 
 
-# The same merge from arrays, for a run of live candles (one round trip, no temp table).
-_MERGE_ARRAYS = f"""
-INSERT INTO market_data ({", ".join(COPY_COLUMNS)})
-SELECT DISTINCT ON (symbol, interval, timestamp) {", ".join(COPY_COLUMNS)}
-FROM unnest($1::varchar[], $2::varchar[], $3::timestamptz[],
-            $4::numeric[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
-     WITH ORDINALITY AS batch({", ".join(COPY_COLUMNS)}, seq)
-ORDER BY symbol, interval, timestamp, seq DESC
-ON CONFLICT (symbol, interval, timestamp) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in VALUE_COLUMNS)}
-WHERE ({", ".join(f"market_data.{c}" for c in VALUE_COLUMNS)})
-    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in VALUE_COLUMNS)})
+# A run of candles from the bus, in one round trip: new minutes are inserted (the first of a
+# repeated one wins), a stored minute is never changed. The second branch reports every candle
+# whose minute was already stored with other values (the outer SELECT sees the table as it was
+# before the INSERT), the third one a minute repeated in the run with other values; on the normal
+# path both are index lookups that find nothing. Values compare at the column's precision.
+_BATCH = f"""
+unnest($1::varchar[], $2::varchar[], $3::timestamptz[],
+       $4::numeric[], $5::numeric[], $6::numeric[], $7::numeric[], $8::numeric[])
+     WITH ORDINALITY AS b({", ".join(COPY_COLUMNS)}, seq)"""
+_CAST = ", ".join(f"{{t}}.{c}::numeric(28, 8)" for c in VALUE_COLUMNS)
+_KEY = "{a}.symbol = {b}.symbol AND {a}.interval = {b}.interval AND {a}.timestamp = {b}.timestamp"
+_INSERT_NEW = f"""
+WITH batch AS (SELECT * FROM {_BATCH}),
+inserted AS (
+    INSERT INTO market_data ({", ".join(COPY_COLUMNS)})
+    SELECT DISTINCT ON (symbol, interval, timestamp) {", ".join(COPY_COLUMNS)}
+    FROM batch
+    ORDER BY symbol, interval, timestamp, seq
+    ON CONFLICT (symbol, interval, timestamp) DO NOTHING
+    RETURNING 1
+)
+SELECT 0::bigint AS seq, (SELECT count(*) FROM inserted)::numeric,
+       NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric
+UNION ALL
+SELECT b.seq, {", ".join(f"m.{c}" for c in VALUE_COLUMNS)}
+FROM batch b JOIN market_data m ON {_KEY.format(a="m", b="b")}
+WHERE ({", ".join(f"m.{c}" for c in VALUE_COLUMNS)}) IS DISTINCT FROM ({_CAST.format(t="b")})
+UNION ALL
+SELECT b.seq, {_CAST.format(t="first")}
+FROM batch b JOIN batch first ON {_KEY.format(a="first", b="b")} AND first.seq < b.seq
+WHERE ({_CAST.format(t="first")}) IS DISTINCT FROM ({_CAST.format(t="b")})
 """
 
 
-async def upsert_candles(db: Database, candles: Sequence[MinuteCandle | HourlyCandle | CandleRow]) -> int:
-    """Upsert a run of candles in one statement; the last of a repeated candle wins.
+class Recorded(NamedTuple):
+    """What :func:`insert_candles` did: rows inserted, and the candles that conflict (their
+    index in the run, and the values the minute already has)."""
 
-    Returns the rows written (inserted, or corrected because a value differed).
+    written: int
+    conflicts: dict[int, CandleRow]
+
+
+class _Conflicts(Exception):
+    """Rolls the run back: nothing of a run with a conflicting candle is kept."""
+
+
+async def insert_candles(
+    db: Database, candles: Sequence[MinuteCandle | HourlyCandle | CandleRow]
+) -> Recorded:
+    """Insert a run of candles in one statement, never changing a stored minute (issue 19).
+
+    A candle whose minute is stored (or came earlier in the run) with the same values is a no-op
+    (a redelivery, a replay of the same data). One with other values is a conflict: the whole run
+    is rolled back and the conflicts are returned with the values that stand, for the caller to
+    refuse them (and record the others again).
     """
     if not candles:
-        return 0
-    columns = list(zip(*(candle_row(c) for c in candles), strict=True))
-    async with db.engine.begin() as conn:
-        result = await conn.exec_driver_sql(_MERGE_ARRAYS, tuple(list(c) for c in columns))
-        return int(result.rowcount)
+        return Recorded(0, {})
+    rows = [candle_row(c) for c in candles]
+    columns = list(zip(*rows, strict=True))
+    try:
+        async with db.engine.begin() as conn:
+            result = await conn.exec_driver_sql(_INSERT_NEW, tuple(list(c) for c in columns))
+            written = 0
+            conflicts: dict[int, CandleRow] = {}
+            for seq, *values in result.all():
+                if seq == 0:
+                    written = int(values[0])
+                    continue
+                row = rows[seq - 1]
+                conflicts.setdefault(seq - 1, CandleRow(row.symbol, row.interval, row.timestamp, *values))
+            if conflicts:
+                raise _Conflicts(conflicts)
+    except _Conflicts as rollback:
+        return Recorded(0, rollback.args[0])
+    return Recorded(written, {})
 
 
 async def copy_candles(db: Database, rows: Iterable[MinuteCandle | HourlyCandle | CandleRow]) -> int:
@@ -253,6 +305,7 @@ __all__: Sequence[str] = (
     "CandleRow",
     "candle_row",
     "copy_candles",
+    "insert_candles",
     "last_candle_time",
     "latest_candles",
     "load_candles",
@@ -260,5 +313,4 @@ __all__: Sequence[str] = (
     "load_rows",
     "minute_candle",
     "upsert_candle",
-    "upsert_candles",
 )

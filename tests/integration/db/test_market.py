@@ -15,6 +15,7 @@ from coinpilot.db import Database, MarketData
 from coinpilot.db.market import (
     CandleRow,
     copy_candles,
+    insert_candles,
     last_candle_time,
     latest_candles,
     load_candles,
@@ -134,3 +135,30 @@ async def test_real_candles_from_the_shared_data_round_trip_exactly(db: Database
     async with db.session() as session:
         loaded = await load_candles(session, "USDT-XRP", start, start + timedelta(hours=6))
     assert loaded == real
+
+
+async def test_candles_from_the_bus_never_change_a_recorded_minute(db: Database) -> None:
+    """insert_candles (the recorder): new minutes inserted, the same values again a no-op, other
+    values a conflict that rolls the whole run back and names the values that stand."""
+    first = [minute("KRW-CPM", i, close=str(100 + i)) for i in range(3)]
+    assert await insert_candles(db, first) == (3, {})
+    assert await insert_candles(db, first) == (0, {})  # a redelivery, a replay of the same data
+    # the same values at more decimals than the column keeps are the same candle
+    fine = first[0].model_copy(update={"volume": Decimal("1.500000001")})
+    assert await insert_candles(db, [fine]) == (0, {})
+
+    changed = first[1].model_copy(update={"close": Decimal("100.5")})
+    new = minute("KRW-CPM", 3)
+    written, conflicts = await insert_candles(db, [new, changed])
+    assert written == 0 and list(conflicts) == [1]
+    assert conflicts[1].close_price == first[1].close and conflicts[1].timestamp == first[1].ts_open
+    assert await count_rows(db, "KRW-CPM") == 3  # nothing of that run was kept
+    async with db.session() as session:
+        (stored,) = await load_candles(session, "KRW-CPM", first[1].ts_open, first[1].ts_event)
+    assert stored == first[1]
+
+    # a minute twice in one run: the first stands, other values in the second are a conflict
+    again = new.model_copy(update={"close": new.high})
+    written, conflicts = await insert_candles(db, [new, new, again])
+    assert written == 0 and list(conflicts) == [2] and conflicts[2].close_price == new.close
+    assert await insert_candles(db, [new, new]) == (1, {})
