@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from coinpilot.bus import LIVE_RUN
+from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, MinuteCandle
 from coinpilot.db import Database
 from coinpilot.errors import ConfigError
-from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
+from coinpilot.market_checks import CandleGate, CandleRule, CandleSettings, parse_candle, refuse
+from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition
 from services.collector import metrics, state
 from services.collector.backfill import backfill_all
 from services.collector.clock import Clock, SystemClock
@@ -51,11 +54,29 @@ def build(rt: Runtime, *, clock: Clock | None = None) -> ServiceDefinition:
     wall = clock or SystemClock()
     symbols = rt.settings.symbols
 
+    gate = CandleGate(CandleSettings().limits(), LIVE_RUN)
+
     async def on_candles(ds: Sequence[Delivery[MinuteCandle]]) -> list[Sequence[Contract]]:
-        """Record a fetched run of candles in one statement (stream order: a correction wins)."""
-        written = await state.record_candles(db, [d.message for d in ds])
-        metrics.CANDLES_RECORDED.labels("written").inc(written)
-        metrics.CANDLES_RECORDED.labels("unchanged").inc(len(ds) - written)
+        """Check a fetched run of candles, then insert it in one statement. A candle that breaks
+        a rule, or a stored minute with other values, is refused (dead-lettered and alerted); in
+        a run, that makes the runtime handle its candles again one at a time."""
+        ahead = gate.admit([(d.subject, d.message, d.run_id) for d in ds], wall_clock_now())
+        recorded = await state.record_candles(db, [d.message for d in ds])
+        if recorded.conflicts:
+            i, stored = min(recorded.conflicts.items())
+            candle = ds[i].message
+            raise refuse(
+                candle,
+                ds[i].subject,
+                CandleRule.CONFLICTING_REPUBLISH,
+                f"{candle.ts_open:%Y-%m-%dT%H:%M}Z is recorded as o={stored.open_price} "
+                f"h={stored.high_price} l={stored.low_price} c={stored.close_price} v={stored.volume}; "
+                "this one is "
+                f"o={candle.open} h={candle.high} l={candle.low} c={candle.close} v={candle.volume}",
+            )
+        gate.commit(ahead)
+        metrics.CANDLES_RECORDED.labels("written").inc(recorded.written)
+        metrics.CANDLES_RECORDED.labels("unchanged").inc(len(ds) - recorded.written)
         return [() for _ in ds]
 
     async def run_collector(rt: Runtime) -> None:
@@ -63,6 +84,6 @@ def build(rt: Runtime, *, clock: Clock | None = None) -> ServiceDefinition:
 
     return ServiceDefinition(
         name="collector",
-        consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parser_for(MinuteCandle))],
+        consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parse_candle)],
         tasks=[run_collector] if settings.upbit_enabled else [],
     )

@@ -25,7 +25,7 @@ CANDLES_BACKFILLED = Counter(
 )
 CANDLES_RECORDED = Counter(
     "coinpilot_collector_recorded_candles",
-    "candles.1m messages recorded in market_data: written (inserted or corrected) or unchanged",
+    "candles.1m messages recorded in market_data: written (inserted) or unchanged (already there)",
     ["outcome"],
 )
 FAILURES = Counter(

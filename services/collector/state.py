@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database, MarketData
-from coinpilot.db.market import CandleRow, copy_candles, upsert_candles
+from coinpilot.db.market import CandleRow, Recorded, copy_candles, insert_candles
 from services.collector.core import StoredRange
 
 
@@ -28,7 +28,7 @@ async def store_candles(db: Database, candles: Iterable[MinuteCandle | CandleRow
     return await copy_candles(db, candles)
 
 
-async def record_candles(db: Database, candles: Sequence[MinuteCandle]) -> int:
-    """Upsert a run of candles in one statement (the later of a repeated candle wins); returns
-    how many rows were inserted or corrected."""
-    return await upsert_candles(db, candles)
+async def record_candles(db: Database, candles: Sequence[MinuteCandle]) -> Recorded:
+    """Insert a run of candles in one statement; a stored minute is never changed: a candle with
+    other values for it is returned as a conflict (and nothing of the run is kept)."""
+    return await insert_candles(db, candles)

@@ -15,8 +15,9 @@ from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
 from coinpilot.bus import Bus
+from coinpilot.bus import headers as h
 from coinpilot.candle_files import frame_to_candles, read_frame
-from coinpilot.contracts import MinuteCandle
+from coinpilot.contracts import DeadLetter, MinuteCandle
 from coinpilot.db import Database, MarketData
 from coinpilot.runtime import Runtime, ServiceHost
 from coinpilot.settings import CommonSettings
@@ -53,7 +54,7 @@ async def stream_candles(js: JetStreamContext, symbol: str) -> list[MinuteCandle
     return out
 
 
-async def test_the_recorder_writes_each_candle_once_even_when_it_is_published_twice(
+async def test_the_recorder_writes_each_candle_once_and_never_overwrites_a_recorded_minute(
     js: JetStreamContext, db: Database, collector_nats: NatsProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COINPILOT_COLLECTOR_UPBIT_ENABLED", "false")
@@ -87,7 +88,15 @@ async def test_the_recorder_writes_each_candle_once_even_when_it_is_published_tw
                 )
             )
         ).one()
-    assert tuple(first) == (candles[0].low, Decimal("1.5"))  # a changed candle is corrected, not duplicated
+    assert tuple(first) == (candles[0].close, candles[0].volume)  # the recorded candle stands
+    info = await js.stream_info("DLQ")
+    letters = [
+        DeadLetter.from_json((await js.get_msg("DLQ", seq)).data)
+        for seq in range(info.state.first_seq, info.state.last_seq + 1 if info.state.messages else 0)
+    ]
+    (letter,) = [d for d in letters if d.subject_original == "candles.1m.USDT-BTC"]
+    assert letter.service == "collector" and letter.headers[h.RUN_ID] == "correction"
+    assert "RefusedMessage: CONFLICTING_REPUBLISH:" in letter.reason  # the other values were refused
 
 
 async def test_the_collector_task_backfills_then_publishes_each_new_minute(
