@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from coinpilot.contracts import Contract, MinuteCandle
 from coinpilot.errors import ConfigError
-from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
+from coinpilot.market_checks import parse_candle
+from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition
 from services.indicator.handlers import CandleHandler
 from services.indicator.settings import IndicatorSettings, load_config
 
@@ -34,9 +35,9 @@ def build(rt: Runtime) -> ServiceDefinition:
     async def on_candles(ds: Sequence[Delivery[MinuteCandle]]) -> list[tuple[Contract, ...]]:
         """A fetched run of candles, in stream order; the runtime publishes the outputs in that
         order (so snapshots leave in candle order) and then acks."""
-        return await handler.handle_batch([(d.message, d.run_id) for d in ds])
+        return await handler.handle_batch([(d.message, d.run_id) for d in ds], [d.subject for d in ds])
 
     return ServiceDefinition(
         name="indicator",
-        consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parser_for(MinuteCandle))],
+        consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parse_candle)],
     )

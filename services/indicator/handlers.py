@@ -3,21 +3,25 @@
 States live in memory per (run id, symbol): the consumer handles one message at a time in stream
 order, and every value is a function of bounded windows that ``market_data`` can rebuild. So a
 restart, or a gap that ``market_data`` has since filled (a collector backfill), costs one warm-up
-query, never a wrong value.
+query, never a wrong value. Every candle meets the trust boundary's checks
+(``coinpilot.market_checks``) before its symbol is warmed or its state touched: a refused one
+raises ``RefusedMessage`` (dead-lettered and alerted) and changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from coinpilot.bus import LIVE_RUN
 from coinpilot.cache import Cache
+from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, IndicatorSnapshot, MinuteCandle, RegimeUpdate
 from coinpilot.db import Database
+from coinpilot.market_checks import CandleGate, CandleLimits, CandleSettings
 from services.indicator import core, metrics, state
 
 ONE_MINUTE = timedelta(minutes=1)
@@ -47,6 +51,8 @@ class CandleHandler:
         keep_outputs: int,
         log: logging.Logger,
         gauge_run_id: str = LIVE_RUN,
+        limits: CandleLimits | None = None,
+        clock: Callable[[], datetime] = wall_clock_now,
     ) -> None:
         self.gauge_run_id = gauge_run_id  # the run this process's gauges describe (COINPILOT_RUN_ID)
         self.db = db
@@ -56,18 +62,31 @@ class CandleHandler:
         self.keep_outputs = keep_outputs
         self.log = log
         self.entries: dict[tuple[str, str], SymbolEntry] = {}
+        self.gate = CandleGate(limits or CandleSettings().limits(), LIVE_RUN)
+        self.clock = clock  # read for the live run's candles only (the FUTURE_TIME rule)
 
-    async def handle(self, candle: MinuteCandle, run_id: str) -> tuple[Contract, ...]:
+    async def handle(
+        self, candle: MinuteCandle, run_id: str, subject: str | None = None
+    ) -> tuple[Contract, ...]:
         """Outputs of ``candle``; a redelivered candle gets its earlier outputs again (deduped by id)."""
-        return (await self.handle_batch([(candle, run_id)]))[0]
+        return (await self.handle_batch([(candle, run_id)], [subject or candle.subject()]))[0]
 
-    async def handle_batch(self, items: Sequence[tuple[MinuteCandle, str]]) -> list[tuple[Contract, ...]]:
-        """Outputs of each ``(candle, run id)`` in order; their regime rows written in one statement
-        per run before they are returned (and so before they are published)."""
+    async def handle_batch(
+        self, items: Sequence[tuple[MinuteCandle, str]], subjects: Sequence[str] | None = None
+    ) -> list[tuple[Contract, ...]]:
+        """Outputs of each ``(candle, run id)`` (arrived on ``subjects``, default their own) in
+        order; their regime rows written in one statement per run before they are returned (and so
+        before they are published). Raises ``RefusedMessage`` at the first candle that breaks a
+        rule: the runtime then handles the run again one candle at a time (the candles before it
+        are repeats, answered from memory)."""
         outputs: list[tuple[Contract, ...]] = []
         regimes: dict[str, list[RegimeUpdate]] = defaultdict(list)
-        for candle, run_id in items:
+        now = self.clock() if any(run_id == LIVE_RUN for _, run_id in items) else None
+        for k, (candle, run_id) in enumerate(items):
+            subject = subjects[k] if subjects is not None else candle.subject()
+            ahead = self.gate.admit([(subject, candle, run_id)], now)
             out = await self._step(candle, run_id)
+            self.gate.commit(ahead)
             outputs.append(out)
             regimes[run_id].extend(m for m in out if isinstance(m, RegimeUpdate))
         for run_id, updates in regimes.items():
