@@ -6,10 +6,16 @@ float64 for the vectorised indicators. ``float(Decimal(text))`` and polars' pars
 are both correctly rounded, so the floats are the ones the live indicator computes with. The text
 read from a file stays a polars column, not a list of Python strings: but for the volumes (summed
 into hourly bars), a run reads only a few values of each column.
+
+Every series is screened by the candle rules of the services (``coinpilot.market_checks``,
+vectorised) as it is built: a candle a service would quarantine is left out and listed in
+``quarantined``, so the backtest decides on exactly the candles the services would use.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +29,10 @@ import polars as pl
 from coinpilot.candle_files import read_frames
 from coinpilot.contracts import MinuteCandle
 from coinpilot.indicators.hourly import HourBar, hour_spans, hour_start
+from coinpilot.market_checks import CandleLimits, CandleRule, CandleSettings, screen_columns
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+log = logging.getLogger("coinpilot.backtest")
 ONE_MINUTE = timedelta(minutes=1)
 
 
@@ -57,6 +65,7 @@ class SymbolSeries:
     ts_ms: npt.NDArray[np.int64]
     text: Mapping[str, Sequence[str]]  # column -> exact decimal text per candle (a list or a polars column)
     floats: dict[str, npt.NDArray[np.float64]]  # column -> float64 per candle
+    quarantined: tuple[tuple[int, CandleRule], ...] = ()  # (open time ms, rule) of the candles left out
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -122,25 +131,61 @@ class SymbolSeries:
         return int(np.searchsorted(self.ts_ms, _ms(ts), side="left"))
 
     @classmethod
-    def from_frame(cls, symbol: str, frame: pl.DataFrame) -> SymbolSeries:
-        """From a frame with ``ts`` (int ms) and the price columns as text, sorted by ``ts``."""
+    def from_frame(cls, symbol: str, frame: pl.DataFrame, limits: CandleLimits | None = None) -> SymbolSeries:
+        """From a frame with ``ts`` (int ms) and the price columns as text, sorted by ``ts``;
+        screened (see the module)."""
         floats = frame.select(pl.col(c).cast(pl.Float64) for c in PRICE_COLUMNS)
-        return cls(
+        series = cls(
             symbol,
             frame["ts"].to_numpy().astype(np.int64),
             {c: frame[c] for c in PRICE_COLUMNS},
             {c: floats[c].to_numpy() for c in PRICE_COLUMNS},
         )
+        return series.screened(limits)
 
     @classmethod
-    def from_candles(cls, symbol: str, candles: Sequence[MinuteCandle]) -> SymbolSeries:
-        """From contracts (e.g. read from ``market_data``); ``str(Decimal)`` round-trips exactly."""
+    def from_candles(
+        cls, symbol: str, candles: Sequence[MinuteCandle], limits: CandleLimits | None = None
+    ) -> SymbolSeries:
+        """From contracts (e.g. read from ``market_data``); ``str(Decimal)`` round-trips exactly.
+        Screened (see the module)."""
         text = {c: [str(getattr(candle, c)) for candle in candles] for c in PRICE_COLUMNS}
-        return cls(
+        series = cls(
             symbol,
             np.array([_ms(c.ts_open) for c in candles], dtype=np.int64),
             text,
             {c: np.array([float(Decimal(v)) for v in values]) for c, values in text.items()},
+        )
+        return series.screened(limits)
+
+    def screened(self, limits: CandleLimits | None = None) -> SymbolSeries:
+        """This series without the candles the services would quarantine (event time only)."""
+        refused = screen_columns(self.ts_ms, self.floats, limits or CandleSettings().limits())
+        if not refused:
+            return self
+        first = datetime.fromtimestamp(int(self.ts_ms[refused[0][0]]) / 1000, UTC)
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(Counter(r for _, r in refused).items()))
+        log.warning(  # printed by `coinpilot backtest` (no handler: the last-resort one, stderr)
+            "%s: %d candles quarantined as the services would (%s; the first at %s)",
+            self.symbol,
+            len(refused),
+            rules,
+            f"{first:%Y-%m-%dT%H:%M}Z",
+        )
+        keep = np.ones(len(self.ts_ms), dtype=bool)
+        keep[[i for i, _ in refused]] = False
+        text: dict[str, Sequence[str]] = {}
+        for c, column in self.text.items():
+            if isinstance(column, pl.Series):
+                text[c] = column.filter(pl.Series(keep))
+            else:
+                text[c] = [value for value, kept in zip(column, keep.tolist(), strict=True) if kept]
+        return SymbolSeries(
+            self.symbol,
+            self.ts_ms[keep],
+            text,
+            {c: values[keep] for c, values in self.floats.items()},
+            (*self.quarantined, *((int(self.ts_ms[i]), rule) for i, rule in refused)),
         )
 
 
@@ -156,6 +201,10 @@ class SeriesWindow:
 
     def warmup(self) -> int:
         return sum(s.index_at(self.start) for s in self.series.values())
+
+    def quarantined(self) -> int:
+        """Candles left out because a service would quarantine them (``SymbolSeries.quarantined``)."""
+        return sum(len(s.quarantined) for s in self.series.values())
 
 
 def series_by_symbol(candles: Sequence[MinuteCandle]) -> dict[str, SymbolSeries]:
