@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from coinpilot import fill_ledger
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, EntrySignal, ExitSignal, Fill, IndicatorSnapshot, OrderRejected
 from coinpilot.errors import ConfigError
@@ -64,9 +65,16 @@ def build(rt: Runtime) -> ServiceDefinition:
             rt.log.info("%s signal %s %s at %s", kind, signal.symbol, reason.value, signal.price)
 
     async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
+        """A fill is a notification: applied only when the executor's ledger recorded exactly it
+        (read with the row lock); otherwise refused, nothing changed (the ladder dead-letters it
+        and publishes the CRITICAL alert)."""
         fill = d.message
         async with db.transaction() as conn:
-            before = await state.load_state(conn, d.run_id, fill.symbol)
+            before, recorded = await state.lock_state_with_fill(conn, d.run_id, fill.symbol, fill.order_id)
+            reason = core.fill_refusal(before, fill, recorded)
+            if reason is not None:
+                rt.log.error("fill %s of %s refused: %s", fill.order_id, fill.symbol, reason)
+                raise fill_ledger.refusal(fill, reason)
             after = core.on_fill(before, fill)
             if after != before:
                 await state.save_state(conn, d.run_id, after, wall_clock_now())

@@ -33,6 +33,7 @@ from coinpilot.contracts import (
     Side,
 )
 from coinpilot.contracts.enums import EntryReason
+from coinpilot.fill_ledger import RecordedFill, mismatch
 from services.strategy.params import StrategyParams
 from services.strategy.rules import EntryDecision, ExitDecision, OpenPosition, evaluate_entry, evaluate_exit
 
@@ -123,6 +124,19 @@ def on_snapshot(state: SymbolState, snapshot: IndicatorSnapshot, params: Strateg
     evaluation = step.evaluation
     assert evaluation is not None
     return Step(replace(step.state, last_candle_at=now, last_reason=evaluation.reason), step.out, evaluation)
+
+
+def fill_refusal(state: SymbolState, fill: Fill, recorded: RecordedFill | None) -> str | None:
+    """Why a fill must not be applied, or None: it must be the fill the executor's ledger recorded
+    for its order, and a SELL must close the position this symbol holds (a genuine fill always
+    does: the strategy signalled the exit of the position it holds)."""
+    reason = mismatch(fill, recorded)
+    if reason is not None or recorded is None:
+        return reason
+    position = state.position
+    if fill.side is Side.SELL and position is not None and recorded.position_id != position.position_id:
+        return f"it closed position {recorded.position_id}, the strategy holds {position.position_id}"
+    return None
 
 
 def on_fill(state: SymbolState, fill: Fill) -> SymbolState:

@@ -25,6 +25,7 @@ from coinpilot.cache import Cache, keys
 from coinpilot.clock import ensure_utc
 from coinpilot.contracts import Regime
 from coinpilot.errors import TransientError
+from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.strategy import metrics
 from services.strategy.core import HoldReason, Position, SymbolState
 
@@ -118,6 +119,29 @@ async def lock_states(conn: asyncpg.Connection, keys: Iterable[Key]) -> dict[Key
         await conn.execute(_CREATE, *columns)
         rows = await conn.fetch(_LOCK, *columns)
     return {(row["run_id"], row["symbol"]): to_state(row) for row in rows}
+
+
+# A fill's unit of work: the symbol's row locked and, in the same round trip, the executor's
+# trading_history row of the fill's order (the ledger the fill must match; NULLs when there is none).
+_LOCK_WITH_FILL = f"""
+SELECT {", ".join(f"state.{c}" for c in _COLUMNS.split(", "))}, {RECORD_COLUMNS}
+FROM strategy_state AS state
+LEFT JOIN trading_history AS fill ON fill.run_id = state.run_id AND fill.order_id = $3
+WHERE state.run_id = $1 AND state.symbol = $2
+FOR UPDATE OF state
+"""
+
+
+async def lock_state_with_fill(
+    conn: asyncpg.Connection, run_id: str, symbol: str, order_id: str
+) -> tuple[SymbolState, RecordedFill | None]:
+    """The symbol's state, row-locked, and the ledger's record of ``order_id`` (one round trip when
+    the symbol's row exists, as it does for every fill of an order the strategy signalled)."""
+    row = await conn.fetchrow(_LOCK_WITH_FILL, run_id, symbol, order_id)
+    if row is None:
+        await conn.execute(_CREATE, [run_id], [symbol])
+        row = await conn.fetchrow(_LOCK_WITH_FILL, run_id, symbol, order_id)
+    return to_state(row), recorded_from_row(row)
 
 
 async def load_state(conn: asyncpg.Connection, run_id: str, symbol: str) -> SymbolState:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from coinpilot.contracts import Fill, IndicatorSnapshot, MinuteCandle, Regime, Side
+from coinpilot.fill_ledger import PREFIX
 from coinpilot.strategy_config import load_strategy_config
 from services.strategy.params import StrategyParams
 
@@ -96,3 +98,36 @@ def fill(
         high_water_mark=p,
         opened_at=opened_at or at,
     )
+
+
+def row_of(f: Fill, position_id: str | None = None) -> dict[str, Any]:
+    """The row a ``RECORD_COLUMNS`` select returns for the trading_history row of ``f`` (numbers
+    as the driver returns NUMERIC, ledger figures as the JSON text the executor stores)."""
+
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    values = {
+        "order_id": f.order_id,
+        "symbol": f.symbol,
+        "side": str(f.side),
+        "currency": f.currency,
+        "executed_at": f.ts_event,
+        "decision_price": f.decision_price,
+        "price": f.fill_price,
+        "quantity": f.quantity,
+        "amount": f.amount,
+        "fee": f.fee,
+        "realized_pnl": f.realized_pnl,
+        "entry_avg_price": f.entry_avg_price,
+        "regime": str(f.regime),
+        "exit_reason": None if f.exit_reason is None else str(f.exit_reason),
+        "high_water_mark": f.high_water_mark,
+        "balance_after": text(f.balance_after),
+        "position_quantity_after": text(f.position_quantity_after),
+        "position_avg_price_after": text(f.position_avg_price_after),
+        "realized_pnl_gross": text(f.realized_pnl_gross),
+        "opened_at": f.opened_at.isoformat(),
+        "position_id": position_id,
+    }
+    return {PREFIX + name: value for name, value in values.items()}

@@ -16,11 +16,13 @@ from coinpilot.contracts import (
     RejectStage,
     Side,
 )
+from coinpilot.fill_ledger import recorded_from_row
 from services.strategy.core import (
     Action,
     HoldReason,
     Position,
     SymbolState,
+    fill_refusal,
     on_fill,
     on_rejection,
     on_snapshot,
@@ -28,7 +30,7 @@ from services.strategy.core import (
     order_time,
     status_payload,
 )
-from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, snap
+from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
 
 MIN = timedelta(minutes=1)
 EMPTY = SymbolState(SYMBOL)
@@ -209,3 +211,25 @@ def test_the_status_payload_has_the_dashboard_fields() -> None:
         "has_position": True, "avg_price": 100.0, "quantity": 2.0, "pnl_pct": 1.0, "regime": "BULL",
     }  # fmt: skip
     assert set(payload) >= {"timestamp", "symbol", "current_price", "regime"}
+
+
+class TestFillRefusal:
+    """A fill is applied only as the executor's ledger recorded it (``coinpilot.fill_ledger``)."""
+
+    def test_a_fill_equal_to_its_row_is_applied(self) -> None:
+        genuine = fill(Side.BUY, order_id=BUY_ID, price="1005")
+        assert fill_refusal(EMPTY, genuine, recorded_from_row(row_of(genuine))) is None
+
+    def test_a_fill_without_a_row_is_refused(self) -> None:
+        forged = fill(Side.SELL, order_id=order_id_for(SYMBOL, T0, Side.SELL))
+        assert fill_refusal(held(), forged, None) == f"no trading_history row for order {forged.order_id}"
+
+    def test_a_recorded_sell_of_another_position_is_refused(self) -> None:
+        old = fill(Side.SELL, order_id=order_id_for(SYMBOL, T0 - 60 * MIN, Side.SELL))
+        recorded = recorded_from_row(row_of(old, position_id="KRW-BTC:2026-03-02T10:00Z:buy"))
+        reason = fill_refusal(held(), old, recorded)
+        assert reason == f"it closed position KRW-BTC:2026-03-02T10:00Z:buy, the strategy holds {BUY_ID}"
+
+    def test_the_sell_of_the_held_position_is_applied(self) -> None:
+        sell = fill(Side.SELL, order_id=order_id_for(SYMBOL, T0, Side.SELL))
+        assert fill_refusal(held(), sell, recorded_from_row(row_of(sell, position_id=BUY_ID))) is None
