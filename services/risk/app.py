@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from coinpilot import fill_ledger
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityStatus, fit_volatility, load_garch
 from coinpilot.clock import trading_day, wall_clock_now
 from coinpilot.contracts import (
@@ -26,6 +27,7 @@ from coinpilot.contracts import (
     HourlyCandle,
     OrderProposed,
     OrderRejected,
+    RejectReason,
     RiskAlert,
     Signal,
 )
@@ -33,7 +35,7 @@ from coinpilot.db import claim_on
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from coinpilot.symbols import quote_currency
-from services.risk import core, metrics, rehearsal, state
+from services.risk import checks, core, metrics, rehearsal, state
 from services.risk.settings import RiskSettings
 
 SIGNALS, SIGNALS_DURABLE = "signals.*.*", "risk-signals"
@@ -41,6 +43,7 @@ FILLS, FILLS_DURABLE = "fills.*", "risk-fills"
 CANDLES, CANDLES_DURABLE = "candles.1h.*", "risk-candles"
 REJECTIONS, REJECTIONS_DURABLE = "orders.rejected.*", "risk-rejections"
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 FALLBACK_STATUSES = frozenset(
     {
         VolatilityStatus.MISSING,
@@ -74,9 +77,14 @@ def build(rt: Runtime) -> ServiceDefinition:
     async def on_entry(d: Delivery[Signal], signal: EntrySignal) -> Sequence[Contract]:
         run_id = d.run_id
         day = trading_day(signal.ts_event, params.day_boundary)
-        reading = await cache.note_price_and_read_volatility(
-            run_id, signal.symbol, signal.price, signal.ts_event
-        )
+        # An implausible price is never noted as the symbol's latest (it would price the exposure).
+        sane = checks.signal_price(signal, None, params).passed
+        if sane:
+            reading = await cache.note_price_and_read_volatility(
+                run_id, signal.symbol, signal.price, signal.ts_event
+            )
+        else:
+            reading = await cache.volatility(run_id, signal.symbol)
         async with locks[run_id]:
             snapshot = (
                 None if params.reference_equity is not None else await cache.reference_equity(run_id, day)
@@ -90,12 +98,17 @@ def build(rt: Runtime) -> ServiceDefinition:
                     if before.pending_orders.get(signal.symbol) != core.buy_order_id(signal):
                         return ()
                     before = before.without_pending(signal.symbol)
-                rows = await state.read_ledger(conn, run_id, quote_currency(signal.symbol))
+                rows = await state.read_ledger(
+                    conn, run_id, quote_currency(signal.symbol), signal.symbol, signal.ts_event - MINUTE
+                )
                 prices = await cache.prices(run_id, rows.held_symbols)
                 ledger = rows.ledger(prices, snapshot, settings.paper_initial_balance)
-                step = core.on_entry_signal(before, signal, ledger, reading, params)
+                step = core.on_entry_signal(before, signal, ledger, reading, params, rows.recorded_close)
                 await state.save_risk_state(conn, run_id, step.state, wall_clock_now(), step.out)
                 await state.write_audits(conn, run_id, step.audits)
+        if sane and step.reason == RejectReason.IMPLAUSIBLE_PRICE and rows.recorded_close is not None:
+            # noted above, then found far from the recorded close of its minute: that close stands
+            await cache.note_price(run_id, signal.symbol, rows.recorded_close, signal.ts_event)
         if snapshot is None and step.reference_equity is not None and params.reference_equity is None:
             ttl = state.reference_equity_ttl(signal.ts_event, params)
             await cache.keep_reference_equity(run_id, day, step.reference_equity, ttl)
@@ -135,11 +148,20 @@ def build(rt: Runtime) -> ServiceDefinition:
         return await on_entry(d, signal)
 
     async def on_fill(d: Delivery[Fill]) -> Sequence[Contract]:
+        """A fill is a notification: it counts only when the executor's ledger recorded exactly it
+        (read with the state lock); otherwise it is refused before anything changed, its price
+        not noted (the ladder dead-letters it and publishes the CRITICAL alert)."""
         fill, run_id = d.message, d.run_id
-        await cache.note_price(run_id, fill.symbol, fill.fill_price, fill.ts_event)
         async with locks[run_id], db.transaction() as conn:
             first_time = await claim_on(conn, FILLS_DURABLE, fill.msg_id(), run_id)
-            before = await state.load_risk_state(conn, run_id, fill.ts_event, params)
+            before, recorded = await state.load_risk_state_with_fill(
+                conn, run_id, fill.order_id, fill.ts_event, params
+            )
+            reason = fill_ledger.mismatch(fill, recorded)
+            if reason is not None:
+                rt.log.error("fill %s of %s refused: %s", fill.order_id, fill.symbol, reason)
+                raise fill_ledger.refusal(fill, reason)
+            await cache.note_price(run_id, fill.symbol, fill.fill_price, fill.ts_event)
             if not first_time:
                 return core.repeated_fill(before, fill, params)
             step = core.on_fill(before, fill, params)

@@ -1,4 +1,5 @@
-"""``check_order_validity`` (BEHAVIOUR §4.2) as one small pure function per rule, run in order.
+"""``check_order_validity`` (BEHAVIOUR §4.2) as one small pure function per rule, run in order,
+after :func:`signal_price`, the sanity of the entry signal's price (issue 19).
 
 Each check reads an :class:`OrderCheck` (everything the original read from the database, Redis
 and the clock, handed in) and returns a :class:`Verdict`: ``PASS`` or a reject code with a human
@@ -7,12 +8,13 @@ message. The first failing check wins. Check 7 also says that trading must halt 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from coinpilot.contracts import RejectReason
+from coinpilot.contracts import EntrySignal, RejectReason
 from services.risk.params import RiskParams
 
 ONE = Decimal(1)
@@ -150,6 +152,46 @@ def duplicate(c: OrderCheck, p: RiskParams) -> Verdict:  # 13
     return PASS
 
 
+def signal_price(signal: EntrySignal, recorded_close: Decimal | None, p: RiskParams) -> Verdict:
+    """Is the entry signal's price one the market could have made? (checked before anything else)
+
+    A genuine signal's price is the close of the candle its snapshot carries (same symbol and
+    minute), within ``p.average_band`` of that snapshot's moving average, and within
+    ``p.price_band`` of the candle ``market_data`` recorded for that minute when one is recorded
+    (``recorded_close``; the recorder may not have written it yet, then the rest must do).
+    """
+    price, snapshot = signal.price, signal.snapshot
+    candle = snapshot.candle
+    if not price.is_finite() or price <= 0:
+        return Verdict(RejectReason.IMPLAUSIBLE_PRICE, f"signal price {price} <= 0")
+    if (snapshot.symbol, candle.symbol, snapshot.ts_event) != (signal.symbol, signal.symbol, signal.ts_event):
+        return Verdict(
+            RejectReason.IMPLAUSIBLE_PRICE,
+            f"the snapshot it carries is of {candle.symbol} at {snapshot.ts_event.isoformat()}, "
+            f"not {signal.symbol} at {signal.ts_event.isoformat()}",
+        )
+    if price != candle.close:
+        return Verdict(
+            RejectReason.IMPLAUSIBLE_PRICE, f"signal price {price} is not its candle's close {candle.close}"
+        )
+    average = snapshot.ma_20
+    if average is not None and math.isfinite(average) and average > 0:
+        mean = Decimal(repr(average))
+        if abs(price - mean) > mean * p.average_band:
+            return Verdict(
+                RejectReason.IMPLAUSIBLE_PRICE,
+                f"signal price {price} is more than {p.average_band:.0%} from its MA({snapshot.ma_period}) "
+                f"{mean}",
+            )
+    if recorded_close is not None and abs(price - recorded_close) > recorded_close * p.price_band:
+        return Verdict(
+            RejectReason.IMPLAUSIBLE_PRICE,
+            f"signal price {price} is more than {p.price_band:.0%} from the recorded close "
+            f"{recorded_close} of its minute",
+        )
+    return PASS
+
+
 Check = Callable[[OrderCheck, RiskParams], Verdict]
 
 CHECKS: tuple[Check, ...] = (
@@ -167,9 +209,10 @@ CHECKS: tuple[Check, ...] = (
     duplicate,
 )
 
-#: Rejections written to ``risk_audit`` (checks 4-13, §4.8 rebuild).
+#: Rejections written to ``risk_audit`` (checks 4-13, §4.8 rebuild, and an implausible price).
 AUDITED: frozenset[RejectReason] = frozenset(
     {
+        RejectReason.IMPLAUSIBLE_PRICE,
         RejectReason.TRADING_HALTED,
         RejectReason.COOLDOWN_ACTIVE,
         RejectReason.MAX_DAILY_TRADES,

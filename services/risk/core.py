@@ -40,7 +40,7 @@ from coinpilot.contracts import (
     RiskAlert,
     Side,
 )
-from services.risk.checks import AUDITED, OrderCheck, Verdict, check_order
+from services.risk.checks import AUDITED, OrderCheck, Verdict, check_order, signal_price
 from services.risk.params import RiskParams
 
 ZERO = Decimal(0)
@@ -227,12 +227,25 @@ def size_order(
 
 
 def on_entry_signal(
-    state: RiskState, signal: EntrySignal, ledger: Ledger, volatility: VolatilityReading, params: RiskParams
+    state: RiskState,
+    signal: EntrySignal,
+    ledger: Ledger,
+    volatility: VolatilityReading,
+    params: RiskParams,
+    recorded_close: Decimal | None = None,
 ) -> Step:
-    """Size and check a BUY; propose it to the agent or reject it with a code."""
+    """Size and check a BUY; propose it to the agent or reject it with a code.
+
+    First the price (``checks.signal_price`` against ``recorded_close``, the close ``market_data``
+    holds for the signal's minute when the edge found one): an implausible one is rejected
+    ``IMPLAUSIBLE_PRICE`` like any other "no", which also frees the strategy's pending order.
+    """
     now = signal.ts_event
     state = _expire_pending(state.at(now, params), now, params)
     order_id = buy_order_id(signal)
+    price = signal_price(signal, recorded_close, params)
+    if not price.passed:
+        return _reject(state, signal, order_id, price)
     if signal.symbol in state.pending_orders:
         pending = state.pending_orders[signal.symbol]
         return _reject(

@@ -16,6 +16,10 @@ from coinpilot.contracts import Regime
 from coinpilot.strategy_config import TRADED_REGIMES, StrategyConfig
 
 DEFAULT_FEE_BUFFER = Decimal("0.002")
+# An entry signal's price is implausible beyond these fractions of the recorded close of its minute
+# (which it should equal) and of its snapshot's MA(20) (the real files peak at 10.6 %, DOGE 2023).
+DEFAULT_PRICE_BAND = Decimal("0.01")
+DEFAULT_AVERAGE_BAND = Decimal("0.25")
 
 
 def dec(value: float) -> Decimal:
@@ -29,6 +33,8 @@ class RiskParams:
     ``reference_equity``: a fixed equity (the original ``REFERENCE_EQUITY``); ``None`` takes a
     snapshot of balance + exposure once per trading day. ``pending_timeout``: a proposed BUY blocks
     further BUYs of its symbol until its fill or rejection, or until this much event time passed.
+    ``price_band`` / ``average_band``: how far (fractions) an entry signal's price may be from the
+    recorded close of its minute / its snapshot's moving average before it is implausible.
     """
 
     max_position_size: Decimal = Decimal("0.20")
@@ -50,6 +56,8 @@ class RiskParams:
     high_volatility_multiplier: Decimal = Decimal("0.5")
     volatility_stale_after: timedelta = timedelta(hours=36)
     pending_timeout: timedelta = timedelta(minutes=10)
+    price_band: Decimal = DEFAULT_PRICE_BAND
+    average_band: Decimal = DEFAULT_AVERAGE_BAND
 
     @classmethod
     def from_config(
@@ -59,6 +67,8 @@ class RiskParams:
         fee_buffer: Decimal = DEFAULT_FEE_BUFFER,
         reference_equity: Decimal | None = None,
         pending_timeout: timedelta = timedelta(minutes=10),
+        price_band: Decimal = DEFAULT_PRICE_BAND,
+        average_band: Decimal = DEFAULT_AVERAGE_BAND,
     ) -> RiskParams:
         risk = config.risk_management
         ratios = {r: dec(getattr(config.regimes, r.value).position_size_ratio) for r in TRADED_REGIMES}
@@ -78,4 +88,6 @@ class RiskParams:
             high_volatility_multiplier=dec(risk.volatility.high_volatility_multiplier),
             volatility_stale_after=risk.volatility.stale_after,
             pending_timeout=pending_timeout,
+            price_band=price_band,
+            average_band=average_band,
         )

@@ -14,7 +14,7 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coinpilot.strategy_config import StrategyConfig, load_strategy_config
-from services.risk.params import DEFAULT_FEE_BUFFER, RiskParams
+from services.risk.params import DEFAULT_AVERAGE_BAND, DEFAULT_FEE_BUFFER, DEFAULT_PRICE_BAND, RiskParams
 
 
 class RiskSettings(BaseSettings):
@@ -43,6 +43,16 @@ class RiskSettings(BaseSettings):
     pending_timeout_minutes: float = Field(
         default=10.0, gt=0, description="Event-time minutes a proposed BUY blocks its symbol at most"
     )
+    price_band_pct: Decimal = Field(
+        default=DEFAULT_PRICE_BAND * 100,
+        gt=0,
+        description="Percent an entry signal's price may differ from the recorded close of its minute",
+    )
+    average_band_pct: Decimal = Field(
+        default=DEFAULT_AVERAGE_BAND * 100,
+        gt=0,
+        description="Percent an entry signal's price may differ from its snapshot's MA(20)",
+    )
     cache_retry_seconds: float = Field(default=10.0, ge=0, description="Skip Redis this long after a failure")
 
     @field_validator("reference_equity", "paper_initial_balance", mode="before")
@@ -69,4 +79,6 @@ class RiskSettings(BaseSettings):
             fee_buffer=self.order_fee_buffer_pct,
             reference_equity=self.reference_equity,
             pending_timeout=timedelta(minutes=self.pending_timeout_minutes),
+            price_band=self.price_band_pct / 100,
+            average_band=self.average_band_pct / 100,
         )

@@ -3,7 +3,8 @@
 PostgreSQL (the truth), in plain SQL on the driver's connection (``Database.transaction()``):
 ``risk_state`` (loss streak, cooldown, pending BUYs; survives the day), ``daily_risk_state`` (one
 row per run and trading day), ``risk_audit`` (idempotent on run, order and violation);
-``account_state`` and ``positions`` are the executor's, read here only.
+``account_state``, ``positions`` and ``trading_history`` are the executor's, read here only (a fill
+must match its ``trading_history`` row), as is ``market_data`` (an entry's recorded close).
 
 Redis (rebuildable; an outage never changes a decision, see :class:`RiskCache`). Missing keys:
 volatility state -> multiplier 1.0; hourly closes -> no refit until the window refills; reference
@@ -33,6 +34,7 @@ from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, trading_day_start
 from coinpilot.contracts import OrderApproved, OrderProposed
 from coinpilot.errors import TransientError
+from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, Ledger, VolatilityReading
 from services.risk.core import RiskState as CoreState
@@ -73,6 +75,17 @@ ON CONFLICT (run_id) DO UPDATE SET run_id = EXCLUDED.run_id
 RETURNING {_STATE_COLUMNS}
 """
 
+# A fill's lock: the same row, and the executor's trading_history row of the fill's order (NULLs
+# when there is none), which the fill must match before it counts.
+_LOCK_STATE_WITH_FILL = f"""
+SELECT state.consecutive_losses, state.cooldown_until, state.pending_orders::text AS pending_orders,
+       state.last_event_at, {RECORD_COLUMNS}
+FROM risk_state AS state
+LEFT JOIN trading_history AS fill ON fill.run_id = state.run_id AND fill.order_id = $2
+WHERE state.run_id = $1
+FOR UPDATE OF state
+"""
+
 _LOCK_DAY = """
 SELECT date, total_pnl, buy_count, sell_count, trade_count, is_trading_halted
 FROM daily_risk_state
@@ -83,9 +96,12 @@ FOR UPDATE
 """
 
 # One row per held position of any currency (at least one row), each with the run's balance in
-# $2 (NULL when the executor has not opened the account yet).
+# $2 (NULL when the executor has not opened the account yet) and the close market_data recorded
+# for the signal's symbol $3 and minute $4 (NULL when none is, or when $3 is NULL).
 _READ_LEDGER = """
-SELECT account.balance, position.symbol, position.quantity, position.avg_price, position.currency
+SELECT account.balance, position.symbol, position.quantity, position.avg_price, position.currency,
+       (SELECT close_price FROM market_data
+        WHERE symbol = $3 AND interval = '1m' AND timestamp = $4) AS recorded_close
 FROM (VALUES (true)) AS one
 LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency = $2
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
@@ -153,6 +169,8 @@ class LedgerRows:
     """Every symbol with a position, any currency (prices are looked up for these)."""
     positions: dict[str, Holding]
     """The positions in the asked currency."""
+    recorded_close: Decimal | None = None
+    """The close ``market_data`` holds for the asked symbol and minute, if any."""
 
     def ledger(
         self, prices: Mapping[str, Decimal], reference_equity: Decimal | None, initial_balance: Decimal | None
@@ -168,6 +186,25 @@ async def load_risk_state(
     row = await conn.fetchrow(_LOCK_STATE, run_id)
     if row is None:
         row = await conn.fetchrow(_CREATE_STATE, run_id)
+    return await _with_day(conn, row, run_id, now, params)
+
+
+async def load_risk_state_with_fill(
+    conn: asyncpg.Connection, run_id: str, order_id: str, now: datetime, params: RiskParams
+) -> tuple[CoreState, RecordedFill | None]:
+    """:func:`load_risk_state` for a fill, with the ledger's record of its order read in the
+    lock's round trip (a run's first use, rare for a fill, adds the create and a second lock)."""
+    row = await conn.fetchrow(_LOCK_STATE_WITH_FILL, run_id, order_id)
+    if row is None:
+        await conn.fetchrow(_CREATE_STATE, run_id)
+        row = await conn.fetchrow(_LOCK_STATE_WITH_FILL, run_id, order_id)
+    return await _with_day(conn, row, run_id, now, params), recorded_from_row(row)
+
+
+async def _with_day(
+    conn: asyncpg.Connection, row: Mapping[str, Any], run_id: str, now: datetime, params: RiskParams
+) -> CoreState:
+    """The locked ``risk_state`` row with the run's latest day (locked by a statement of its own)."""
     daily_row = await conn.fetchrow(_LOCK_DAY, run_id)
     if daily_row is None:
         daily = DailyState(trading_day(now, params.day_boundary))
@@ -251,16 +288,23 @@ async def write_audits(conn: asyncpg.Connection, run_id: str, audits: Sequence[A
     )
 
 
-async def read_ledger(conn: asyncpg.Connection, run_id: str, currency: str) -> LedgerRows:
-    """Cash and positions of the run as the executor last committed them (one round trip)."""
-    rows = await conn.fetch(_READ_LEDGER, run_id, currency)
+async def read_ledger(
+    conn: asyncpg.Connection,
+    run_id: str,
+    currency: str,
+    symbol: str | None = None,
+    minute: datetime | None = None,
+) -> LedgerRows:
+    """Cash and positions of the run as the executor last committed them, and the recorded close of
+    ``symbol``'s candle that opened at ``minute`` (one round trip)."""
+    rows = await conn.fetch(_READ_LEDGER, run_id, currency, symbol, minute)
     held = [row["symbol"] for row in rows if row["symbol"] is not None]
     positions = {
         row["symbol"]: Holding(row["quantity"], row["avg_price"])
         for row in rows
         if row["symbol"] is not None and row["currency"] == currency
     }
-    return LedgerRows(rows[0]["balance"], held, positions)
+    return LedgerRows(rows[0]["balance"], held, positions, rows[0]["recorded_close"])
 
 
 # -- Redis --------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ async def test_hourly_candles_fit_garch_and_the_fit_sizes_the_next_buy(
         assert state.as_of.hour == 1 and timedelta(0) <= last_close - state.as_of < timedelta(days=1)
 
         at = last_close + timedelta(minutes=1)
-        s = snap(symbol="USDT-BTC", at=at, close="28000")
+        s = snap(symbol="USDT-BTC", at=at, close="28000", ma=28000)
         await p.step(
             EntrySignal(ts_event=at, symbol="USDT-BTC", price=Decimal(28000), regime=Regime.BULL, snapshot=s)
         )

@@ -32,7 +32,7 @@ CODE_DEFAULTS = RiskParams(
 def entry(
     symbol: str = "KRW-BTC", at: datetime = T0, price: str = "100", regime: Regime = Regime.BULL
 ) -> EntrySignal:
-    s = snap(symbol=symbol, at=at, close=price, regime=regime)
+    s = snap(symbol=symbol, at=at, close=price, regime=regime, ma=float(price))
     return EntrySignal(ts_event=at, symbol=symbol, price=Decimal(price), regime=regime, snapshot=s)
 
 

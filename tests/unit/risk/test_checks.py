@@ -6,18 +6,20 @@ Rows run against balance 1,000,000, reference equity 1,000,000 and the original 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 
-from coinpilot.contracts import RejectReason
-from services.risk.checks import check_order
-from tests.unit.risk.factories import CODE_DEFAULTS, T0, check
+from coinpilot.contracts import EntrySignal, RejectReason
+from services.risk.checks import check_order, signal_price
+from tests.unit.risk.factories import CODE_DEFAULTS, T0, YAML, check, entry
 
 R = RejectReason
 D = Decimal
 HELD = frozenset({"KRW-ETH", "KRW-XRP", "KRW-SOL"})
+MIN = timedelta(minutes=1)
 
 # fmt: off
 CASES = [
@@ -75,3 +77,86 @@ def test_the_cooldown_message_gives_the_minutes_left_to_one_decimal() -> None:
 def test_the_size_message_notes_the_volatility_reduction() -> None:
     verdict = check_order(check("30000", vol_multiplier=Decimal("0.5")), CODE_DEFAULTS)
     assert verdict.reason is R.MAX_ORDER_SIZE and "50%" in verdict.message
+
+
+class TestSignalPrice:
+    """The sanity of an entry signal's price, before sizing (issue 19). Entries close at 100."""
+
+    @pytest.mark.parametrize(
+        ("signal", "recorded", "says"),
+        [
+            pytest.param(entry(price="0"), None, "signal price 0 <= 0", id="zero"),
+            pytest.param(entry(price="-5"), None, "signal price -5 <= 0", id="negative"),
+            pytest.param(
+                entry(price="100").model_copy(update={"price": D(1)}),
+                None,
+                "signal price 1 is not its candle's close 100",
+                id="not-the-candle-close",
+            ),
+            pytest.param(
+                entry(price="100").model_copy(update={"snapshot": entry("KRW-ETH", price="100").snapshot}),
+                None,
+                "the snapshot it carries is of KRW-ETH",
+                id="snapshot-of-another-symbol",
+            ),
+            pytest.param(
+                entry(price="100").model_copy(update={"snapshot": entry(at=T0 - MIN, price="100").snapshot}),
+                None,
+                "the snapshot it carries is of KRW-BTC at 2026-03-02T11:59:00+00:00",
+                id="snapshot-of-another-minute",
+            ),
+            pytest.param(
+                entry(price="1").model_copy(
+                    update={"snapshot": entry(price="1").snapshot.model_copy(update={"ma_20": 100.0})}
+                ),
+                None,
+                "signal price 1 is more than 25% from its MA(20) 100.0",
+                id="far-from-its-average",
+            ),
+            pytest.param(
+                entry(price="100"),
+                D("98.9"),
+                "signal price 100 is more than 1% from the recorded close 98.9 of its minute",
+                id="far-from-the-recorded-close",
+            ),
+        ],
+    )
+    def test_an_implausible_price_is_rejected_with_the_reason(
+        self, signal: EntrySignal, recorded: Decimal | None, says: str
+    ) -> None:
+        verdict = signal_price(signal, recorded, YAML)
+        assert verdict.reason is R.IMPLAUSIBLE_PRICE
+        assert verdict.message.startswith(says)
+
+    @pytest.mark.parametrize(
+        ("signal", "recorded"),
+        [
+            pytest.param(entry(price="100"), None, id="nothing-recorded-yet"),
+            pytest.param(entry(price="100"), D(100), id="equal-to-the-recorded-close"),
+            pytest.param(entry(price="100"), D("99.01"), id="recorded-close-within-1pct"),
+            pytest.param(
+                entry(price="75").model_copy(
+                    update={"snapshot": entry(price="75").snapshot.model_copy(update={"ma_20": 100.0})}
+                ),
+                None,
+                id="25pct-below-its-average",
+            ),
+            pytest.param(
+                entry(price="100").model_copy(
+                    update={"snapshot": entry(price="100").snapshot.model_copy(update={"ma_20": None})}
+                ),
+                None,
+                id="no-average-yet",
+            ),
+        ],
+    )
+    def test_a_plausible_price_passes(self, signal: EntrySignal, recorded: Decimal | None) -> None:
+        assert signal_price(signal, recorded, YAML).passed
+
+    def test_the_bands_are_parameters(self) -> None:
+        narrow = replace(YAML, price_band=D("0.001"), average_band=D("0.5"))
+        assert signal_price(entry(price="100"), D("99.8"), narrow).reason is R.IMPLAUSIBLE_PRICE
+        far = entry(price="60").model_copy(
+            update={"snapshot": entry(price="60").snapshot.model_copy(update={"ma_20": 100.0})}
+        )
+        assert signal_price(far, None, narrow).passed

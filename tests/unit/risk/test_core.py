@@ -391,3 +391,31 @@ class TestRedeliveredFills:
         state = on_fill(START, loss(0), YAML).state
         assert repeated_fill(state, loss(0), YAML) == ()
         assert repeated_fill(state, fill(Side.BUY, order_id="b"), YAML) == ()
+
+
+class TestImplausiblePrice:
+    def test_a_zero_price_is_rejected_before_sizing_audited_and_leaves_nothing_pending(self) -> None:
+        step = on_entry_signal(START, entry(price="0"), CASH, CALM, YAML)
+        rejected = only(step.out, OrderRejected)
+        assert (rejected.reason, rejected.stage, rejected.order_id) == (  # type: ignore[attr-defined]
+            RejectReason.IMPLAUSIBLE_PRICE,
+            RejectStage.RISK,
+            buy_order_id(entry()),
+        )
+        assert rejected.message == "signal price 0 <= 0"  # type: ignore[attr-defined]
+        assert step.state.pending_orders == {} and step.decision is Decision.REJECTED
+        assert [a.violation_type for a in step.audits] == ["IMPLAUSIBLE_PRICE"]
+
+    def test_a_price_far_from_the_recorded_close_is_rejected_and_a_near_one_proposed(self) -> None:
+        far = on_entry_signal(START, entry(price="100"), CASH, CALM, YAML, recorded_close=Decimal(50))
+        assert only(far.out, OrderRejected).reason is RejectReason.IMPLAUSIBLE_PRICE  # type: ignore[attr-defined]
+        near = on_entry_signal(START, entry(price="100"), CASH, CALM, YAML, recorded_close=Decimal(100))
+        assert only(near.out, OrderProposed).reference_price == Decimal(100)  # type: ignore[attr-defined]
+
+    def test_the_price_is_checked_before_a_pending_order(self) -> None:
+        pending = replace(
+            START, pending_orders={"KRW-BTC": buy_order_id(entry(at=T0 - timedelta(minutes=1)))}
+        )
+        step = on_entry_signal(pending, entry(price="-1"), CASH, CALM, YAML)
+        assert only(step.out, OrderRejected).reason is RejectReason.IMPLAUSIBLE_PRICE  # type: ignore[attr-defined]
+        assert step.state.pending_orders == pending.pending_orders
