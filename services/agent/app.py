@@ -27,6 +27,7 @@ from services.agent.core import (
     ContextBook,
     ReviewPlan,
     Skip,
+    implausible,
     needs_warm,
     on_hourly_candle,
     order_outputs,
@@ -109,6 +110,10 @@ class AgentService:
         if stored is not None:
             m.DECISIONS_REEMITTED.inc()
             return order_outputs(order, stored)
+        refused = implausible(order)
+        if refused is not None:
+            skipped = m.AI_PREFILTER_SKIPS.labels(str(refused.reason))
+            return await self._skip(run_id, order, refused.reason, refused.message, skipped)
         await self._warm_if_new(run_id, order.symbol, order.ts_event)
         await self._await_last_closed_hour(run_id, order)
         plan = plan_review(self.book(run_id), order, self.params)

@@ -226,6 +226,30 @@ def signal_payload(
     return payload
 
 
+def implausible(order: OrderProposed) -> Skip | None:
+    """A proposal no model should be asked about: a non-positive price or amount (the decision
+    price, the signal's, or its candle's close), or a decision price that is not the signal's.
+    Skipped ``IMPLAUSIBLE_PRICE`` before any context is read."""
+    signal = order.signal
+    prices = (order.reference_price, signal.price, signal.snapshot.candle.close)
+    if any(not p.is_finite() or p <= 0 for p in prices):
+        decision, signalled, close = prices
+        return Skip(
+            RejectReason.IMPLAUSIBLE_PRICE,
+            f"non-positive price in the proposal: decision {decision}, signal {signalled}, close {close}",
+            0,
+        )
+    if not order.amount.is_finite() or order.amount <= 0:
+        return Skip(RejectReason.IMPLAUSIBLE_PRICE, f"non-positive amount {order.amount}", 0)
+    if order.reference_price != signal.price:
+        return Skip(
+            RejectReason.IMPLAUSIBLE_PRICE,
+            f"decision price {order.reference_price} is not the signal's price {signal.price}",
+            0,
+        )
+    return None
+
+
 def plan_review(book: ContextBook, order: OrderProposed, params: AgentParams) -> Skip | ReviewPlan:
     """Build the market context of an order and run the pre-filter on it."""
     bars = book.closed_by(order.symbol, order.ts_event)[-params.context_candles :]

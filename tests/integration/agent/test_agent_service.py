@@ -265,6 +265,29 @@ async def test_thin_context_is_skipped_without_a_call_or_cooldown(
     assert (await decision_row(agent_db, proposed.order_id)).decision == "SKIP"
 
 
+@pytest.mark.parametrize("price", ["0", "-100000"])
+async def test_a_proposal_with_a_non_positive_price_is_refused_without_a_call(
+    make_agent: ServiceFactory,
+    fake_llm: FakeLlmServer,
+    agent_db: Database,
+    redis: Redis,
+    t0: datetime,
+    price: str,
+) -> None:
+    agent = make_agent()
+    proposed = order(await feed_context(agent, t0), price=price)
+    skips_before = sample("coinpilot_ai_prefilter_skips_total", reason="IMPLAUSIBLE_PRICE")
+    decision, rejected = await decide(agent, proposed)
+    assert (decision.decision, decision.reason_code) == (AiVerdict.SKIP, RejectReason.IMPLAUSIBLE_PRICE)
+    assert decision.reasoning.startswith("non-positive price in the proposal")
+    assert isinstance(rejected, OrderRejected)
+    assert (rejected.stage, rejected.reason) == ("agent", RejectReason.IMPLAUSIBLE_PRICE)
+    assert fake_llm.count() == 0
+    assert await redis.get(keys.ai_usage_hour(proposed.ts_event)) is None  # no call was counted either
+    assert sample("coinpilot_ai_prefilter_skips_total", reason="IMPLAUSIBLE_PRICE") == skips_before + 1
+    assert (await decision_row(agent_db, proposed.order_id)).reason_code == "IMPLAUSIBLE_PRICE"
+
+
 async def test_an_exhausted_hourly_budget_blocks_the_call(
     make_agent: ServiceFactory, fake_llm: FakeLlmServer, redis: Redis, t0: datetime
 ) -> None:

@@ -10,6 +10,7 @@ from services.agent.core import (
     ContextBook,
     ReviewPlan,
     Skip,
+    implausible,
     on_hourly_candle,
     order_outputs,
     plan_review,
@@ -154,3 +155,17 @@ def test_an_order_one_minute_after_the_hour_does_not_see_an_unclosed_hour() -> N
     at = bars[-1].ts_open + timedelta(minutes=59)
     result = plan_review(book_of(bars), order(at), PARAMS)
     assert isinstance(result, ReviewPlan) and result.context_len == 12
+
+
+def test_a_proposal_with_a_non_positive_or_inconsistent_price_is_implausible() -> None:
+    at = gentle_uptrend(24)[-1].ts_close + timedelta(minutes=1)
+    assert implausible(order(at)) is None
+    zero = implausible(order(at, price="0"))
+    assert zero is not None and zero.reason is RejectReason.IMPLAUSIBLE_PRICE
+    assert zero.message.startswith("non-positive price in the proposal")
+    negative = implausible(order(at, price="-100"))
+    assert negative is not None and negative.reason is RejectReason.IMPLAUSIBLE_PRICE
+    lowered = implausible(order(at).model_copy(update={"reference_price": Decimal(1)}))
+    assert lowered is not None and lowered.message == "decision price 1 is not the signal's price 100000"
+    no_amount = implausible(order(at).model_copy(update={"amount": Decimal(0)}))
+    assert no_amount is not None and no_amount.message == "non-positive amount 0"
