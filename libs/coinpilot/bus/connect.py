@@ -91,6 +91,17 @@ async def connect(settings: CommonSettings, name: str = "coinpilot-cli") -> Clie
     return await nats.connect(**connect_options(settings, name))
 
 
+async def settle(nc: Client, timeout: float = 5.0) -> None:
+    """Return once the server has answered everything published so far (its refusals included).
+
+    Twice: nats-py 2.16 writes a flush's PING straight to the socket, ahead of publishes still in
+    its pending buffer, so the first PONG may come before the server saw them; the second PING is
+    written after them (the flusher task ran while the first round trip was awaited).
+    """
+    await nc.flush(timeout)
+    await nc.flush(timeout)
+
+
 async def check_identity(
     nc: Client, watch: PermissionWatch, names: Iterable[str], *, user: str | None, timeout: float = 5.0
 ) -> None:
@@ -110,7 +121,7 @@ async def check_identity(
         await nc.publish(subject, b"", headers={EXPECTED_STREAM: PROBE_STREAM})
     sub = await nc.subscribe(nc.new_inbox())
     await sub.unsubscribe()
-    await nc.flush(timeout)
+    await settle(nc, timeout)
     refused = watch.violations[before:]
     if refused:
         raise IdentityError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 import pytest
@@ -13,7 +14,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import SecretStr
 
 from coinpilot.bus import ensure_streams
-from coinpilot.bus.connect import NATS_PERMISSION_VIOLATIONS, PermissionWatch, check_identity
+from coinpilot.bus.connect import NATS_PERMISSION_VIOLATIONS, PermissionWatch, check_identity, settle
 from coinpilot.bus.permissions import (
     IDENTITIES,
     OPERATOR,
@@ -23,6 +24,7 @@ from coinpilot.bus.permissions import (
     probe_subject,
     subject_matches,
 )
+from coinpilot.embedded import EmbeddedStack
 from coinpilot.runtime import ServiceHost
 from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
@@ -64,7 +66,7 @@ async def refused(nc: Client, watch: PermissionWatch, subjects: list[str]) -> se
     before = len(watch.violations)
     for subject in subjects:
         await nc.publish(subject, b"", headers={"Nats-Expected-Stream": "coinpilot-permission-probe"})
-    await nc.flush()
+    await settle(nc)
     text = " ".join(watch.violations[before:])
     return {s for s in subjects if f'"{s.lower()}"' in text}
 
@@ -207,3 +209,31 @@ async def test_every_service_passes_the_start_up_check_on_its_own_identity(
     finally:
         await nc.close()
     assert watch.violations == []
+
+
+def test_a_stack_on_a_test_server_hands_each_service_its_own_identity(
+    nats_server: NatsProcess, tmp_path: Path
+) -> None:
+    """What the e2e tests rely on: ``start_service`` gives each process this environment."""
+    stack = EmbeddedStack(tmp_path, nats_url=nats_server.url, database_url="unused", redis_url="unused")
+    assert stack.nats_env("executor") == {
+        "COINPILOT_NATS_USER": "executor",
+        "COINPILOT_NATS_PASSWORD": nats_server.passwords["executor"],
+    }
+    assert nats_server.passwords["executor"] not in repr(stack)
+    assert EmbeddedStack(tmp_path, nats_url="nats://elsewhere:4222").nats_env("executor") == {}
+
+
+async def test_every_refusal_is_in_by_the_time_the_check_settles(
+    nats_server: NatsProcess, operator: Client
+) -> None:
+    """One flush right after publishing missed refusals in about a third of fresh connections (its
+    PING overtakes nats-py's pending buffer); ``settle`` waits for all of them."""
+    for attempt in range(8):
+        watch = PermissionWatch("test-settle")
+        nc = await connect_as(nats_server, "collector", watch)
+        try:
+            subjects = [f"fills.KRW-S{attempt}x{i}" for i in range(16)]
+            assert await refused(nc, watch, subjects) == set(subjects)
+        finally:
+            await nc.close()
