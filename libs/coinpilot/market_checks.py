@@ -36,10 +36,11 @@ the recorder decides it in SQL (``coinpilot.db.market.insert_candles``); the nam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -105,6 +106,10 @@ class CandleSettings(BaseSettings):
         )
 
 
+def _span_ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
+
+
 @dataclass(frozen=True, slots=True)
 class CandleLimits:
     """The bounds as the checks use them (built once from :class:`CandleSettings`)."""
@@ -114,30 +119,32 @@ class CandleLimits:
     clock_skew: timedelta = timedelta(seconds=120)
     max_move: float = 0.20
     earliest: datetime = GENESIS
+    ahead_ms: int = field(init=False)
+    behind_ms: int = field(init=False)
+
+    def __post_init__(self) -> None:  # the spans in ms once, not on every candle
+        object.__setattr__(self, "ahead_ms", _span_ms(self.max_ahead))
+        object.__setattr__(self, "behind_ms", _span_ms(self.max_behind))
 
 
 def _ms(ts: datetime) -> int:
     return int(ts.timestamp()) * 1000
 
 
-def _span_ms(span: timedelta) -> int:
-    return int(span.total_seconds() * 1000)
+class Point(NamedTuple):
+    """What the rules need of an earlier candle: its open time (epoch ms) and close (float64).
 
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """What the rules need of an earlier candle: its open time (epoch ms) and close (float64)."""
+    Tuples, not frozen dataclasses: two are built per candle on the hot consumers' path."""
 
     ts_ms: int
     close: float
 
     @classmethod
     def of(cls, candle: MinuteCandle) -> Point:
-        return cls(_ms(candle.ts_open), float(candle.close))
+        return cls(int(candle.ts_open.timestamp()) * 1000, float(candle.close))
 
 
-@dataclass(frozen=True, slots=True)
-class Track:
+class Track(NamedTuple):
     """A consumer's view of one symbol: the last accepted candle and the pending jump, if any."""
 
     last: Point | None = None
@@ -165,7 +172,7 @@ def moved_too_far(close: float, last_close: float, max_move: float) -> bool:
 
 def _jump(ts_ms: int, close: float, ref: Point, limits: CandleLimits, event_time: bool) -> CandleRule | None:
     """The jump rule a candle after ``ref`` breaks against it, if any."""
-    if event_time and ts_ms - ref.ts_ms > _span_ms(limits.max_ahead):
+    if event_time and ts_ms - ref.ts_ms > limits.ahead_ms:
         return CandleRule.FUTURE_TIME
     if ts_ms > ref.ts_ms and moved_too_far(close, ref.close, limits.max_move):
         return CandleRule.MOVE_BREAKER
@@ -180,7 +187,7 @@ def sequence_rule(
     last = track.last
     if last is None:
         return None
-    if ts_ms < last.ts_ms - _span_ms(limits.max_behind):
+    if ts_ms < last.ts_ms - limits.behind_ms:
         return CandleRule.PAST_TIME
     rule = _jump(ts_ms, close, last, limits, event_time)
     if rule is None:
@@ -195,19 +202,28 @@ def sequence_rule(
     return rule
 
 
+_ZERO = Decimal(0)
+
+
 def check_shape(candle: MinuteCandle) -> Refusal | None:
     """The rules that need nothing but the candle."""
-    o, h, lo, c = candle.open, candle.high, candle.low, candle.close
-    if not (o > 0 and h > 0 and lo > 0 and c > 0):
+    o, h, lo, c, v = candle.open, candle.high, candle.low, candle.close, candle.volume
+    start = candle.ts_open
+    if (  # the usual case in six comparisons (a positive low in order makes every price positive)
+        _ZERO < lo <= o <= h
+        and lo <= c <= h
+        and v >= _ZERO
+        and not (start.second or start.microsecond)
+        and candle.ts_event - start == ONE_MINUTE
+    ):
+        return None
+    if not (o > _ZERO and h > _ZERO and lo > _ZERO and c > _ZERO):
         return Refusal(CandleRule.POSITIVE_PRICE, f"prices must be > 0: o={o} h={h} l={lo} c={c}")
     if not (lo <= o <= h and lo <= c <= h):
         return Refusal(CandleRule.OHLC, f"need low <= open, close <= high: o={o} h={h} l={lo} c={c}")
-    if not candle.volume >= 0:
-        return Refusal(CandleRule.VOLUME, f"volume must be >= 0: {candle.volume}")
-    start = candle.ts_open
-    if start.second or start.microsecond or candle.ts_event != start + ONE_MINUTE:
-        return Refusal(CandleRule.CLOSED_MINUTE, f"not a closed minute: {start} .. {candle.ts_event}")
-    return None
+    if not v >= _ZERO:
+        return Refusal(CandleRule.VOLUME, f"volume must be >= 0: {v}")
+    return Refusal(CandleRule.CLOSED_MINUTE, f"not a closed minute: {start} .. {candle.ts_event}")
 
 
 def _minute(ms: int) -> str:
@@ -221,11 +237,13 @@ def check_candle(
     limits: CandleLimits,
     *,
     now: datetime | None = None,
+    point: Point | None = None,
 ) -> Refusal | None:
     """The first rule ``candle`` (arrived on ``subject``) breaks, or None when it may be used.
 
     ``track``: what this consumer accepted before for the symbol. ``now``: the wall clock in the
-    live run only; replays and backtests pass None and use event time only.
+    live run only; replays and backtests pass None and use event time only. ``point``: the
+    candle's ``Point``, if the caller has it already.
     """
     refusal = check_shape(candle)
     if refusal is not None:
@@ -239,7 +257,7 @@ def check_candle(
         return Refusal(
             CandleRule.FUTURE_TIME, f"closes at {candle.ts_event:%Y-%m-%dT%H:%M}Z, after the clock ({now})"
         )
-    point = Point.of(candle)
+    point = point or Point.of(candle)
     rule = sequence_rule(point.ts_ms, point.close, track, limits, event_time=now is None)
     if rule is None:
         return None
@@ -296,15 +314,16 @@ class CandleGate:
         for subject, candle, run_id in items:
             key = (run_id, candle.symbol)
             track = ahead.get(key) or self.tracks.get(key) or Track()
+            point = Point.of(candle)
             refusal = check_candle(
-                subject, candle, track, self.limits, now=now if run_id == self.live_run else None
+                subject, candle, track, self.limits, now=now if run_id == self.live_run else None, point=point
             )
             if refusal is not None:
                 if refusal.jump:
                     base = self.tracks.get(key) or Track()
-                    self.tracks[key] = Track(base.last, Point.of(candle))
+                    self.tracks[key] = Track(base.last, point)
                 raise refuse(candle, subject, refusal.rule, refusal.message)
-            ahead[key] = track.accept(Point.of(candle))
+            ahead[key] = track.accept(point)
         return ahead
 
     def commit(self, ahead: Mapping[tuple[str, str], Track]) -> None:
@@ -360,7 +379,7 @@ def screen_columns(
     if len(kept) > 1:
         step = np.diff(ts_ms[kept])
         move = np.abs(c[kept][1:] / c[kept][:-1] - 1.0)
-        bad = np.flatnonzero((step > _span_ms(limits.max_ahead)) | (move > limits.max_move))
+        bad = np.flatnonzero((step > limits.ahead_ms) | (move > limits.max_move))
         if len(bad):
             first = int(kept[bad[0]])
             track = Track(Point(int(ts_ms[first]), float(c[first])))
