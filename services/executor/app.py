@@ -38,9 +38,9 @@ async def execute_order(
         booking = await book_order(
             conn, venue, order, run_id=run_id, trace_id=trace_id, initial_balance=initial_balance
         )
-    if isinstance(booking, Refusal):
-        metrics.REFUSALS.labels(order.symbol, booking.rule).inc()
-        raise booking.error()
+        if isinstance(booking, Refusal):
+            metrics.REFUSALS.labels(order.symbol, booking.rule).inc()
+            raise booking.error()  # inside: rolled back, not even the account a first order opens
     if isinstance(booking, state.StoredAnswer):
         metrics.REPLAYED_FILLS.labels(order.symbol).inc()
         return booking.message

@@ -226,8 +226,12 @@ async def test_execute_order_raises_the_refusal_before_anything_is_written(
     assert refused.value.rule == provenance.NOT_PROPOSED
     (alert,) = refused.value.alerts
     assert isinstance(alert, RiskAlert) and alert.type is AlertType.ORDER_REFUSED
-    ledger = await ledger_of(executor_db, run_id)
-    assert (ledger["trading_history"], ledger["positions"]) == ([], [])
+    # a new run: not even the account its first order would open
+    assert await ledger_of(executor_db, run_id) == {
+        "trading_history": [],
+        "positions": [],
+        "account_state": [],
+    }
 
 
 async def test_a_genuine_order_is_filled_at_the_recorded_close_not_at_its_own_price(
