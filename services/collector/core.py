@@ -17,6 +17,7 @@ from typing import Any
 
 from coinpilot.contracts import MinuteCandle
 from coinpilot.errors import ContractError, PermanentError
+from coinpilot.market_checks import check_shape
 
 ONE_MINUTE = timedelta(minutes=1)
 MAX_COUNT = 200
@@ -89,7 +90,7 @@ def parse_candle(element: object, market: str) -> MinuteCandle:
     start = parse_start(element["candle_date_time_utc"])
     o, h, lo, c, v = (_number(element, k) for k in PRICE_FIELDS)
     try:
-        return MinuteCandle(
+        candle = MinuteCandle(
             symbol=market,
             ts_open=start,
             ts_event=start + ONE_MINUTE,
@@ -101,6 +102,11 @@ def parse_candle(element: object, market: str) -> MinuteCandle:
         )
     except (ContractError, ValueError) as exc:
         raise PermanentError(f"malformed Upbit candle at {element['candle_date_time_utc']}: {exc}") from exc
+    refusal = check_shape(candle)  # zero or negative prices: the contract allows them, a market does not
+    if refusal is not None:
+        at = element["candle_date_time_utc"]
+        raise PermanentError(f"implausible Upbit candle at {at}: {refusal.rule}: {refusal.message}")
+    return candle
 
 
 def parse_candles(payload: object, market: str) -> list[MinuteCandle]:

@@ -99,6 +99,9 @@ def test_a_response_is_returned_oldest_first() -> None:
         pytest.param([element(high_price=D("94000000"))], "OHLC out of order", id="high-below-the-close"),
         pytest.param([element(candle_acc_trade_volume=D(-1))], "volume must be >= 0", id="negative-volume"),
         pytest.param([element(), element()], "two candles", id="the-same-minute-twice"),
+        pytest.param(
+            [element(opening_price=0, low_price=0)], "implausible .*: POSITIVE_PRICE", id="a-zero-price"
+        ),
     ],
 )
 def test_a_malformed_payload_is_a_permanent_error_that_says_why(payload: object, message: str) -> None:
