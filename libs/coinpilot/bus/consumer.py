@@ -175,10 +175,6 @@ class Patience:
         self.also_held: Callable[[], Sequence[Msg]] = tuple
         self._stop: asyncio.Event | None = None
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop is not None and self._stop.is_set()
-
     def stop(self) -> None:
         """End any wait now and every later one at once."""
         self._event().set()
