@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from coinpilot.errors import PermanentError, TransientError
@@ -36,8 +37,16 @@ _DRIVER_BROKEN = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSErr
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True for failures a retry may heal: a lost or refused connection, a timeout."""
-    if isinstance(exc, (OperationalError, InterfaceError, OSError, TimeoutError, *_DRIVER_TRANSIENT)):
+    """True for failures a retry may heal: a lost or refused connection, a timeout (the pool's too)."""
+    transient = (
+        OperationalError,
+        InterfaceError,
+        OSError,
+        TimeoutError,
+        PoolTimeoutError,
+        *_DRIVER_TRANSIENT,
+    )
+    if isinstance(exc, transient):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
 

@@ -51,6 +51,7 @@ def test_the_driver_refusing_a_parameter_is_permanent_although_it_is_an_interfac
         asyncpg.exceptions.SerializationError("could not serialize access"),
         sa.OperationalError("SELECT 1", {}, AdaptedError("connection refused", "08001")),
         TimeoutError(),
+        sa.TimeoutError("QueuePool limit of size 5 overflow 10 reached"),
     ],
 )
 def test_an_unavailable_database_is_transient_never_permanent(error: Exception) -> None:
