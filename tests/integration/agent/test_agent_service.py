@@ -28,6 +28,7 @@ from coinpilot.contracts import (
     RejectReason,
 )
 from coinpilot.db import AgentDecision, Database, LlmUsageEvent
+from coinpilot.errors import TransientError
 from services.agent.app import AgentService
 from services.agent.guardkeys import encode
 from tests.integration.agent.conftest import ServiceFactory
@@ -304,17 +305,17 @@ async def test_an_exhausted_hourly_budget_blocks_the_call(
     assert fake_llm.count() == 0
 
 
-async def test_redis_down_fails_closed_for_the_ai_call(
+async def test_redis_down_makes_the_order_wait_without_a_call(
     make_agent: ServiceFactory, fake_llm: FakeLlmServer, private_redis: RedisProcess, t0: datetime
 ) -> None:
+    """The guardrails cannot be read: the order waits in place (``TransientError``), undecided."""
     client = Redis.from_url(private_redis.url, socket_connect_timeout=0.5, socket_timeout=0.5)
     agent = make_agent(redis_client=client)
     proposed = order(await feed_context(agent, t0))
     private_redis.stop()
     errors_before = sample("coinpilot_agent_guardrail_store_errors_total", operation="admit")
-    decision, rejected = await decide(agent, proposed)
-    assert (decision.decision, decision.reason_code) == (AiVerdict.SKIP, RejectReason.AI_GUARDRAIL_BLOCKED)
-    assert isinstance(rejected, OrderRejected)
+    with pytest.raises(TransientError, match="the guardrails of KRW-BTC cannot be read"):
+        await decide(agent, proposed)
     assert fake_llm.count() == 0
     assert sample("coinpilot_agent_guardrail_store_errors_total", operation="admit") == errors_before + 1
     await client.aclose()
