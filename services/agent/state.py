@@ -179,7 +179,13 @@ class GuardStore:
         is still unreachable (what is left stays deferred)."""
         while self._deferred:
             run_id, symbol, ts, change = self._deferred[0]
-            await self._transact(client, run_id, symbol, ts, change)
+            try:
+                await self._transact(client, run_id, symbol, ts, change)
+            except UNREACHABLE:
+                raise
+            except (RedisError, ValueError) as exc:  # as after_decision: logged, never blocks later calls
+                m.GUARDRAIL_STORE_ERRORS.labels("update").inc()
+                log.warning("deferred guardrail update failed for %s: %s", symbol, exc)
             self._deferred.pop(0)
 
     async def refresh_gauges(self) -> None:

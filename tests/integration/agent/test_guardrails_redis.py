@@ -226,3 +226,25 @@ async def test_redis_down_makes_the_order_wait_and_defers_the_update_in_order(
     finally:
         await client.aclose()
         proxy.close()
+
+
+async def test_a_deferred_update_that_meets_an_unreadable_value_is_dropped_not_retried_forever(
+    private_redis: RedisProcess,
+) -> None:
+    proxy = TcpProxy("127.0.0.1", private_redis.port).start()
+    client = Redis.from_url(
+        f"redis://127.0.0.1:{proxy.port}/0", socket_connect_timeout=0.5, socket_timeout=0.5
+    )
+    store = GuardStore(client)
+    try:
+        proxy.refuse()
+        await reject(store, 0)
+        proxy.restore()
+        await client.set(keys.ai_symbol_cooldown(SYM), "5|not-a-time", ex=60)
+        before = m.GUARDRAIL_STORE_ERRORS.labels("update")._value.get()
+        assert await store.admit("live", "KRW-ETH", at(1), P) is None
+        assert m.GUARDRAIL_STORE_ERRORS.labels("update")._value.get() == before + 1
+        assert await store.admit("live", "KRW-ETH", at(2), P) is None
+    finally:
+        await client.aclose()
+        proxy.close()
