@@ -474,7 +474,9 @@ class Bench:
         self.stack.start()
         assert self.stack.database_url and self.stack.nats_url and self.stack.redis_url
         self.base_url = self.stack.database_url
-        self.nc = await nats.connect(self.stack.nats_url, name="coinpilot-bench")
+        # the operator: the bench resets streams and reads every consumer; services are themselves
+        operator = self.stack.nats_credentials("operator")
+        self.nc = await nats.connect(self.stack.nats_url, name="coinpilot-bench", **operator)
         self.js = self.nc.jetstream()
 
     async def stop(self) -> None:

@@ -151,6 +151,11 @@ class EmbeddedStack:
             return {}
         return {"COINPILOT_NATS_USER": identity, "COINPILOT_NATS_PASSWORD": self.nats_passwords[identity]}
 
+    def nats_credentials(self, identity: str) -> dict[str, str]:
+        """``user``/``password`` keyword arguments of ``nats.connect`` for ``identity``."""
+        env = self.nats_env(identity)
+        return {"user": env["COINPILOT_NATS_USER"], "password": env["COINPILOT_NATS_PASSWORD"]} if env else {}
+
     def nats_settings(self, settings: Any, identity: str) -> Any:
         """``settings`` (a ``CommonSettings``) pointed at this stack's NATS as ``identity``."""
         update: dict[str, Any] = {"nats_url": self.nats_url}

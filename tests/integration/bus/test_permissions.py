@@ -135,17 +135,20 @@ async def test_a_refusal_is_logged_at_error_and_counted(
     assert "NATS refused test-counted" in caplog.text and "fills.krw-count" in caplog.text
 
 
-async def test_the_start_up_probe_has_no_effect_on_streams_or_consumers(
-    nats_server: NatsProcess, operator: Client
-) -> None:
+async def test_the_start_up_probe_has_no_effect_on_streams_or_consumers() -> None:
     """The probe of the executor's pull subject carries no reply subject: the server delivers
-    nothing, so the pending order stays pending and nothing awaits an ack."""
-    js = operator.jetstream()
-    await js.publish("orders.approved.KRW-PROBE", b"{}")
-    last = {s.config.name: s.state.last_seq for s in await js.streams_info()}
+    nothing, so the pending order stays pending and nothing awaits an ack. (A server of its own:
+    the executor's durable with a junk order must not meet other tests' executors.)"""
+    server = NatsProcess()
+    server.start()
+    operator = await nats.connect(server.url)
     watch = PermissionWatch("test-probe")
-    nc = await connect_as(nats_server, "executor", watch)
+    nc = await connect_as(server, "executor", watch)
     try:
+        js = operator.jetstream()
+        await ensure_streams(js)
+        await js.publish("orders.approved.KRW-PROBE", b"{}")
+        last = {s.config.name: s.state.last_seq for s in await js.streams_info()}
         await nc.jetstream().add_consumer(
             "ORDERS",
             ConsumerConfig(
@@ -155,13 +158,15 @@ async def test_the_start_up_probe_has_no_effect_on_streams_or_consumers(
                 ack_policy=AckPolicy.EXPLICIT,
             ),
         )
-        pending = (await js.consumer_info("ORDERS", "executor-orders")).num_pending
         await check_identity(nc, watch, ["executor"], user="executor")
         info = await js.consumer_info("ORDERS", "executor-orders")
+        after = {s.config.name: s.state.last_seq for s in await js.streams_info()}
     finally:
         await nc.close()
-    assert info.num_pending == pending >= 1 and info.num_ack_pending == 0
-    assert {s.config.name: s.state.last_seq for s in await js.streams_info()} == last
+        await operator.close()
+        server.close()
+    assert info.num_pending == 1 and info.num_ack_pending == 0 and info.delivered.consumer_seq == 0
+    assert after == last and watch.violations == []
 
 
 def service_settings(server: NatsProcess, user: str) -> CommonSettings:
@@ -221,6 +226,10 @@ def test_a_stack_on_a_test_server_hands_each_service_its_own_identity(
         "COINPILOT_NATS_PASSWORD": nats_server.passwords["executor"],
     }
     assert nats_server.passwords["executor"] not in repr(stack)
+    assert stack.nats_credentials("operator") == {
+        "user": "operator",
+        "password": nats_server.passwords["operator"],
+    }
     assert EmbeddedStack(tmp_path, nats_url="nats://elsewhere:4222").nats_env("executor") == {}
 
 
