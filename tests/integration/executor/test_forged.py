@@ -48,11 +48,11 @@ HELD_BUY = buy_order("100000000", "1000000")  # the genuine position every case 
 AT_EXIT = T0 + timedelta(hours=2)
 
 
-def exit_of_held(price: str = "101000000", symbol: str = "KRW-BTC") -> OrderApproved:
+def exit_of_held(price: str = "101000000", symbol: str = "KRW-BTC", quantity: str = "0.01") -> OrderApproved:
     return sell_order(
         price,
         opened_by=HELD_BUY.order_id,
-        quantity="0.01",
+        quantity=quantity,
         avg_price="100000000",
         high_water_mark="101000000",
         symbol=symbol,
@@ -104,6 +104,10 @@ FORGERIES = [
     pytest.param(Forgery(exit_of_held(), provenance.NOT_PROPOSED), id="sell-with-no-exit-approval"),
     pytest.param(
         Forgery(exit_of_held(symbol="KRW-XRP"), provenance.NOT_PROPOSED), id="sell-of-a-symbol-not-held"
+    ),
+    pytest.param(
+        Forgery(exit_of_held(quantity="100"), provenance.NOT_PROPOSED),
+        id="sell-of-more-than-the-ledger-holds",
     ),
     pytest.param(
         Forgery(exit_of_held(price="1"), provenance.NOT_AS_PROPOSED, approved=exit_of_held()),
@@ -266,3 +270,14 @@ async def test_an_order_whose_candle_is_not_recorded_yet_waits_for_it_and_fills_
     await approvals.candle(order.symbol, order.ts_event - timedelta(minutes=1), order.reference_price)
     fill = await execute_order(executor_db, VENUE, order, run_id=run_id, trace_id=None, initial_balance=START)
     assert isinstance(fill, Fill) and fill.fill_price == D(100_000_000)
+
+
+async def test_an_approved_exit_naming_more_than_the_ledger_holds_sells_what_the_ledger_holds(
+    executor_db: Database, approvals: Approvals, run_id: str
+) -> None:
+    await hold_a_position(approvals, run_id)
+    order = exit_of_held(quantity="100")
+    await approvals.approve(run_id, order)
+    fill = await execute_order(executor_db, VENUE, order, run_id=run_id, trace_id=None, initial_balance=START)
+    assert isinstance(fill, Fill) and fill.quantity == D("0.01")
+    assert (await ledger_of(executor_db, run_id))["positions"] == []
