@@ -201,6 +201,20 @@ class Patience:
         with contextlib.suppress(Exception):
             await raw.nak(delay=self.hand_back_delay or None)
 
+    async def keeping_alive(self, step: Callable[[], Awaitable[None]], held: Sequence[Msg]) -> None:
+        """Run ``step`` while ``held`` is kept alive every ``keepalive_every`` seconds."""
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(self.keepalive_every)
+                await _keep_alive((*held, *self.also_held()))
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await step()
+        finally:
+            ticker.cancel()
+
     def _event(self) -> asyncio.Event:
         if self._stop is None:
             self._stop = asyncio.Event()
@@ -328,7 +342,10 @@ async def _patiently(
     try:
         while True:
             try:
-                await step()
+                if attempt:  # a retry may itself be slow (a connect timeout): keep the run alive through it
+                    await patience.keeping_alive(step, held)
+                else:
+                    await step()
                 if attempt:
                     log.warning(
                         "%s: %s went through after %d attempts", bus.service, raw.subject, attempt + 1

@@ -59,8 +59,8 @@ class PullLoop:
         self._task: asyncio.Task[None] | None = None
         self._handling = False
         self._stopping = False
-        # waits out an outage in place; keeps the held messages' ack timers alive 3 times per ack_wait
-        self.patience = Patience(keepalive_every=ack_wait / 3, hand_back_delay=IDLE_WAIT_SECONDS + 0.25)
+        # waits out an outage in place; keeps the held messages' ack timers alive 5 times per ack_wait
+        self.patience = Patience(keepalive_every=ack_wait / 5, hand_back_delay=IDLE_WAIT_SECONDS + 0.25)
 
     @property
     def retrying(self) -> bool:

@@ -229,12 +229,12 @@ async def test_messages_held_through_an_outage_longer_than_the_ack_wait_are_not_
     for minute in range(3):
         await bus.publish(candle(minute, symbol=symbol), run_id="live")
     consumer = Consumer(subject, f"t-{symbol}", handle, parser_for(MinuteCandle))
-    loops = [PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=1.5) for _ in range(2)]
+    loops = [PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=2.0) for _ in range(2)]
     for loop in loops:
         loop.patience.base, loop.patience.cap = 0.05, 0.25
         await loop.start()
     try:
-        await wait_for(lambda: len(outage.attempts) >= 20, timeout=30)  # well past the 1.5 s ack wait
+        await wait_for(lambda: len(outage.attempts) >= 24, timeout=30)  # well past the 2 s ack wait
         outage.heal()
         await wait_for(lambda: len(done) == 3, timeout=20)
         await wait_for(lambda: idle(js, f"t-{symbol}"), timeout=10)
@@ -242,6 +242,42 @@ async def test_messages_held_through_an_outage_longer_than_the_ack_wait_are_not_
         for loop in loops:
             await loop.stop()
 
-    assert done == [(0, 1), (1, 1), (2, 1)]
+    # two replicas of one durable may split the messages between them: each once, on delivery 1
+    assert sorted(done) == [(0, 1), (1, 1), (2, 1)]
     assert {delivery for _, delivery in outage.attempts} == {1}, "never redelivered to the other replica"
     assert sum(loop.retrying for loop in loops) == 0
+
+
+async def test_a_retry_slower_than_the_ack_wait_keeps_its_message_in_hand(nc, js) -> None:
+    """A retry that itself takes long (a connect that times out after seconds) is kept alive
+    while it runs, so the other replica is not handed the message meanwhile."""
+    symbol, service = fresh("e")
+    bus = Bus(js, service)
+    attempts: list[int] = []
+    done: list[tuple[int, int]] = []
+
+    async def handle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
+        attempts.append(d.deliveries)
+        if len(attempts) == 1:
+            raise TransientError("connection refused")
+        if len(attempts) == 2:
+            await asyncio.sleep(3.0)  # the dependency answers after 3 ack waits: a connect timeout
+            raise TransientError("connect timed out")
+        done.append((d.message.ts_open.minute, d.deliveries))
+        return []
+
+    subject = f"candles.1m.{symbol}"
+    await bus.publish(candle(0, symbol=symbol), run_id="live")
+    consumer = Consumer(subject, f"t-{symbol}", handle, parser_for(MinuteCandle))
+    loops = [PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=1.0) for _ in range(2)]
+    for loop in loops:
+        quick(loop)
+        await loop.start()
+    try:
+        await wait_for(lambda: done, timeout=20)
+        await wait_for(lambda: idle(js, f"t-{symbol}"), timeout=10)
+    finally:
+        for loop in loops:
+            await loop.stop()
+
+    assert attempts == [1, 1, 1] and done == [(0, 1)], "three attempts on delivery 1, handled once"
