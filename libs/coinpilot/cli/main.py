@@ -448,6 +448,8 @@ def _parse_map(pairs: tuple[str, ...]) -> dict[str, str]:
     "--map-symbol", "renames", multiple=True, help="Publish market FROM as TO, e.g. USDT-BTC=KRW-BTC"
 )
 @click.option("--drain-timeout", type=float, default=120.0, show_default=True)
+@click.option("--outage-timeout", type=float, default=300.0, show_default=True,
+              help="Seconds NATS may be away (restarting) before the replay gives up")  # fmt: skip
 def replay(
     source: str,
     paths: tuple[Path, ...],
@@ -459,11 +461,13 @@ def replay(
     end: datetime | None,
     renames: tuple[str, ...],
     drain_timeout: float,
+    outage_timeout: float,
 ) -> None:
     """Publish recorded candles into a NATS (e.g. staging) under RUN_ID, paced.
 
     `lockstep` publishes the next timestamp only after every durable consumer has drained the
-    previous one, so a replay reaches the same ledger as `coinpilot backtest`.
+    previous one, so a replay reaches the same ledger as `coinpilot backtest`. A NATS restart is
+    ridden out: the replay reconnects and resumes, each candle stored once (its Nats-Msg-Id).
     """
     from datetime import UTC
 
@@ -505,7 +509,14 @@ def replay(
         try:
             js = nc.jetstream()
             await ensure_streams(js)
-            return await replay_candles(js, candles, run_id=run_id, pace=paced, drain_timeout=drain_timeout)
+            return await replay_candles(
+                js,
+                candles,
+                run_id=run_id,
+                pace=paced,
+                drain_timeout=drain_timeout,
+                outage_timeout=outage_timeout,
+            )
         finally:
             await nc.close()
 

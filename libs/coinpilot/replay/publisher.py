@@ -9,6 +9,10 @@ candle's whole chain (down to the fill and the risk state it changes) has settle
 next candle, even the next symbol's candle of the same minute: risk sizes an ETH entry on the
 ledger after BTC's fill of that minute, never on a race with it. The in-process backtest walks
 the candles in the same order, which is what makes the two reach the same ledger.
+
+A NATS restart mid-replay is ridden out (``outage.py``): a publish or a drain check that fails
+because NATS is away is asked again until it answers, and a publish whose ack was lost is stored
+once thanks to the candle's Nats-Msg-Id, so the replay resumes where it was, without duplicates.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from nats.js import JetStreamContext
 
 from coinpilot.bus import Bus
 from coinpilot.contracts import MinuteCandle
+from coinpilot.replay.outage import ride_out
 from coinpilot.replay.pacing import Pace
 
 Progress = Callable[[int, int], None]
 MAX_PACE_WINDOW = 256  # candles in flight at pace max (the stream stores them in order)
+OUTAGE_TIMEOUT = 300.0  # seconds NATS may stay away before a replay gives up
 
 
 @dataclass
@@ -80,14 +86,24 @@ def next_poll_delay(previous: float, backlog: int) -> float:
     return max(min(previous * 1.5, SHORT_POLL_MAX), min(backlog * SECONDS_PER_MESSAGE, LONG_POLL_MAX))
 
 
-async def wait_drained(js: JetStreamContext, *, timeout: float = 120.0, poll: float = 0.001) -> float:
-    """Wait until the pipeline has no backlog; returns the seconds waited."""
+async def wait_drained(
+    js: JetStreamContext,
+    *,
+    timeout: float = 120.0,
+    poll: float = 0.001,
+    outage_timeout: float = OUTAGE_TIMEOUT,
+) -> float:
+    """Wait until the pipeline has no backlog; returns the seconds waited (a NATS outage included)."""
     started = time.perf_counter()
     delay = poll / 1.5
-    while (backlog := await pipeline_backlog(js)) > 0:
+
+    async def backlog() -> int:
+        return await ride_out("drain check", lambda: pipeline_backlog(js), outage_timeout=outage_timeout)
+
+    while (pending := await backlog()) > 0:
         if time.perf_counter() - started > timeout:
             raise TimeoutError(f"pipeline not drained after {timeout:.0f}s")
-        delay = next_poll_delay(delay, backlog)
+        delay = next_poll_delay(delay, pending)
         await asyncio.sleep(delay)
     return time.perf_counter() - started
 
@@ -100,6 +116,7 @@ async def replay_candles(
     pace: Pace,
     drain_timeout: float = 120.0,
     progress: Progress | None = None,
+    outage_timeout: float = OUTAGE_TIMEOUT,
 ) -> ReplayResult:
     """Publish ``candles`` (already in time order) grouped by open time, paced as asked."""
     bus = Bus(js, "replay")
@@ -109,8 +126,12 @@ async def replay_candles(
     unsent: list[MinuteCandle] = []  # pace max: candles written back to back, acks awaited per window
 
     async def send() -> None:
-        await bus.publish_batch([(c, run_id, None) for c in unsent])
+        items = [(c, run_id, None) for c in unsent]
+        await ride_out("publish", lambda: bus.publish_batch(items), outage_timeout=outage_timeout)
         unsent.clear()
+
+    async def drained() -> float:
+        return await wait_drained(js, timeout=drain_timeout, outage_timeout=outage_timeout)
 
     for ts, group in groupby(candles, key=lambda c: c.ts_open):
         batch = sorted(group, key=lambda c: c.symbol)
@@ -119,8 +140,10 @@ async def replay_candles(
             await asyncio.sleep(delay)
         if pace.mode == "lockstep":
             for candle in batch:
-                await bus.publish(candle, run_id=run_id)
-                result.drain_waits.append(await wait_drained(js, timeout=drain_timeout))
+                await ride_out(
+                    "publish", lambda c=candle: bus.publish(c, run_id=run_id), outage_timeout=outage_timeout
+                )
+                result.drain_waits.append(await drained())
         else:
             unsent.extend(batch)
             if pace.mode != "max" or len(unsent) >= MAX_PACE_WINDOW:
@@ -133,6 +156,6 @@ async def replay_candles(
     if unsent:
         await send()
     if pace.mode != "lockstep":
-        await wait_drained(js, timeout=drain_timeout)
+        await drained()
     result.seconds = time.perf_counter() - started
     return result
