@@ -97,7 +97,7 @@ class DeadLetter(Contract):
     trace_id: str | None = None
     stream: str | None = Field(default=None, description="Stream the original was stored in")
     truncated: bool = Field(
-        default=False, description="body (and headers) cut to fit the max payload; the original is in its stream"
+        default=False, description="Body (and headers) cut to fit the max payload; the whole is in its stream"
     )
 
     def _subject_fields(self) -> dict[str, str]:
