@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from coinpilot.clock import floor_hour
 from coinpilot.contracts import AiDecision, Contract, HourlyCandle, OrderProposed, RejectReason
-from coinpilot.errors import ConfigError, TransientError
+from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from services.agent import metrics as m
 from services.agent.core import (
@@ -173,14 +173,13 @@ class AgentService:
         """The first order or hourly candle of a run for a symbol warms that run's book from
         ``market_data`` as of the message's event time (rule: :func:`core.warm_bars`), so a replay
         run id starts with the context a live deployment has; hours already in the book win.
-        Without the context a decision would differ, so a failed read is retried (NAK)."""
+        Without the context a decision would differ, so the read is never skipped: a lost database
+        surfaces from ``db.session()`` as ``TransientError`` and the order waits in place, while any
+        other failure is the ladder's to judge (a bug is not an outage to wait out for ever)."""
         if self.market is None or not needs_warm(self.book(run_id), symbol):
             return
         keep = self.params.keep_bars
-        try:
-            bars = await load_warm_bars(self.market, symbol, ts, keep)
-        except (SQLAlchemyError, OSError) as exc:
-            raise TransientError(f"could not warm the context of {symbol} ({run_id}): {exc}") from exc
+        bars = await load_warm_bars(self.market, symbol, ts, keep)
         async with self._candles:
             self.books[run_id] = warm_book(self.book(run_id), symbol, bars, keep)
             self._candles.notify_all()

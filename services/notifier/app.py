@@ -29,11 +29,14 @@ EVENT_CONSUMERS: tuple[tuple[str, str, type[Contract]], ...] = (
 CLOCK_CONSUMER = ("candles.1h.*", "notifier-clock")
 
 
-def stream_sequence(d: Delivery[Event]) -> int | None:
+def stream_position(d: Delivery[Event]) -> tuple[str | None, int | None]:
+    """The stream and sequence the event is stored at, so its dead letter can be redriven from it
+    (``coinpilot dlq redrive``) even when the letter had to be truncated."""
     try:
-        return int(d.raw.metadata.sequence.stream) if d.raw is not None else None
+        meta = d.raw.metadata if d.raw is not None else None
+        return (meta.stream, int(meta.sequence.stream)) if meta is not None else (None, None)
     except Exception:  # a core-NATS message has no JetStream metadata
-        return None
+        return None, None
 
 
 def make_summarizer(settings: NotifierSettings) -> Summarizer | None:
@@ -81,13 +84,15 @@ def build(rt: Runtime, settings: NotifierSettings | None = None) -> ServiceDefin
         reason = dead_letter_reason(results)
         if reason is not None:
             rt.log.error("notification of %s dead-lettered: %s", d.message.msg_id(), reason)
+            stream, sequence = stream_position(d)
             await rt.bus.dead_letter(
                 subject=d.subject,
                 body=d.raw.data if d.raw is not None else d.message.to_json(),
                 headers=d.headers,
                 reason=f"notifier: {reason}",
                 deliveries=d.deliveries,
-                stream_sequence=stream_sequence(d),
+                stream_sequence=sequence,
+                stream=stream,
             )
         return []
 

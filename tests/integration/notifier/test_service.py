@@ -114,6 +114,7 @@ async def test_a_sink_down_longer_than_the_retries_ends_in_the_dlq_and_nothing_i
     assert (letter.service, letter.subject_original) == ("notifier", "fills.KRW-BTC")
     assert letter.reason.startswith("notifier: discord after 3 attempt(s): gave up: HTTP 503")
     assert letter.body.encode() == fill.to_json()  # the event itself, ready to re-publish
+    assert letter.stream == "FILLS" and letter.stream_sequence is not None  # redrivable from there
     assert len(discord.received) == 3
     assert [r.body["order_id"] for r in n8n.received] == [fill.order_id]
 
