@@ -16,7 +16,11 @@ from prometheus_client.metrics import MetricWrapperBase
 from coinpilot.runtime import SERVICES
 from tests.deploy.support import CATALOGUE
 
-INSTRUMENT_MODULES = ("coinpilot.metrics", "coinpilot.cache", *(f"services.{s}.metrics" for s in SERVICES))
+INSTRUMENT_MODULES = (
+    "coinpilot.metrics",
+    "coinpilot.cache.metrics",
+    *(f"services.{s}.metrics" for s in SERVICES),
+)
 
 
 def exported() -> dict[str, MetricWrapperBase]:
