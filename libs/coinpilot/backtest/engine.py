@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.backtest.report import ChartRenderer, EquityPoint
+from coinpilot.backtest.report import ChartRenderer, EquityPoint, equity_point
 from coinpilot.backtest.series import SeriesWindow
 from coinpilot.backtest.timeline import SymbolRun, Timeline
 from coinpilot.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
@@ -522,8 +522,4 @@ class Engine:
     def _mark_equity(self, ts: datetime) -> None:
         currency = self.result.currency
         cash = self.balances.get(currency, self.initial_balance)
-        marked = sum(
-            (p.quantity * self.last_close.get(s, p.avg_price) for s, p in self.positions.items()),
-            Decimal(0),
-        )
-        self.result.equity.append(EquityPoint(ts, cash + marked, bool(self.positions)))
+        self.result.equity.append(equity_point(ts, cash, self.positions, self.last_close))

@@ -1,7 +1,9 @@
 """What a run did, from its fills and equity curve: figures, a trades table, a chart and an HTML page.
 
-Built from the same ``Fill`` messages the executor publishes, so a backtest report and a report
-of a distributed replay are computed the same way. Definitions (BEHAVIOUR §9.1):
+Built from the same ``Fill`` messages the executor publishes and hourly equity marks made by
+:func:`equity_point`, so a backtest report (marks made by the engine as it runs) and the report of
+a distributed replay (marks rebuilt from its ledger and recorded candles, ``backtest.marks``) are
+computed the same way, figure for figure. Definitions (BEHAVIOUR §9.1):
 total return from the first to the last equity point; MDD of the hourly equity curve; Sharpe of
 hourly simple returns (raw, and annualised with 8,760 periods); win rate = closed trades with
 net pnl > 0; profit factor = gross profit / gross loss of closed trades (net of fees); exposure =
@@ -14,7 +16,7 @@ import base64
 import html
 import io
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +53,25 @@ class EquityPoint:
     ts: datetime
     equity: Decimal
     has_position: bool
+
+
+class Held(Protocol):
+    """An open position as a mark needs it (``executor.core.Position``, ``backtest.marks.Holding``)."""
+
+    @property
+    def quantity(self) -> Decimal: ...
+
+    @property
+    def avg_price(self) -> Decimal: ...
+
+
+def equity_point(
+    ts: datetime, cash: Decimal, positions: Mapping[str, Held], closes: Mapping[str, Decimal]
+) -> EquityPoint:
+    """Equity marked to market at ``ts``: cash plus every open position at its symbol's last close
+    (at its average price while the symbol has none). The one definition every mode's marks use."""
+    marked = sum((p.quantity * closes.get(s, p.avg_price) for s, p in positions.items()), ZERO)
+    return EquityPoint(ts, cash + marked, bool(positions))
 
 
 @dataclass
