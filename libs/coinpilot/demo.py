@@ -8,7 +8,10 @@
    its backfill;
 4. the seven services, each its own process (``coinpilot run <service>``), agent on the offline
    ``rules`` reviewer unless keys are configured;
-5. a lockstep replay of the replay window under a run id, then a summary and an HTML report.
+5. a lockstep replay of the replay window under a run id, then a summary and an HTML report,
+   both computed from the run's ledger and recorded candles with equity marked to market at the
+   backtest's hourly marks (``backtest.ledger_report``): the figures ``coinpilot backtest``
+   prints for the same window.
 
 On the embedded NATS every process has its own identity (``bus/permissions.py``): each service
 its own user, the replay ``replay``, the set-up the ``operator``; their random passwords stay in
@@ -28,11 +31,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-from sqlalchemy import text
 
 from coinpilot.bus import ensure_streams
 from coinpilot.bus.connect import connect
@@ -42,6 +44,10 @@ from coinpilot.contracts import MinuteCandle
 from coinpilot.embedded import EmbeddedStack, free_port
 from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from coinpilot.backtest.marks import Marks
+    from coinpilot.backtest.report import BacktestReport
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
 Out = Callable[[str], None]
@@ -70,10 +76,9 @@ class DemoSummary:
     candles: int
     buys: int
     sells: int
-    realized_pnl: Decimal
-    fees: Decimal
-    balances: dict[str, Decimal]
-    report: Path | None
+    report: BacktestReport  # from the ledger: the figures the backtest of the window prints
+    marks: Marks  # the book at the end: cash, open positions, each symbol's last close
+    html: Path | None
     seconds: float
 
 
@@ -168,38 +173,6 @@ def stop_services(services: Sequence[ServiceProcess], timeout: float = 20.0) -> 
             svc.proc.kill()
 
 
-async def ledger_summary(
-    database_url: str, run_id: str
-) -> tuple[int, int, Decimal, Decimal, dict[str, Decimal]]:
-    from coinpilot.db import Database
-
-    db = Database(database_url)
-    try:
-        async with db.session() as s:
-            trades = (
-                await s.execute(
-                    text(
-                        "SELECT side, count(*), coalesce(sum(realized_pnl), 0), coalesce(sum(fee), 0) "
-                        "FROM trading_history WHERE run_id = :r GROUP BY side"
-                    ),
-                    {"r": run_id},
-                )
-            ).all()
-            balances = (
-                await s.execute(
-                    text("SELECT currency, balance FROM account_state WHERE run_id = :r"), {"r": run_id}
-                )
-            ).all()
-    finally:
-        await db.dispose()
-    by_side = {row[0]: row for row in trades}
-    buys = int(by_side["BUY"][1]) if "BUY" in by_side else 0
-    sells = int(by_side["SELL"][1]) if "SELL" in by_side else 0
-    pnl = Decimal(by_side["SELL"][2]) if "SELL" in by_side else Decimal(0)
-    fees = sum((Decimal(row[3]) for row in trades), Decimal(0))
-    return buys, sells, pnl, fees, {row[0]: Decimal(row[1]) for row in balances}
-
-
 async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
     from coinpilot.db import Database, upgrade
     from coinpilot.db.market import copy_candles
@@ -253,19 +226,9 @@ async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
         )
         await replayer.close()
         await nc.close()
-        buys, sells, pnl, fees, balances = await ledger_summary(stack.database_url, options.run_id)
-        report = await write_report(stack.database_url, options.run_id, workdir, len(replay))
-        summary = DemoSummary(
-            options.run_id,
-            result.candles,
-            buys,
-            sells,
-            pnl,
-            fees,
-            balances,
-            report,
-            time.perf_counter() - started,
-        )
+        summary = await run_summary(stack.database_url, options.run_id, replay, workdir)
+        summary.candles = result.candles
+        summary.seconds = time.perf_counter() - started
         for line in summary_lines(summary):
             out(line)
         return summary
@@ -274,54 +237,56 @@ async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
         stack.stop()
 
 
-async def write_report(database_url: str, run_id: str, workdir: Path, candles: int) -> Path | None:
-    """The backtest-style HTML report of the run's fills, rebuilt from the ledger."""
-    from coinpilot.backtest.report import build_report, write_outputs
+def run_label(run_id: str) -> str:
+    """The report's label: ``coinpilot backtest`` of the same window under it prints the same lines."""
+    return f"run {run_id!r}"
+
+
+async def run_summary(
+    database_url: str, run_id: str, replay: Sequence[MinuteCandle], workdir: Path
+) -> DemoSummary:
+    """The run's report from its ledger and the candles recorded over the replayed window, with
+    equity marked to market over every open position at the backtest's hourly marks, and the
+    same report as HTML in ``<workdir>/report``."""
+    from coinpilot.backtest.ledger_report import RunLedger, load_run, run_report
+    from coinpilot.backtest.report import write_outputs
+    from coinpilot.contracts import Side
     from coinpilot.db import Database
-    from services.executor.records import fill_from_row
+    from services.executor.settings import ExecutorSettings
 
-    db = Database(database_url)
-    try:
-        async with db.session() as s:
-            rows = (
-                (
-                    await s.execute(
-                        text("SELECT * FROM trading_history WHERE run_id = :r ORDER BY executed_at, side"),
-                        {"r": run_id},
-                    )
-                )
-                .mappings()
-                .all()
-            )
-    finally:
-        await db.dispose()
-    if not rows:
-        return None
-    fills = [fill_from_row(r) for r in rows]
-    initial = fills[0].balance_after + fills[0].amount + fills[0].fee
-    equity = []
-    from coinpilot.backtest.report import EquityPoint
-
-    for f in fills:
-        equity.append(
-            EquityPoint(f.ts_event, f.balance_after + f.position_quantity_after * f.fill_price, True)
-        )
-    report = build_report(
-        run_id, fills, equity, initial_equity=initial, currency=fills[0].currency, candles=candles
-    )
+    if replay:
+        db = Database(database_url)
+        try:
+            start, end = min(c.ts_open for c in replay), max(c.ts_open for c in replay)
+            run = await load_run(db, run_id, start, end, sorted({c.symbol for c in replay}))
+        finally:
+            await db.dispose()
+    else:
+        run = RunLedger(run_id, [], {}, [])
+    report, marks = run_report(run, run_label(run_id), ExecutorSettings().initial_balance)
     _, html_path = write_outputs([report], workdir / "report")
-    return html_path
+    buys = sum(1 for f in run.fills if f.side is Side.BUY)
+    return DemoSummary(run_id, len(replay), buys, len(run.fills) - buys, report, marks, html_path, 0.0)
 
 
 def summary_lines(summary: DemoSummary) -> list[str]:
+    """What the run did: trades, cash and open positions, then the report's figures."""
+    marks, currency = summary.marks, summary.report.currency
     lines = [
         "",
         f"CoinPilot run {summary.run_id!r}: {summary.candles:,} candles through 7 services "
         f"in {summary.seconds:.0f}s",
         f"  trades        {summary.buys} buys, {summary.sells} sells",
-        f"  realised PnL  {summary.realized_pnl:,.2f}   fees {summary.fees:,.2f}",
+        f"  cash          {marks.cash:,.2f} {currency}",
     ]
-    for currency, balance in sorted(summary.balances.items()):
-        lines.append(f"  balance       {balance:,.2f} {currency}")
-    lines.append(f"  report        {summary.report}" if summary.report else "  report        (no trades)")
+    for symbol, held in sorted(marks.positions.items()):
+        last = marks.closes.get(symbol, held.avg_price)
+        lines.append(
+            f"  open          {symbol} {held.quantity.normalize():f} at {held.avg_price:,.2f}, "
+            f"last {last:,.2f}: {held.quantity * last:,.2f} {currency}"
+        )
+    if not marks.positions:
+        lines.append("  open          no positions")
+    lines.extend(summary.report.summary_lines())
+    lines.append(f"  report        {summary.html}" if summary.html else "  report        (not written)")
     return lines

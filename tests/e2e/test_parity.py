@@ -5,6 +5,9 @@ Real candles (the bundled BTC + ETH sample): everything but the last hours is im
 with ``--pace lockstep`` through the seven services running as separate processes over real
 NATS, PostgreSQL and Redis, and the ledger they book is compared with ``coinpilot backtest``
 over the same candles: the same fills, prices, quantities, fees and PnL, to the last decimal.
+The run's report, rebuilt from the database alone (its ledger and the candles recorded over the
+window, equity marked to market at the backtest's hourly marks), is the backtest's report, figure
+for figure.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import nats
 import pytest
 from sqlalchemy import text
 
+from coinpilot.backtest.ledger_report import load_run, run_report
+from coinpilot.backtest.report import BacktestReport
 from coinpilot.backtest.run import Window, run_backtest
 from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
@@ -95,7 +100,26 @@ async def test_a_lockstep_replay_through_the_services_books_the_backtest_ledger(
     booked = await run_distributed(warm, replay, run_id, nats_url, pg_url, redis_url, tmp_path)
 
     assert [canonical(f) for f in booked] == [canonical(f) for f in expected]
+    await the_runs_report_is_the_backtests(pg_url, run_id, replay, report)
     await trace_shows_the_whole_chain(nats_url, pg_url, booked, run_id)
+
+
+async def the_runs_report_is_the_backtests(
+    pg_url: str, run_id: str, replay: list, expected: BacktestReport
+) -> None:
+    """Return, MDD, Sharpe, win rate, profit factor, exposure, fees, trades by exit reason, and
+    every hourly equity mark: from the database, as the backtest computed them in process."""
+    db = Database(pg_url)
+    try:
+        run = await load_run(
+            db, run_id, replay[0].ts_open, replay[-1].ts_open, sorted({c.symbol for c in replay})
+        )
+    finally:
+        await db.dispose()
+    report, _ = run_report(run, expected.label, Decimal(0))
+    assert report.summary_lines() == expected.summary_lines()
+    assert report.equity == expected.equity
+    assert report == expected
 
 
 async def trace_shows_the_whole_chain(nats_url: str, pg_url: str, booked: list[Fill], run_id: str) -> None:
