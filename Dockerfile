@@ -33,6 +33,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 COPY README.md ./
 COPY libs ./libs
 COPY services ./services
+COPY apps ./apps
 RUN pip install --no-deps -c constraints.txt . \
  && python -m compileall -q /opt/venv/lib \
  && coinpilot --help > /dev/null

@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coinpilot.backtest.report import write_outputs
-from coinpilot.backtest.run import DEFAULT_WARMUP, run_backtest, split_window
-from coinpilot.backtest.series import load_series, series_window
+from apps.backtest.report import write_outputs
+from apps.backtest.run import DEFAULT_WARMUP, run_backtest, split_window
+from apps.backtest.series import load_series, series_window
 from coinpilot.candle_files import load_candles
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "BTC_USDT-1m-20250520-20250818.csv.gz"
@@ -35,7 +35,7 @@ def time_the_command(paths: list[Path], runs: int) -> None:
     if runs <= 0:
         return
     n = sum(len(s) for s in load_series(paths).values())
-    command = [sys.executable, "-m", "coinpilot.cli.main", "backtest"]
+    command = [sys.executable, "-m", "apps.cli.main", "backtest"]
     command += [arg for p in paths for arg in ("--data", str(p))]
     walls = []
     with tempfile.TemporaryDirectory() as out:

@@ -22,8 +22,8 @@ import nats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from tests.support.messages import candle
 from tests.support.servers import NatsProcess

@@ -60,13 +60,7 @@ from sqlalchemy import make_url, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from coinpilot.bus import ensure_streams
-from coinpilot.bus import headers as h
-from coinpilot.candle_files import load_candles
-from coinpilot.contracts import MinuteCandle
-from coinpilot.db import Database, upgrade
-from coinpilot.db.market import copy_candles
-from coinpilot.demo import (
+from apps.demo import (
     ServiceProcess,
     child_env,
     sample_files,
@@ -75,6 +69,12 @@ from coinpilot.demo import (
     stop_services,
     wait_ready,
 )
+from coinpilot.bus import ensure_streams
+from coinpilot.bus import headers as h
+from coinpilot.candle_files import load_candles
+from coinpilot.contracts import MinuteCandle
+from coinpilot.db import Database, upgrade
+from coinpilot.db.market import copy_candles
 from coinpilot.embedded import EmbeddedStack, free_port
 from coinpilot.replay import parse_pace, replay_candles
 from coinpilot.service_names import SERVICES
@@ -514,7 +514,7 @@ class Bench:
         logs.mkdir(parents=True, exist_ok=True)
         port = free_port()
         log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
-        argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "coinpilot.cli.main", "run", name]
+        argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "apps.cli.main", "run", name]
         proc = subprocess.Popen(
             argv, env=child_env(self.stack, port, logs) | env, stdout=log, stderr=subprocess.STDOUT
         )

@@ -13,7 +13,7 @@ from typing import Any
 import click
 import pytest
 
-from coinpilot.cli.main import main as cli
+from apps.cli.main import main as cli
 from coinpilot.runtime import SERVICES
 
 REPO = Path(__file__).resolve().parents[2]

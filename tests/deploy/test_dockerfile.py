@@ -167,7 +167,7 @@ def copied_sources() -> list[str]:
 def test_everything_the_image_copies_exists_and_is_in_the_build_context() -> None:
     patterns = dockerignore()
     sources = copied_sources()
-    assert {"pyproject.toml", "constraints.txt", "README.md", "libs", "services"} <= set(sources)
+    assert {"pyproject.toml", "constraints.txt", "README.md", "libs", "services", "apps"} <= set(sources)
     for source in sources:
         path = REPO / source
         assert path.exists(), f"COPY {source}: missing"

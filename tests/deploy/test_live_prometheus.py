@@ -39,12 +39,12 @@ import nats
 import pytest
 import yaml
 
+from apps.demo import ServiceProcess, sample_files, start_services, stop_services, wait_ready
 from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database, upgrade
 from coinpilot.db.market import copy_candles
-from coinpilot.demo import ServiceProcess, sample_files, start_services, stop_services, wait_ready
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from coinpilot.runtime import SERVICES

@@ -18,13 +18,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from coinpilot.backtest.run import Window, run_backtest
-from coinpilot.bus import ensure_streams
-from coinpilot.candle_files import load_candles
-from coinpilot.contracts import OrderApproved, Side
-from coinpilot.db import Database, upgrade
-from coinpilot.db.market import copy_candles
-from coinpilot.demo import (
+from apps.backtest.run import Window, run_backtest
+from apps.demo import (
     ServiceProcess,
     sample_files,
     split_warmup,
@@ -32,6 +27,11 @@ from coinpilot.demo import (
     stop_services,
     wait_ready,
 )
+from coinpilot.bus import ensure_streams
+from coinpilot.candle_files import load_candles
+from coinpilot.contracts import OrderApproved, Side
+from coinpilot.db import Database, upgrade
+from coinpilot.db.market import copy_candles
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from coinpilot.runtime import SERVICES

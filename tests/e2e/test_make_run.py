@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from coinpilot.backtest.marks import open_positions
-from coinpilot.backtest.run import Window, run_backtest
+from apps.backtest.marks import open_positions
+from apps.backtest.run import Window, run_backtest
+from apps.demo import run_label, sample_files, split_warmup
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Side
-from coinpilot.demo import run_label, sample_files, split_warmup
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +32,7 @@ REPLAY_HOURS = 30.0
 def test_the_demo_reaches_its_summary_and_it_is_the_backtests(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COINPILOT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "coinpilot.cli.main", "demo", "--workdir", str(tmp_path / "demo"),
+        [sys.executable, "-m", "apps.cli.main", "demo", "--workdir", str(tmp_path / "demo"),
          "--replay-hours", str(REPLAY_HOURS)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip

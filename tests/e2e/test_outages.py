@@ -30,13 +30,13 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 import pytest
 
-from coinpilot.backtest.run import Window, run_backtest
+from apps.backtest.run import Window, run_backtest
+from apps.demo import sample_files, start_services, stop_services, wait_ready
 from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle, Side
 from coinpilot.db import Database, upgrade
 from coinpilot.db.market import candle_row, copy_candles, load_rows
-from coinpilot.demo import sample_files, start_services, stop_services, wait_ready
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from tests.e2e.test_parity import canonical, distributed_ledger

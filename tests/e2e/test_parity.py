@@ -21,16 +21,16 @@ import nats
 import pytest
 from sqlalchemy import text
 
-from coinpilot.backtest.ledger_report import load_run, run_report
-from coinpilot.backtest.report import BacktestReport
-from coinpilot.backtest.run import Window, run_backtest
+from apps.backtest.ledger_report import load_run, run_report
+from apps.backtest.report import BacktestReport
+from apps.backtest.run import Window, run_backtest
+from apps.cli.trace import build_trace
+from apps.demo import sample_files, split_warmup, start_services, stop_services, wait_ready
 from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
-from coinpilot.cli.trace import build_trace
 from coinpilot.contracts import Fill
 from coinpilot.db import Database, upgrade
 from coinpilot.db.market import copy_candles
-from coinpilot.demo import sample_files, split_warmup, start_services, stop_services, wait_ready
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from services.executor.records import fill_from_row

@@ -1,8 +1,11 @@
-"""Service runtime: one way to run any service (``coinpilot run <service>``)."""
+"""Service runtime: what a service is made of (definition, consumers, pull loop, probes).
+
+The host that runs services (``coinpilot run <service>``) is ``apps.host``: it imports the
+services, so it sits above them, outside this library.
+"""
 
 from coinpilot.bus import Consumer, Delivery, parser_for
 from coinpilot.runtime.definition import Runtime, ServiceDefinition
-from coinpilot.runtime.host import ServiceHost, run
 from coinpilot.service_names import SERVICES
 
 __all__ = [
@@ -11,7 +14,5 @@ __all__ = [
     "Delivery",
     "Runtime",
     "ServiceDefinition",
-    "ServiceHost",
     "parser_for",
-    "run",
 ]

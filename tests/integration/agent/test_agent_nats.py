@@ -23,10 +23,10 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from sqlalchemy import func, insert, select
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams
 from coinpilot.contracts import AiDecision, AiVerdict, Contract, OrderApproved, OrderRejected, RejectReason
 from coinpilot.db import AgentDecision, Database, MarketData
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from tests.support.fake_llm import ANTHROPIC, TEST_KEY, FakeLlmServer, Reply, SeenRequest
 from tests.support.servers import NatsProcess, free_port, wait_for
@@ -225,7 +225,7 @@ async def test_a_killed_agent_loses_no_order_and_each_is_decided_once(
     fake_llm.responder = by_symbol
     log = (tmp_path / "agent-a.log").open("wb")
     first = subprocess.Popen(
-        [sys.executable, "-m", "coinpilot.cli.main", "run", "agent"],
+        [sys.executable, "-m", "apps.cli.main", "run", "agent"],
         env={**os.environ, **env, "PYTHONPATH": str(REPO)},
         cwd=REPO,
         stdout=log,

@@ -13,12 +13,12 @@ import itertools
 import pytest
 from sqlalchemy import delete
 
-from coinpilot.backtest.engine import Engine
-from coinpilot.backtest.run import run_backtest, split_window, to_series
+from apps.backtest.engine import Engine
+from apps.backtest.run import run_backtest, split_window, to_series
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import AiVerdict, RejectReason
 from coinpilot.db import Database, LlmCallRecord
-from coinpilot.demo import sample_files
 from services.agent.app import build_providers
 from services.agent.graph import GUARDIAN_TOOL, Reviewer
 from services.agent.prompts import load_prompts

@@ -16,11 +16,11 @@ import nats
 import pytest
 from redis.asyncio import Redis
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams
 from coinpilot.contracts import AiDecision, AiVerdict, RejectReason
 from coinpilot.db import Database
 from coinpilot.errors import TransientError
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from services.agent.app import create_service
 from services.agent.context import Bar

@@ -13,6 +13,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 from pydantic import SecretStr
 
+from apps.host import ServiceHost
 from coinpilot.bus import ensure_streams
 from coinpilot.bus.connect import NATS_PERMISSION_VIOLATIONS, PermissionWatch, check_identity, settle
 from coinpilot.bus.permissions import (
@@ -25,7 +26,6 @@ from coinpilot.bus.permissions import (
     subject_matches,
 )
 from coinpilot.embedded import EmbeddedStack
-from coinpilot.runtime import ServiceHost
 from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 from tests.support.servers import NatsProcess

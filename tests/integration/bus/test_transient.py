@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import REGISTRY
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, Consumer, Delivery, parser_for
 from coinpilot.contracts import Contract, MinuteCandle
 from coinpilot.errors import TransientError
 from coinpilot.runtime import Runtime, ServiceDefinition
-from coinpilot.runtime.host import ServiceHost
 from coinpilot.runtime.pull import PullLoop
 from coinpilot.settings import CommonSettings
 from tests.support.messages import candle

@@ -12,9 +12,9 @@ import nats
 import pytest
 from click.testing import CliRunner
 
+from apps.cli.dlq import REDRIVE_HEADER, Selection, read_letters, redrive, subject_matches
+from apps.cli.main import main
 from coinpilot.bus import Bus, Consumer, Delivery, ensure_streams, parser_for
-from coinpilot.cli.dlq import REDRIVE_HEADER, Selection, read_letters, redrive, subject_matches
-from coinpilot.cli.main import main
 from coinpilot.contracts import Contract, MinuteCandle
 from coinpilot.errors import RefusedMessage
 from coinpilot.runtime.pull import PullLoop

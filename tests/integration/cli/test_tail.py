@@ -13,8 +13,8 @@ from datetime import timedelta
 import nats
 import pytest
 
+from apps.cli.tail import summarize, tail
 from coinpilot.bus import Bus, ensure_streams
-from coinpilot.cli.tail import summarize, tail
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import AlertLevel, AlertType, RiskAlert
 from coinpilot.settings import CommonSettings
@@ -74,7 +74,7 @@ async def test_tail_filters_by_symbol_and_prints_raw_json(nats_url, published) -
 def test_the_tail_command_prints_to_the_terminal(nats_url, published) -> None:
     env = {**os.environ, "COINPILOT_NATS_URL": nats_url}
     out = subprocess.run(
-        [sys.executable, "-m", "coinpilot.cli.main", "tail", "risk.alerts", "--seq", "1", "--count", "1"],
+        [sys.executable, "-m", "apps.cli.main", "tail", "risk.alerts", "--seq", "1", "--count", "1"],
         env=env,
         capture_output=True,
         text=True,
@@ -122,7 +122,7 @@ def test_tail_json_prints_every_message_even_undecodable_ones_as_one_json_line(n
     first = asyncio.run(publish())
     env = {**os.environ, "COINPILOT_NATS_URL": nats_url}
     out = subprocess.run(
-        [sys.executable, "-m", "coinpilot.cli.main", "tail", "signals.>", "--json", "--seq", str(first),
+        [sys.executable, "-m", "apps.cli.main", "tail", "signals.>", "--json", "--seq", str(first),
          "--count", str(len(UNREADABLE))],
         env=env, capture_output=True, text=True, timeout=60, check=True,
     ).stdout  # fmt: skip

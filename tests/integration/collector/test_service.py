@@ -14,12 +14,13 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
 from coinpilot.candle_files import frame_to_candles, read_frame
 from coinpilot.contracts import DeadLetter, MinuteCandle
 from coinpilot.db import Database, MarketData
-from coinpilot.runtime import Runtime, ServiceHost
+from coinpilot.runtime import Runtime
 from coinpilot.settings import CommonSettings
 from services.collector.app import DURABLE, collect
 from services.collector.importer import import_files, run_import

@@ -9,12 +9,12 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, Fill, OrderRejected, RejectReason
 from coinpilot.db import Database, TradingHistory
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from services.executor.app import DURABLE, execute_order
 from services.executor.core import FillParams

@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams
 from coinpilot.bus import headers as h
 from coinpilot.cache import keys
@@ -25,7 +26,6 @@ from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Contract, HourlyCandle, IndicatorSnapshot, MinuteCandle, RegimeUpdate
 from coinpilot.db import Database, MarketData, RegimeHistory, upgrade
 from coinpilot.db.market import copy_candles
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from services.indicator.core import history_messages
 from tests.support.servers import NatsProcess, create_database, drop_database, wait_for

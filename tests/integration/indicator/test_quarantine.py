@@ -21,6 +21,7 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import select
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams
 from coinpilot.bus import headers as h
 from coinpilot.candle_files import load_candles
@@ -29,7 +30,6 @@ from coinpilot.contracts import AlertType, DeadLetter, IndicatorSnapshot, Minute
 from coinpilot.db import Database, MarketData, upgrade
 from coinpilot.db.market import copy_candles
 from coinpilot.market_checks import CandleRule
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from tests.support.servers import NatsProcess, create_database, drop_database, wait_for
 

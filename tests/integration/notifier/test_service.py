@@ -9,12 +9,12 @@ from decimal import Decimal
 import pytest
 from nats.js import JetStreamContext
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, DailyReport, DeadLetter, HourlyCandle
 from coinpilot.db import Database
-from coinpilot.runtime import ServiceHost
 from coinpilot.settings import CommonSettings
 from services.executor.app import execute_order
 from services.executor.core import FillParams

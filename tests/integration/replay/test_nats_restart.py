@@ -121,7 +121,7 @@ async def test_the_replay_command_rides_out_a_stop_and_a_kill_of_nats_mid_lockst
     pipeline = Pipeline(js, hold={20, 41})
     consumer = asyncio.create_task(pipeline.run())
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "coinpilot.cli.main", "replay", "--source", "file"),
+        *(sys.executable, "-m", "apps.cli.main", "replay", "--source", "file"),
         *("--path", str(tmp_path / "candles.csv"), "--target", server.url, "--run-id", "restart-1"),
         *("--pace", "lockstep", "--drain-timeout", "60", "--outage-timeout", "60"),
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -26,6 +26,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
+from apps.host import ServiceHost
 from coinpilot.bus import Bus, ensure_streams, stream_for_subject
 from coinpilot.bus import headers as h
 from coinpilot.cache import Cache, keys
@@ -45,7 +46,7 @@ from coinpilot.contracts import (
     Side,
 )
 from coinpilot.db import Database, upgrade
-from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, ServiceHost, parser_for
+from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from coinpilot.settings import CommonSettings
 from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from coinpilot.runtime import Runtime, ServiceDefinition, ServiceHost
+from apps.host import ServiceHost
+from coinpilot.runtime import Runtime, ServiceDefinition
 from coinpilot.settings import CommonSettings
 
 pytestmark = pytest.mark.nats

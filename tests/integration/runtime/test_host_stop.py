@@ -11,7 +11,8 @@ import asyncio
 
 import pytest
 
-from coinpilot.runtime import Runtime, ServiceDefinition, ServiceHost
+from apps.host import ServiceHost
+from coinpilot.runtime import Runtime, ServiceDefinition
 from coinpilot.settings import CommonSettings
 
 pytestmark = pytest.mark.nats

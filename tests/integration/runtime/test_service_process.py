@@ -47,7 +47,7 @@ def start_service(nats_url: str, pg_url: str, port: int, release: Path) -> subpr
         "PYTHONPATH": str(REPO),
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "coinpilot.cli.main", "run", "tests.support.echo_service:build"],
+        [sys.executable, "-m", "apps.cli.main", "run", "tests.support.echo_service:build"],
         env=env,
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -172,7 +172,7 @@ async def test_run_all_hosts_every_service_in_one_process(own_nats, pg_url, redi
         "COINPILOT_LLM_MODE_SOURCE": "rules",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coinpilot.cli.main", "run", "all"],
+        [sys.executable, "-m", "apps.cli.main", "run", "all"],
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

@@ -14,11 +14,11 @@ from decimal import Decimal
 
 import pytest
 
-from coinpilot.backtest.report import build_report, html_page, round_trips
-from coinpilot.backtest.run import run_backtest, split_window
+from apps.backtest.report import build_report, html_page, round_trips
+from apps.backtest.run import run_backtest, split_window
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Side
-from coinpilot.demo import sample_files
 
 
 @pytest.fixture(scope="module")

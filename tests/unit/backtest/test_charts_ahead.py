@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from coinpilot.backtest import engine as engine_module
-from coinpilot.backtest.report import BacktestReport, Chart, chart_of, chart_png, render_chart, write_outputs
-from coinpilot.backtest.run import run_backtest, split_window
-from coinpilot.backtest.volatility_track import FitsAhead
+from apps.backtest import engine as engine_module
+from apps.backtest.report import BacktestReport, Chart, chart_of, chart_png, render_chart, write_outputs
+from apps.backtest.run import run_backtest, split_window
+from apps.backtest.volatility_track import FitsAhead
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
-from coinpilot.demo import sample_files
 from coinpilot.strategy_config import load_strategy_config
 
 VOLATILITY = load_strategy_config(None).risk_management.volatility

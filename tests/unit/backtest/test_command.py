@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from apps.cli.main import main
+from apps.demo import SAMPLE_DIR, sample_files
 from coinpilot.candle_files import load_candles
-from coinpilot.cli.main import main
 from coinpilot.db import Database, upgrade
 from coinpilot.db.market import copy_candles
-from coinpilot.demo import SAMPLE_DIR, sample_files
 
 WINDOW = ["--from", "2023-03-27T00:00:00", "--to", "2023-03-28T12:00:00"]
 

@@ -16,27 +16,27 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coinpilot.backtest import engine as engine_module
-from coinpilot.backtest.candidates import (
+from apps.backtest import engine as engine_module
+from apps.backtest.candidates import (
     ExitTables,
     HeldPosition,
     entry_mask,
     next_exit_candidate,
     regime_codes,
 )
-from coinpilot.backtest.engine import BacktestResult, Engine
-from coinpilot.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
-from coinpilot.backtest.series import (
+from apps.backtest.engine import BacktestResult, Engine
+from apps.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
+from apps.backtest.series import (
     PRICE_COLUMNS,
     SymbolSeries,
     load_series,
     series_by_symbol,
     series_window,
 )
-from coinpilot.backtest.volatility_track import FitsAhead, fit_in_line
+from apps.backtest.volatility_track import FitsAhead, fit_in_line
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Regime
-from coinpilot.demo import sample_files
 from coinpilot.indicators import resample_hourly
 from coinpilot.strategy_config import load_strategy_config
 from services.indicator.core import History

@@ -16,9 +16,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from apps.backtest import fit_worker
+from apps.backtest.volatility_track import FitsAhead, Fitter, HourlyClose, VolatilityTrack, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.backtest import fit_worker
-from coinpilot.backtest.volatility_track import FitsAhead, Fitter, HourlyClose, VolatilityTrack, fit_in_line
 from coinpilot.strategy_config import load_strategy_config
 
 CONFIG = load_strategy_config(None).risk_management.volatility
@@ -97,11 +97,11 @@ def test_a_worker_forked_before_the_engine_is_imported_fits_what_the_engine_woul
     script = """
 import select
 import sys
-from coinpilot.backtest import fit_worker
+from apps.backtest import fit_worker
 fit_worker.fork_spare()
-assert "arch" not in sys.modules and "coinpilot.backtest.engine" not in sys.modules
-from coinpilot.backtest import engine  # noqa: F401
-from coinpilot.backtest.volatility_track import FitsAhead, fit_in_line
+assert "arch" not in sys.modules and "apps.backtest.engine" not in sys.modules
+from apps.backtest import engine  # noqa: F401
+from apps.backtest.volatility_track import FitsAhead, fit_in_line
 from tests.unit.backtest.test_fit_worker import CONFIG, hourly_closes, run_track
 hours = hourly_closes()
 ahead = FitsAhead(CONFIG).start()

@@ -13,13 +13,13 @@ from decimal import Decimal
 
 import pytest
 
-from coinpilot.backtest.ledger_report import RunLedger, run_report
-from coinpilot.backtest.marks import Holding, MinuteClose, ledger_marks, open_positions
-from coinpilot.backtest.report import EquityPoint, build_report
-from coinpilot.backtest.run import run_backtest, split_window
+from apps.backtest.ledger_report import RunLedger, run_report
+from apps.backtest.marks import Holding, MinuteClose, ledger_marks, open_positions
+from apps.backtest.report import EquityPoint, build_report
+from apps.backtest.run import run_backtest, split_window
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import ExitReason, Fill, Regime, Side
-from coinpilot.demo import sample_files
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BTC, ETH = "KRW-BTC", "KRW-ETH"

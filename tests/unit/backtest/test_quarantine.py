@@ -11,11 +11,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from coinpilot.backtest.run import Window, run_backtest, split_window
-from coinpilot.backtest.series import load_series
+from apps.backtest.run import Window, run_backtest, split_window
+from apps.backtest.series import load_series
+from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle
-from coinpilot.demo import sample_files
 from coinpilot.errors import RefusedMessage
 from coinpilot.market_checks import CandleGate, CandleRule, CandleSettings, parse_candle
 

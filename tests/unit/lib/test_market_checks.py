@@ -249,7 +249,7 @@ def test_the_vectorised_screen_decides_exactly_as_the_candle_by_candle_rules() -
 
 def test_the_screen_passes_every_real_candle_and_a_two_year_gap_costs_one(shared_data) -> None:  # type: ignore[no-untyped-def]
     """The largest real one-minute move in shared/data is 5.26 % (DOGE), the longest gap 81 min."""
-    from coinpilot.backtest.series import load_series
+    from apps.backtest.series import load_series
 
     for path in sorted(shared_data.glob("*.csv.gz")):
         for series in load_series([path]).values():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from faststream.security import SASLPlaintext
 
+from apps.host import make_broker
 from coinpilot.bus.connect import connect_options, tls_context
-from coinpilot.runtime.host import make_broker
 from coinpilot.settings import CommonSettings
 
 

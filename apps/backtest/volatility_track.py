@@ -21,9 +21,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from multiprocessing.connection import Connection
 
+from apps.backtest import fit_worker
+from apps.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
-from coinpilot.backtest import fit_worker
-from coinpilot.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.strategy_config import VolatilityConfig
 from services.risk import core as risk_core
 

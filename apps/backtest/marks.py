@@ -7,7 +7,7 @@ has no engine to ask, but it has the same facts: its fills (``trading_history``:
 after each) and the candles it traded on (``market_data``). :func:`ledger_marks` walks those
 candles in the same order, applying each fill at the candle that caused it (a fill carries its
 decision candle's event time and symbol), and marks at the same points with the same
-:func:`~coinpilot.backtest.report.equity_point`. A lockstep run's marks are therefore the
+:func:`~apps.backtest.report.equity_point`. A lockstep run's marks are therefore the
 backtest's, and so is every figure of its report.
 """
 
@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from coinpilot.backtest.report import EquityPoint, equity_point
+from apps.backtest.report import EquityPoint, equity_point
 from coinpilot.clock import floor_hour
 from coinpilot.contracts import Fill
 

@@ -19,7 +19,7 @@ _spare: Worker | None = None
 
 
 def _main(conn: Connection) -> None:
-    from coinpilot.backtest.volatility_track import serve_fits
+    from apps.backtest.volatility_track import serve_fits
 
     serve_fits(conn)
 

@@ -15,8 +15,8 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import text
 
+from apps.cli.tail import summarize
 from coinpilot.bus import headers as h
-from coinpilot.cli.tail import summarize
 
 STAGE_ORDER = ("candles.1m", "indicators.1m", "regime", "signals", "orders.proposed", "ai.decisions",
                "orders.approved", "orders.rejected", "fills", "risk.alerts", "dlq")  # fmt: skip

@@ -16,8 +16,8 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from coinpilot.backtest.marks import Marks, MinuteClose, ledger_marks
-from coinpilot.backtest.report import BacktestReport, build_report
+from apps.backtest.marks import Marks, MinuteClose, ledger_marks
+from apps.backtest.report import BacktestReport, build_report
 from coinpilot.contracts import Fill
 from coinpilot.db import Database
 

@@ -49,7 +49,7 @@ def run(service: str, llm: str | None) -> None:
         )
     if llm is not None:
         os.environ["COINPILOT_LLM_MODE_SOURCE"] = llm
-    from coinpilot.runtime import run as run_services
+    from apps.host import run as run_services
     from coinpilot.runtime.logs import configure_logging
 
     settings = _settings()
@@ -100,7 +100,7 @@ def nats_permissions(write: bool, check: bool, as_json: bool) -> None:
     if not (write or check):
         click.echo(authorization_conf(), nl=False)
         return
-    root = Path(__file__).resolve().parents[3]
+    root = Path(__file__).resolve().parents[2]
     stale = [path for path, text in generated_files().items() if _read(root / path) != text]
     if check:
         if stale:
@@ -164,7 +164,7 @@ def tail(
     """Follow SUBJECT (wildcards allowed, e.g. 'signals.>') and print each message readably."""
     from datetime import UTC
 
-    from coinpilot.cli.tail import tail as run_tail
+    from apps.cli.tail import tail as run_tail
 
     since_utc = since.replace(tzinfo=UTC) if since is not None else None
     with contextlib.suppress(KeyboardInterrupt):
@@ -201,8 +201,8 @@ def import_(paths: tuple[Path, ...], publish: bool) -> None:
 @click.option("--run-id", default=None, help="Only this run (ids repeat across replays of the same candles)")
 def trace(ident: str, no_streams: bool, run_id: str | None) -> None:
     """Show candle -> indicators -> signal -> risk -> AI -> fill for a trade id, order id or trace id."""
+    from apps.cli.trace import build_trace
     from coinpilot.bus.connect import connect
-    from coinpilot.cli.trace import build_trace
     from coinpilot.db import Database
 
     async def go() -> list[str]:
@@ -315,15 +315,15 @@ def backtest(
     import time
     from datetime import UTC
 
-    from coinpilot.backtest import fit_worker
+    from apps.backtest import fit_worker
 
     fit_worker.fork_spare()  # it imports arch while this process imports the engine
     # At exit, the heap frozen: the interpreter's shutdown then skips collecting it (~0.3 s over
     # the imported libraries' objects; nothing of a backtest needs a collection to be released).
     atexit.register(gc.freeze)
-    from coinpilot.backtest.report import write_outputs
-    from coinpilot.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
-    from coinpilot.backtest.series import load_series, series_window
+    from apps.backtest.report import write_outputs
+    from apps.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
+    from apps.backtest.series import load_series, series_window
 
     wanted = [s.strip() for s in symbols.split(",")] if symbols else None
     lo = start.replace(tzinfo=UTC) if start else None
@@ -405,7 +405,7 @@ def demo(workdir: Path, paths: tuple[Path, ...], replay_hours: float, run_id: st
     """The whole pipeline on this machine (`make run`): real NATS, PostgreSQL and Redis (from the
     environment or started from wheels), the seven services as processes, a lockstep replay of real
     candles, and a summary. Ctrl-C stops everything cleanly."""
-    from coinpilot.demo import DemoOptions, run_demo
+    from apps.demo import DemoOptions, run_demo
 
     options = DemoOptions(workdir=workdir, files=paths, run_id=run_id, replay_hours=replay_hours)
     try:
@@ -528,7 +528,7 @@ def replay(
     )
 
 
-from coinpilot.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive)
+from apps.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive)
 
 main.add_command(dlq)
 

@@ -4,7 +4,7 @@ Importing matplotlib costs the main process ~0.5 s after its run. The GARCH work
 (``volatility_track.FitsAhead``) has imported most of matplotlib already (arch does) and is idle
 once its fits are made, so it then imports pyplot and renders the chart of whatever runs it is
 handed (:func:`serve`); the main process asks it through :class:`ChartAhead` and renders in line
-when it is gone. Both sides call :func:`coinpilot.backtest.report.render_chart`: same bytes.
+when it is gone. Both sides call :func:`apps.backtest.report.render_chart`: same bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import weakref
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from coinpilot.backtest.report import Chart, render_chart
+from apps.backtest.report import Chart, render_chart
 
 
 def serve(conn: Connection) -> None:

@@ -20,11 +20,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from apps.backtest.report import ChartRenderer, EquityPoint, equity_point
+from apps.backtest.series import SeriesWindow
+from apps.backtest.timeline import SymbolRun, Timeline
+from apps.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.backtest.report import ChartRenderer, EquityPoint, equity_point
-from coinpilot.backtest.series import SeriesWindow
-from coinpilot.backtest.timeline import SymbolRun, Timeline
-from coinpilot.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.clock import floor_hour, trading_day
 from coinpilot.contracts import (
     AiDecision,

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from coinpilot.backtest.engine import BacktestResult, Engine, Progress
-from coinpilot.backtest.report import BacktestReport, build_report
-from coinpilot.backtest.series import SeriesWindow, series_by_symbol
+from apps.backtest.engine import BacktestResult, Engine, Progress
+from apps.backtest.report import BacktestReport, build_report
+from apps.backtest.series import SeriesWindow, series_by_symbol
 from coinpilot.contracts import MinuteCandle
 
 EnginePath = Literal["fast", "batch", "live"]

@@ -15,14 +15,14 @@ from decimal import Decimal
 import numpy as np
 import numpy.typing as npt
 
-from coinpilot.backtest.candidates import (
+from apps.backtest.candidates import (
     ExitTables,
     HeldPosition,
     entry_mask,
     next_exit_candidate,
     regime_codes,
 )
-from coinpilot.backtest.series import SymbolSeries
+from apps.backtest.series import SymbolSeries
 from coinpilot.contracts import MinuteCandle, Regime
 from services.indicator.core import History, IndicatorConfig
 from services.strategy.core import SymbolState

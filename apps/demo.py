@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+import coinpilot
 from coinpilot.bus import ensure_streams
 from coinpilot.bus.connect import connect
 from coinpilot.bus.permissions import OPERATOR, REPLAY
@@ -46,10 +47,11 @@ from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 
 if TYPE_CHECKING:
-    from coinpilot.backtest.marks import Marks
-    from coinpilot.backtest.report import BacktestReport
+    from apps.backtest.marks import Marks
+    from apps.backtest.report import BacktestReport
 
-SAMPLE_DIR = Path(__file__).resolve().parent / "sample_data"
+# the bundled candles are package data of the library (libs/coinpilot/sample_data)
+SAMPLE_DIR = Path(coinpilot.__file__).resolve().parent / "sample_data"
 Out = Callable[[str], None]
 
 
@@ -128,7 +130,7 @@ def start_service(
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its lifetime
     env = child_env(stack, port, workdir) | stack.nats_env(name) | (extra_env or {})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coinpilot.cli.main", "run", name],
+        [sys.executable, "-m", "apps.cli.main", "run", name],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -248,8 +250,8 @@ async def run_summary(
     """The run's report from its ledger and the candles recorded over the replayed window, with
     equity marked to market over every open position at the backtest's hourly marks, and the
     same report as HTML in ``<workdir>/report``."""
-    from coinpilot.backtest.ledger_report import RunLedger, load_run, run_report
-    from coinpilot.backtest.report import write_outputs
+    from apps.backtest.ledger_report import RunLedger, load_run, run_report
+    from apps.backtest.report import write_outputs
     from coinpilot.contracts import Side
     from coinpilot.db import Database
     from services.executor.settings import ExecutorSettings
