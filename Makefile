@@ -28,6 +28,7 @@ test: $(STAMP) services
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 
 proto: $(STAMP)
 	$(PY) -m coinpilot.proto --write
