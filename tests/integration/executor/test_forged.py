@@ -281,9 +281,7 @@ async def test_an_order_whose_candle_the_recorder_passed_by_is_rejected_not_wait
     await approvals.approve(run_id, order)
     await approvals.restore()
     await approvals.candle(order.symbol, order.ts_event, order.reference_price)  # the next minute
-    answer = await execute_order(
-        executor_db, VENUE, order, run_id=run_id, trace_id=None, initial_balance=START
-    )
+    answer = await execute_order(executor_db, VENUE, order, run_id=run_id, trace_id=None, initial_balance=START)
     assert isinstance(answer, OrderRejected) and answer.reason == RejectReason.QUOTE_UNAVAILABLE
     assert "2026-03-02T00:59:00" in answer.message
     assert (await ledger_of(executor_db, run_id))["trading_history"] == []
