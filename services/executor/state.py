@@ -88,9 +88,7 @@ SELECT
     proposal.needs_confirmation AS proposed_needs_confirmation, proposal.ts_event AS proposed_at,
     (SELECT decision FROM agent_decisions WHERE run_id = $1 AND order_id = $3) AS agent_decision,
     (SELECT close_price FROM market_data
-     WHERE symbol = $2 AND interval = '1m' AND timestamp = $6) AS decision_close,
-    EXISTS (SELECT 1 FROM market_data
-            WHERE symbol = $2 AND interval = '1m' AND timestamp > $6) AS later_recorded
+     WHERE symbol = $2 AND interval = '1m' AND timestamp = $6) AS decision_close
 FROM (VALUES (true)) AS one
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.symbol = $2
 LEFT JOIN trading_history AS fill ON fill.run_id = $1 AND fill.order_id = $3
@@ -249,7 +247,7 @@ async def read_order(
         Ledger(currency, balance, position),
         _stored_answer(row, order),
         _provenance(row),
-        RecordedMarket(candle_start, row["decision_close"], row["later_recorded"]),
+        RecordedMarket(candle_start, row["decision_close"]),
     )
 
 

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from coinpilot.contracts import OrderApproved, RejectReason
+from coinpilot.contracts import OrderApproved
 from coinpilot.errors import TransientError
 from services.executor.core import Execution, FillParams, Ledger, Rejection, quote_paper
 
@@ -26,10 +26,6 @@ class RecordedMarket:
     candle_start: datetime
     close: Decimal | None
     """None while the collector's recorder has not stored that candle yet."""
-    later_recorded: bool = False
-    """A later candle of the symbol is recorded: the recorder, which stores a symbol's candles in
-    order, has passed the decision minute, so a missing candle there will never come (refused at
-    the edge, or never published)."""
 
 
 class FillVenue(Protocol):
@@ -48,15 +44,6 @@ class PaperVenue:
     async def execute(
         self, order: OrderApproved, ledger: Ledger, market: RecordedMarket
     ) -> Execution | Rejection:
-        if market.close is None and market.later_recorded:
-            # Waiting would wedge every order behind this one (exits too); refusing it frees the
-            # symbol in strategy and risk, which decide again on the next recorded candle.
-            return Rejection(
-                order,
-                RejectReason.QUOTE_UNAVAILABLE,
-                f"no recorded {order.symbol} candle at {market.candle_start.isoformat()}, and the "
-                "recorder has stored later ones: it will never be quoted",
-            )
         if market.close is None:
             # The recorder runs beside the indicator: it stores the candle, it has not yet. Retried
             # in place until it has, never filled at another price.

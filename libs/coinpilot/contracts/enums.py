@@ -85,7 +85,6 @@ class RejectReason(StrEnum):
     NO_POSITION = "NO_POSITION"
     QUANTITY_TOO_SMALL = "QUANTITY_TOO_SMALL"
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # the venue's quote is far from the order's price
-    QUOTE_UNAVAILABLE = "QUOTE_UNAVAILABLE"  # the decision minute's candle will never be recorded
 
 
 class RejectStage(StrEnum):

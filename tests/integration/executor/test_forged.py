@@ -272,21 +272,6 @@ async def test_an_order_whose_candle_is_not_recorded_yet_waits_for_it_and_fills_
     assert isinstance(fill, Fill) and fill.fill_price == D(100_000_000)
 
 
-async def test_an_order_whose_candle_the_recorder_passed_by_is_rejected_not_waited_for_forever(
-    executor_db: Database, approvals: Approvals, run_id: str
-) -> None:
-    """The recorder stores a symbol's candles in order: once a later one is recorded, the decision
-    minute's (refused at the edge, say) will never come, and waiting would wedge every order behind."""
-    order = buy_order("100000000", "1000000")
-    await approvals.approve(run_id, order)
-    await approvals.restore()
-    await approvals.candle(order.symbol, order.ts_event, order.reference_price)  # the next minute
-    answer = await execute_order(executor_db, VENUE, order, run_id=run_id, trace_id=None, initial_balance=START)
-    assert isinstance(answer, OrderRejected) and answer.reason == RejectReason.QUOTE_UNAVAILABLE
-    assert "2026-03-02T00:59:00" in answer.message
-    assert (await ledger_of(executor_db, run_id))["trading_history"] == []
-
-
 async def test_an_approved_exit_naming_more_than_the_ledger_holds_sells_what_the_ledger_holds(
     executor_db: Database, approvals: Approvals, run_id: str
 ) -> None:
