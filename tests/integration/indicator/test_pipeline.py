@@ -9,59 +9,36 @@ restart of the services, and after a gap that only ``market_data`` holds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 from apps.host import ServiceHost
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
 from coinpilot.cache import keys
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Contract, HourlyCandle, IndicatorSnapshot, MinuteCandle, RegimeUpdate
-from coinpilot.db import Database, MarketData, RegimeHistory, upgrade
+from coinpilot.db import Database, MarketData, RegimeHistory
 from coinpilot.db.market import copy_candles
 from coinpilot.settings import CommonSettings
 from services.indicator.core import history_messages
-from tests.support.servers import NatsProcess, create_database, drop_database, wait_for
+from tests.support.servers import NatsProcess, wait_for
 
-pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.usefixtures("collector_only_records"),
+]
 
 SYMBOL = "USDT-BTC"
 CUT = 16_000  # 266 hours of stored history: the regime is known from the first live candle on
 DURABLES = (("CANDLES", "indicator-candles"), ("CANDLES", "collector-recorder"))
-
-
-@pytest.fixture(scope="module")
-async def db() -> AsyncIterator[Database]:
-    name, url = await create_database("cp_indicator")
-    await upgrade(url)
-    database = Database(url)
-    yield database
-    await database.dispose()
-    await drop_database(name)
-
-
-@pytest.fixture(scope="module")
-def nats_server() -> Iterator[NatsProcess]:
-    server = NatsProcess()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def js(nats_server: NatsProcess) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    yield js
-    await nc.close()
 
 
 @pytest.fixture
@@ -70,13 +47,6 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     await client.delete(keys.market_regime(SYMBOL), keys.market_regime(SYMBOL, "replay-a"))
     yield client
     await client.aclose()
-
-
-@pytest.fixture(autouse=True)
-def collector_only_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The collector runs as the recorder only: nothing here may call Upbit."""
-    monkeypatch.setenv("COINPILOT_COLLECTOR_UPBIT_ENABLED", "false")
-    monkeypatch.setenv("COINPILOT_UPBIT_BASE_URL", "http://127.0.0.1:9")
 
 
 @pytest.fixture(scope="module")

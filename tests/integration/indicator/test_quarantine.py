@@ -10,68 +10,38 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import select
 
 from apps.host import ServiceHost
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
 from coinpilot.candle_files import load_candles
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import AlertType, DeadLetter, IndicatorSnapshot, MinuteCandle, RiskAlert
-from coinpilot.db import Database, MarketData, upgrade
+from coinpilot.db import Database, MarketData
 from coinpilot.db.market import copy_candles
 from coinpilot.market_checks import CandleRule
 from coinpilot.settings import CommonSettings
-from tests.support.servers import NatsProcess, create_database, drop_database, wait_for
+from tests.support.servers import NatsProcess, wait_for
 
-pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [
+    pytest.mark.nats,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.usefixtures("collector_only_records"),
+]
 
 SYMBOL = "USDT-BTC"
 HISTORY = 250
 DURABLES = ("indicator-candles", "collector-recorder")
 MINUTE = timedelta(minutes=1)
-
-
-@pytest.fixture(scope="module")
-async def db() -> AsyncIterator[Database]:
-    name, url = await create_database("cp_quarantine")
-    await upgrade(url)
-    database = Database(url)
-    yield database
-    await database.dispose()
-    await drop_database(name)
-
-
-@pytest.fixture(scope="module")
-def nats_server() -> Iterator[NatsProcess]:
-    server = NatsProcess()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-async def js(nats_server: NatsProcess) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_server.url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    yield js
-    await nc.close()
-
-
-@pytest.fixture(autouse=True)
-def collector_only_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("COINPILOT_COLLECTOR_UPBIT_ENABLED", "false")
-    monkeypatch.setenv("COINPILOT_UPBIT_BASE_URL", "http://127.0.0.1:9")
 
 
 def body(candle: MinuteCandle, **changes: object) -> dict[str, Any]:
