@@ -47,6 +47,27 @@ class Outage:
         self.down = False
 
 
+async def three_candles_behind_an_outage(
+    js, prefix: str
+) -> tuple[str, str, Bus, Outage, list[tuple[int, int]], Consumer]:
+    """Three candles of a fresh symbol published, and a consumer whose handler meets ``Outage``
+    first and then records (minute, delivery) of each message it handled in ``done``."""
+    symbol, service = fresh(prefix)
+    bus = Bus(js, service)
+    outage = Outage()
+    done: list[tuple[int, int]] = []
+
+    async def handle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
+        outage.check(d)
+        done.append((d.message.ts_open.minute, d.deliveries))
+        return []
+
+    for minute in range(3):
+        await bus.publish(candle(minute, symbol=symbol), run_id="live")
+    consumer = Consumer(f"candles.1m.{symbol}", f"t-{symbol}", handle, parser_for(MinuteCandle))
+    return symbol, service, bus, outage, done, consumer
+
+
 def retrying(service: str) -> float | None:
     return REGISTRY.get_sample_value("coinpilot_consumers_retrying", {"service": service})
 
@@ -73,20 +94,8 @@ async def idle(js, durable: str) -> bool:
 
 
 async def test_an_outage_longer_than_max_deliver_is_waited_out_in_place_in_order(nc, js) -> None:
-    symbol, service = fresh("a")
-    bus = Bus(js, service)
-    outage = Outage()
-    done: list[tuple[int, int]] = []
-
-    async def handle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
-        outage.check(d)
-        done.append((d.message.ts_open.minute, d.deliveries))
-        return []
-
-    subject = f"candles.1m.{symbol}"
-    for minute in range(3):
-        await bus.publish(candle(minute, symbol=symbol), run_id="live")
-    consumer = Consumer(subject, f"t-{symbol}", handle, parser_for(MinuteCandle))
+    symbol, service, bus, outage, done, consumer = await three_candles_behind_an_outage(js, "a")
+    subject = consumer.subject
     loop = quick(PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=30.0))
     await loop.start()
     try:
@@ -215,20 +224,7 @@ async def test_messages_held_through_an_outage_longer_than_the_ack_wait_are_not_
     """Two replicas of one durable: the one waiting in place keeps its run alive (in_progress), so
     the other is never handed those messages when their ack timer would have run out; each
     message is handled once, on its first delivery."""
-    symbol, service = fresh("d")
-    bus = Bus(js, service)
-    outage = Outage()
-    done: list[tuple[int, int]] = []
-
-    async def handle(d: Delivery[MinuteCandle]) -> Sequence[Contract]:
-        outage.check(d)
-        done.append((d.message.ts_open.minute, d.deliveries))
-        return []
-
-    subject = f"candles.1m.{symbol}"
-    for minute in range(3):
-        await bus.publish(candle(minute, symbol=symbol), run_id="live")
-    consumer = Consumer(subject, f"t-{symbol}", handle, parser_for(MinuteCandle))
+    symbol, _, bus, outage, done, consumer = await three_candles_behind_an_outage(js, "d")
     loops = [PullLoop(nc, js, bus, consumer, batch_size=16, max_deliver=3, ack_wait=2.0) for _ in range(2)]
     for loop in loops:
         loop.patience.base, loop.patience.cap = 0.05, 0.25
