@@ -43,7 +43,7 @@ from coinpilot.contracts import (
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
 from services.agent import core as agent_core
-from services.agent import guardbook
+from services.agent import guard_state
 from services.agent.graph import Reviewer
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
@@ -143,7 +143,7 @@ class Engine:
         self.reference: dict[date, Decimal] = {}
         self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol))
         self.book = agent_core.ContextBook()
-        self.guard = guardbook.GuardBook()
+        self.guard = guard_state.GuardBook()
         self.balances: dict[str, Decimal] = {}
         self.positions: dict[str, executor_core.Position] = {}
         self.last_close: dict[str, Decimal] = {}
@@ -223,7 +223,7 @@ class Engine:
     async def run_series(self, window: SeriesWindow, progress: Progress | None = None) -> BacktestResult:
         """The fast path: the same cores on the same messages, run only where they can act.
 
-        Indicators of each symbol are computed once over its whole history (``History``); then
+        Indicators of each symbol are computed once over its whole history (``ComputedHistory``); then
         only the candles that close an hour, start a new hour of the merged timeline (an equity
         mark) or are strategy candidates (``candidates.py``) are handled, in (time, symbol) order,
         each with exactly the messages run_batch would drain for it. Every other candle is a hold
@@ -473,7 +473,7 @@ class Engine:
             decision = agent_core.skip_decision(order, plan.reason, plan.message)
             return list(agent_core.order_outputs(order, decision))
         guard = plan.regime_params.guard
-        self.guard, block = guardbook.admit(self.guard, order.symbol, order.ts_event, guard)
+        self.guard, block = guard_state.admit(self.guard, order.symbol, order.ts_event, guard)
         if block is not None:
             from coinpilot.contracts import RejectReason
 
@@ -482,7 +482,7 @@ class Engine:
         route = choose_route(order.symbol, plan.canary_marker, self.routing)
         outcome = await self.reviewer.review(plan, route)
         decision = agent_core.review_decision(order, outcome, route, self.reviewer.prompts.sha256)
-        self.guard = guardbook.after_decision(
+        self.guard = guard_state.after_decision(
             self.guard, order.symbol, order.ts_event, outcome.approved, outcome.error_kind, guard
         )
         return list(agent_core.order_outputs(order, decision))

@@ -24,7 +24,7 @@ from apps.backtest.candidates import (
 )
 from apps.backtest.series import SymbolSeries
 from coinpilot.contracts import MinuteCandle, Regime
-from services.indicator.core import History, IndicatorConfig
+from services.indicator.core import ComputedHistory, IndicatorConfig
 from services.strategy.core import SymbolState
 from services.strategy.params import StrategyParams
 
@@ -42,7 +42,7 @@ class SymbolRun:
     """One symbol in a fast run: its history, where trading starts, how far the strategy got."""
 
     series: SymbolSeries
-    history: History
+    history: ComputedHistory
     first: int  # index of the first traded candle (the ones before only warm the indicator)
     codes: Ints  # regime in force per candle (``candidates.REGIMES`` index)
     entries: Ints  # candle indices passing the entry pre-checks, ascending
@@ -55,7 +55,9 @@ class SymbolRun:
     def prepare(
         cls, series: SymbolSeries, start: datetime, config: IndicatorConfig, params: StrategyParams
     ) -> SymbolRun:
-        history = History.compute(series.symbol, series.ts_ms, series.floats, series.hour_bars, config)
+        history = ComputedHistory.compute(
+            series.symbol, series.ts_ms, series.floats, series.hour_bars, config
+        )
         codes = regime_codes(history.result)
         first = series.index_at(start)
         entries = np.flatnonzero(entry_mask(history.result, codes, params))

@@ -241,7 +241,7 @@ def report_daily(day: datetime, run_id: str | None, currency: str, publish: bool
     from coinpilot.bus.connect import connect
     from coinpilot.db import Database
     from services.notifier.app import make_summarizer
-    from services.notifier.reporting import build_daily_report
+    from services.notifier.daily_report_job import build_daily_report
     from services.notifier.settings import NotifierSettings
 
     settings = _settings()

@@ -35,7 +35,7 @@ from services.agent.context import (
     market_context,
     pattern_features,
 )
-from services.agent.guardrails import GuardParams
+from services.agent.guard_rules import GuardParams
 from services.agent.prefilter import PrefilterParams, should_run_ai_analysis
 from services.agent.pricing import estimate_cost_usd, total_cost_usd
 from services.agent.routing import Route

@@ -17,7 +17,7 @@ from langgraph.graph import END, START, StateGraph
 
 from coinpilot.errors import TransientError
 from services.agent.core import ReviewPlan
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.prompts import PromptFile, PromptSet, analyst_user_message, guardian_user_message
 from services.agent.providers import LlmRequest, ProviderError, ProviderResponse
 from services.agent.recording import Caller

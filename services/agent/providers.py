@@ -1,7 +1,7 @@
 """Model providers behind one small interface: ``async def complete(request) -> ProviderResponse``.
 
 This module holds the interface, the request/response types and :class:`RulesProvider` (an
-offline deterministic reviewer, ``services.agent.rules``). The SDK-backed providers live in
+offline deterministic reviewer, ``services.agent.rules_reviewer``). The SDK-backed providers live in
 ``services.agent.sdk_providers``: the ``anthropic`` and ``openai`` packages take ~1.2 s to import,
 which a backtest on the rules reviewer should not pay.
 """
@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from services.agent import rules
-from services.agent.guardrails import ErrorKind
+from services.agent import rules_reviewer
+from services.agent.guard_rules import ErrorKind
 from services.agent.routing import RULES, RULES_MODEL
 
 
@@ -135,12 +135,12 @@ def classify_status(status: int, error_type: str | None, code: str | None) -> Er
 
 
 class RulesProvider:
-    """Answers from ``services.agent.rules``: a pure function of the request's facts."""
+    """Answers from ``services.agent.rules_reviewer``: a pure function of the request's facts."""
 
     name = RULES
 
     async def complete(self, request: LlmRequest) -> ProviderResponse:
-        output = rules.review(request.node, request.facts)
+        output = rules_reviewer.review(request.node, request.facts)
         return ProviderResponse(output=output, stop_reason="tool_use", model=RULES_MODEL)
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.providers import LlmRequest, Provider, ProviderError, ProviderResponse
 from services.agent.routing import RULES
 from services.agent.verdicts import CallSummary

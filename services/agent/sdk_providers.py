@@ -6,7 +6,7 @@
   function tool.
 
 Every SDK failure leaves here as a :class:`~services.agent.providers.ProviderError` carrying a
-structured :class:`~services.agent.guardrails.ErrorKind`; nothing downstream inspects error text.
+structured :class:`~services.agent.guard_rules.ErrorKind`; nothing downstream inspects error text.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import anthropic
 import openai
 
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.providers import LlmRequest, ProviderError, ProviderResponse, classify_status
 from services.agent.routing import ANTHROPIC, OPENAI
 

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from coinpilot.contracts import Regime
 from coinpilot.strategy_config import EntryConfig, StrategyConfig, load_strategy_config
 from services.agent.core import AgentParams, RegimeAiParams
-from services.agent.guardrails import GuardParams
+from services.agent.guard_rules import GuardParams
 from services.agent.prefilter import PrefilterParams
 from services.agent.recording import CallSource
 from services.agent.routing import ANTHROPIC, OPENAI, RoutingConfig

@@ -39,13 +39,13 @@ from coinpilot.contracts import AiDecision, AiVerdict, OrderProposed, RejectReas
 from coinpilot.db.market import load_hourly_candles
 from coinpilot.db.models import AgentDecision, LlmCallRecord, LlmUsageEvent, MarketData
 from coinpilot.errors import TransientError
-from services.agent import guardbook, guardkeys
+from services.agent import guard_redis_codec, guard_state
 from services.agent import metrics as m
 from services.agent.context import Bar, MinuteRow, resample_hourly
 from services.agent.core import finite_or_none, warm_bars, warm_span
-from services.agent.guardbook import GuardBook
-from services.agent.guardkeys import GuardKeys, Stamped, book_of, decode, gauge_reading, is_legacy
-from services.agent.guardrails import UNAVAILABLE, Block, ErrorKind, GuardParams
+from services.agent.guard_redis_codec import GuardKeys, Stamped, book_of, decode, gauge_reading, is_legacy
+from services.agent.guard_rules import UNAVAILABLE, Block, ErrorKind, GuardParams
+from services.agent.guard_state import GuardBook
 from services.agent.pricing import PRICE_VERSION, estimate_cost_usd
 from services.agent.recording import CallRecord, CallStatus
 from services.agent.routing import STRATEGY_NAME
@@ -102,9 +102,9 @@ class GuardStore:
     """The guardrail keys of every run, on EVENT time.
 
     Each operation reads the keys of one (run, symbol, order ``ts_event``) into a
-    :class:`GuardBook`, applies the pure :mod:`services.agent.guardbook` rule the backtest applies,
+    :class:`GuardBook`, applies the pure :mod:`services.agent.guard_state` rule the backtest applies,
     and writes back what changed in one optimistic transaction, so the distributed agent decides
-    exactly like the backtest, whatever the pace. Value formats: :mod:`services.agent.guardkeys`.
+    exactly like the backtest, whatever the pace. Value formats: :mod:`services.agent.guard_redis_codec`.
     :data:`GAUGES` follow the keys of ``gauge_run_id`` only, so a replay in the same process never
     moves the live alerts."""
 
@@ -121,7 +121,7 @@ class GuardStore:
         try:
             await self._apply_deferred(self._client)
             _, after, block = await self._transact(
-                self._client, run_id, symbol, ts, lambda book: guardbook.admit(book, symbol, ts, params)
+                self._client, run_id, symbol, ts, lambda book: guard_state.admit(book, symbol, ts, params)
             )
         except UNREACHABLE as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("admit").inc()
@@ -151,7 +151,7 @@ class GuardStore:
             return
 
         def change(book: GuardBook) -> tuple[GuardBook, Block | None]:
-            return guardbook.after_decision(book, symbol, ts, approved, error_kind, params), None
+            return guard_state.after_decision(book, symbol, ts, approved, error_kind, params), None
 
         if self._deferred:
             self._deferred.append((run_id, symbol, ts, change))
@@ -232,15 +232,15 @@ class GuardStore:
             day_calls=_int(raw[5]),
         )
         after, block = change(before)
-        ops = guardkeys.writes(k, symbol, now, before, after)
+        ops = guard_redis_codec.writes(k, symbol, now, before, after)
         if not ops:
             await pipe.reset()
             return before, after, block
         pipe.multi()
         for op in ops:
-            if isinstance(op, guardkeys.Put):
+            if isinstance(op, guard_redis_codec.Put):
                 pipe.set(op.key, op.value, ex=op.ttl_seconds)
-            elif isinstance(op, guardkeys.Delete):
+            elif isinstance(op, guard_redis_codec.Delete):
                 pipe.delete(op.key)
             else:
                 pipe.incrby(op.key, op.by)

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coinpilot.contracts import RejectReason
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 
 MIN_CONFIDENCE = 60
 PREVIEW_CHARS = 220

@@ -291,7 +291,7 @@ def run_candles(
 
 
 @dataclass(frozen=True, slots=True)
-class History:
+class ComputedHistory:
     """One symbol's whole history computed by the vectorised batch path, read out message by message.
 
     ``hours_closing(i)`` and ``snapshot_at(i, candle)`` are the messages a live run emits for candle
@@ -312,7 +312,7 @@ class History:
         floats: Mapping[str, npt.NDArray[np.float64]],
         exact_bars: Callable[[int], Sequence[HourBar[Decimal]]],
         config: IndicatorConfig = DEFAULT_CONFIG,
-    ) -> History:
+    ) -> ComputedHistory:
         """``floats``: open/high/low/close/volume as float64; ``exact_bars(n)``: the first ``n``
         hourly bars with the candles' own ``Decimal`` prices (what the live path aggregates)."""
         result = compute_history(
@@ -390,7 +390,9 @@ def history_messages(
         for name in ("open", "high", "low", "close", "volume")
     }
     rows = [(int(t), c.open, c.high, c.low, c.close, c.volume) for t, c in zip(ts, candles, strict=True)]
-    history = History.compute(candles[0].symbol, ts, floats, lambda n: resample_hourly(rows)[:n], config)
+    history = ComputedHistory.compute(
+        candles[0].symbol, ts, floats, lambda n: resample_hourly(rows)[:n], config
+    )
     regime_index = -1
     for i, candle in enumerate(candles):
         closing = history.hours_closing(i)

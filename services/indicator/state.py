@@ -29,7 +29,7 @@ log = logging.getLogger("coinpilot.indicator")
 
 
 @dataclass(frozen=True, slots=True)
-class History:
+class WarmingCandles:
     """What ``core.warm_state`` needs: the last window of 1m candles and the hourly buckets."""
 
     recent: list[MinuteCandle]
@@ -67,7 +67,9 @@ async def _has_rows_before(session: AsyncSession, symbol: str, before: datetime)
     return (await session.execute(statement)).first() is not None
 
 
-async def load_history(db: Database, symbol: str, before: datetime, config: IndicatorConfig) -> History:
+async def load_history(
+    db: Database, symbol: str, before: datetime, config: IndicatorConfig
+) -> WarmingCandles:
     """Stored 1m candles strictly before ``before``: the last ``config.window`` of them, and every
     hourly bucket back to ``hours_kept`` closed hours (further back when hours are empty)."""
     needed = config.rule.hours_kept + 1
@@ -75,13 +77,13 @@ async def load_history(db: Database, symbol: str, before: datetime, config: Indi
     async with db.session() as session:
         recent = await _recent_candles(session, symbol, before, config.window)
         if not recent:
-            return History([], [])
+            return WarmingCandles([], [])
         end = recent[-1].ts_open + timedelta(minutes=1)
         while True:
             start = floor_hour(end) - span
             hours = await load_hourly_candles(session, symbol, start, end)
             if len(hours) >= needed or not await _has_rows_before(session, symbol, start):
-                return History(recent, hours)
+                return WarmingCandles(recent, hours)
             span *= 2
 
 

@@ -14,8 +14,8 @@ from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from coinpilot.symbols import quote_currency
 from services.notifier.core import Event, event_key, plan
+from services.notifier.daily_report_job import ReportClock
 from services.notifier.delivery import Deliverer, dead_letter_reason
-from services.notifier.reporting import ReportClock
 from services.notifier.settings import NotifierSettings
 from services.notifier.state import PgJournal
 from services.notifier.summarizer import OpenAiSummarizer, Summarizer

@@ -22,8 +22,8 @@ from coinpilot.db import (
     TradingHistory,
 )
 from services.notifier.core import AttemptStatus, Notification, Sink
+from services.notifier.daily_figures import TradeRow
 from services.notifier.delivery import Attempt
-from services.notifier.report import TradeRow
 
 DAILY_REPORT_JOB = "daily_report"
 REPORT_START_JOB = "daily_report_start"  # the first boundary a run reports (not a report)

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from openai import AsyncOpenAI
 
-from services.notifier.report import DailyFigures, basic_summary, summary_prompt
+from services.notifier.daily_figures import DailyFigures, basic_summary, summary_prompt
 
 DEFAULT_MODEL = "gpt-4o-mini"
 SYSTEM_PROMPT = (

@@ -62,7 +62,7 @@ def price(symbol: str, run_id: str = LIVE) -> str:
 
 def ai_global_block(run_id: str = LIVE) -> str:
     """``"<low_credit|error_streak>|<until ISO>"``: active while ``until`` (event time) is after the
-    order's ``ts_event``; the Redis TTL only collects garbage (``services/agent/guardkeys.py``)."""
+    order's ``ts_event``; the Redis TTL only collects garbage (``services/agent/guard_redis_codec.py``)."""
     return f"{namespace(run_id)}ai:guard:global:block"
 
 

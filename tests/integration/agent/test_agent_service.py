@@ -30,7 +30,7 @@ from coinpilot.contracts import (
 from coinpilot.db import AgentDecision, Database, LlmUsageEvent
 from coinpilot.errors import TransientError
 from services.agent.app import AgentService
-from services.agent.guardkeys import encode
+from services.agent.guard_redis_codec import encode
 from tests.integration.agent.conftest import ServiceFactory
 from tests.support.fake_llm import ANTHROPIC, FakeLlmServer, Reply
 from tests.support.servers import RedisProcess, wait_for
@@ -44,7 +44,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def until(head: object, ts: datetime, minutes: int) -> bytes:
-    """A guardrail value: what it holds and when it ends in event time (``services.agent.guardkeys``)."""
+    """A guardrail value: what it holds and when it ends in event time (``guard_redis_codec``)."""
     return encode(head, ts + timedelta(minutes=minutes)).encode()
 
 

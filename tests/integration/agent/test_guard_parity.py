@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from services.agent import guardbook
-from services.agent.guardrails import BlockReason, ErrorKind, GuardParams
+from services.agent import guard_state
+from services.agent.guard_rules import BlockReason, ErrorKind, GuardParams
 from services.agent.state import GuardStore
 
 pytestmark = pytest.mark.redis
@@ -79,13 +79,13 @@ SEQUENCE: tuple[Step, ...] = (
 
 async def test_redis_guard_store_and_pure_guard_book_answer_alike_at_every_step(redis: Redis) -> None:
     store = GuardStore(redis)
-    book = guardbook.GuardBook()
+    book = guard_state.GuardBook()
     for i, step in enumerate(SEQUENCE):
         ts = T0 + timedelta(minutes=step.minute)
-        book, pure = guardbook.admit(book, step.symbol, ts, P)
+        book, pure = guard_state.admit(book, step.symbol, ts, P)
         stored = await store.admit("parity", step.symbol, ts, P)
         assert stored == pure, f"step {i}: {step}"
         assert (pure.reason if pure else None) is step.blocked, f"step {i}: {step} -> {pure}"
         if pure is None:
-            book = guardbook.after_decision(book, step.symbol, ts, step.approved, step.kind, P)
+            book = guard_state.after_decision(book, step.symbol, ts, step.approved, step.kind, P)
             await store.after_decision("parity", step.symbol, ts, step.approved, step.kind, P)

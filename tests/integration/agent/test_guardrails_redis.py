@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from coinpilot.cache import keys
 from coinpilot.errors import TransientError
 from services.agent import metrics as m
-from services.agent.guardkeys import GC_MARGIN_SECONDS
-from services.agent.guardrails import UNAVAILABLE, BlockReason, ErrorKind, GuardParams
+from services.agent.guard_redis_codec import GC_MARGIN_SECONDS
+from services.agent.guard_rules import UNAVAILABLE, BlockReason, ErrorKind, GuardParams
 from services.agent.state import GuardStore
 from tests.support.proxy import TcpProxy
 from tests.support.servers import RedisProcess

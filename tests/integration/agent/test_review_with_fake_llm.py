@@ -14,7 +14,7 @@ import pytest
 from coinpilot.contracts import RejectReason
 from services.agent.core import ReviewPlan, plan_review
 from services.agent.graph import Reviewer
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.prompts import load_prompts
 from services.agent.recording import Caller, CallSource
 from services.agent.routing import DEV_MODEL, Route

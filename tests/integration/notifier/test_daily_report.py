@@ -15,7 +15,7 @@ from services.executor.app import execute_order
 from services.executor.core import FillParams
 from services.executor.venue import PaperVenue
 from services.notifier.core import ReportSchedule
-from services.notifier.reporting import ReportClock, build_daily_report
+from services.notifier.daily_report_job import ReportClock, build_daily_report
 from services.notifier.summarizer import OpenAiSummarizer
 from tests.integration.notifier.fake_openai import API_KEY, FakeOpenAi
 from tests.support.provenance import Approvals

@@ -17,7 +17,7 @@ from services.agent.core import (
     review_decision,
     skip_decision,
 )
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.routing import Route
 from services.agent.verdicts import CallSummary, Outcome
 from tests.unit.agent.factories import (

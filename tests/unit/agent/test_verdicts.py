@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coinpilot.contracts import RejectReason
-from services.agent.guardrails import ErrorKind
+from services.agent.guard_rules import ErrorKind
 from services.agent.verdicts import (
     GUARDIAN_SKIPPED,
     AnalystOutput,

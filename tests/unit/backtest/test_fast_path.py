@@ -39,7 +39,7 @@ from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Regime
 from coinpilot.indicators import resample_hourly
 from coinpilot.strategy_config import load_strategy_config
-from services.indicator.core import History
+from services.indicator.core import ComputedHistory
 from services.indicator.settings import config_from_strategy
 from services.strategy.rules import OpenPosition, evaluate_entry, evaluate_exit
 from services.strategy.settings import StrategySettings
@@ -70,8 +70,10 @@ def btc_sample() -> SymbolSeries:
 
 
 @pytest.fixture(scope="module")
-def btc_history(btc_sample) -> History:
-    return History.compute("USDT-BTC", btc_sample.ts_ms, btc_sample.floats, btc_sample.hour_bars, INDICATORS)
+def btc_history(btc_sample) -> ComputedHistory:
+    return ComputedHistory.compute(
+        "USDT-BTC", btc_sample.ts_ms, btc_sample.floats, btc_sample.hour_bars, INDICATORS
+    )
 
 
 async def test_the_fast_path_books_the_batch_paths_ledger_on_the_sample(sample_window) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.agent.guardrails import (
+from services.agent.guard_rules import (
     Block,
     BlockReason,
     ErrorKind,

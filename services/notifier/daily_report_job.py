@@ -21,7 +21,7 @@ from services.notifier.core import (
     report_window,
     reports_due,
 )
-from services.notifier.report import TradeRow, compute_daily
+from services.notifier.daily_figures import TradeRow, compute_daily
 from services.notifier.summarizer import Summarizer, write_summary
 
 log = logging.getLogger("coinpilot.notifier.report")

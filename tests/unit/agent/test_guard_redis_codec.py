@@ -7,9 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.agent import guardbook
-from services.agent.guardbook import GuardBook, Window
-from services.agent.guardkeys import (
+from services.agent import guard_state
+from services.agent.guard_redis_codec import (
     GC_MARGIN_SECONDS,
     Add,
     Delete,
@@ -25,7 +24,8 @@ from services.agent.guardkeys import (
     is_legacy,
     writes,
 )
-from services.agent.guardrails import ErrorKind, GlobalBlock, GuardParams
+from services.agent.guard_rules import ErrorKind, GlobalBlock, GuardParams
+from services.agent.guard_state import GuardBook, Window
 
 T0 = datetime(2026, 2, 18, 9, 15, 30, 250_000, tzinfo=UTC)
 SYM = "KRW-BTC"
@@ -135,7 +135,7 @@ def test_book_of_refuses_what_it_did_not_write(field: dict[str, Stamped]) -> Non
 
 def test_admitting_adds_one_call_to_the_event_time_hour_and_day() -> None:
     before = read()
-    after, block = guardbook.admit(before, SYM, T0, P)
+    after, block = guard_state.admit(before, SYM, T0, P)
     assert block is None
     assert writes(K, SYM, T0, before, after) == (
         Add("ai:usage:hour:2026021809", 1, 7200),
@@ -145,13 +145,13 @@ def test_admitting_adds_one_call_to_the_event_time_hour_and_day() -> None:
 
 def test_a_blocked_admit_writes_nothing() -> None:
     before = read(hour_calls=20)
-    after, block = guardbook.admit(before, SYM, T0, P)
+    after, block = guard_state.admit(before, SYM, T0, P)
     assert block is not None and writes(K, SYM, T0, before, after) == ()
 
 
 def test_a_rejection_writes_cooldown_and_window_with_gc_ttls() -> None:
     before = read()
-    after = guardbook.after_decision(before, SYM, T0, False, None, P)
+    after = guard_state.after_decision(before, SYM, T0, False, None, P)
     assert writes(K, SYM, T0, before, after) == (
         Put(K.cooldown, encode(5, at(5)), 300 + GC_MARGIN_SECONDS),
         Put(K.reject_count, encode(1, at(30)), 1800 + GC_MARGIN_SECONDS),
@@ -160,14 +160,14 @@ def test_a_rejection_writes_cooldown_and_window_with_gc_ttls() -> None:
 
 def test_an_ai_error_also_writes_the_streak() -> None:
     before = read()
-    after = guardbook.after_decision(before, SYM, T0, False, ErrorKind.TIMEOUT, P)
+    after = guard_state.after_decision(before, SYM, T0, False, ErrorKind.TIMEOUT, P)
     streak = Put(K.error_streak, encode(1, at(60)), 3600 + GC_MARGIN_SECONDS)
     assert writes(K, SYM, T0, before, after)[-1] == streak
 
 
 def test_the_fifth_error_writes_the_global_block() -> None:
     before = read(error_streak=Stamped("4", at(10)))
-    after = guardbook.after_decision(before, SYM, T0, False, ErrorKind.SERVER_ERROR, P)
+    after = guard_state.after_decision(before, SYM, T0, False, ErrorKind.SERVER_ERROR, P)
     assert Put(K.global_block, encode("error_streak", at(30)), 1800 + GC_MARGIN_SECONDS) in writes(
         K, SYM, T0, before, after
     )
@@ -177,13 +177,13 @@ def test_an_approval_deletes_the_window_and_the_streak_and_keeps_the_cooldown() 
     before = read(
         cooldown=Stamped("5", at(2)), reject_count=Stamped("1", at(20)), error_streak=Stamped("2", at(40))
     )
-    after = guardbook.after_decision(before, SYM, T0, True, None, P)
+    after = guard_state.after_decision(before, SYM, T0, True, None, P)
     assert writes(K, SYM, T0, before, after) == (Delete(K.reject_count), Delete(K.error_streak))
 
 
 def test_an_approval_with_nothing_set_writes_nothing() -> None:
     before = read()
-    assert writes(K, SYM, T0, before, guardbook.after_decision(before, SYM, T0, True, None, P)) == ()
+    assert writes(K, SYM, T0, before, guard_state.after_decision(before, SYM, T0, True, None, P)) == ()
 
 
 @pytest.mark.parametrize(

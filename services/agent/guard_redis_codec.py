@@ -1,7 +1,7 @@
 """The §5.5 guardrail keys as values on EVENT time: Redis strings <-> :class:`GuardBook` (pure).
 
 ``state.GuardStore`` reads the keys of one (run, symbol, event time) into a ``GuardBook``, calls
-the same :func:`services.agent.guardbook.admit` / ``after_decision`` the backtest calls, and writes
+the same :func:`services.agent.guard_state.admit` / ``after_decision`` the backtest calls, and writes
 back what changed, so there is one rule implementation. Key names stay those of §5.5; the expiry
 lives in the value as an instant of market time, compared with the order's ``ts_event``:
 
@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 
 from coinpilot.cache import keys
 from coinpilot.clock import ensure_utc
-from services.agent.guardbook import GuardBook, Window
-from services.agent.guardrails import GlobalBlock, day_bucket, hour_bucket
+from services.agent.guard_rules import GlobalBlock, day_bucket, hour_bucket
+from services.agent.guard_state import GuardBook, Window
 
 SEP = "|"
 GC_MARGIN_SECONDS = 3600

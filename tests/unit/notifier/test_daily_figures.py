@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from coinpilot.contracts import Side
-from services.notifier.report import (
+from services.notifier.daily_figures import (
     ExitBucket,
     TradeRow,
     basic_summary,

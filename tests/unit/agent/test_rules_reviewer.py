@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.agent.rules import review
+from services.agent.rules_reviewer import review
 
 NEUTRAL = {
     "bearish_streak_6h": 1,

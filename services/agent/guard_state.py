@@ -3,7 +3,7 @@
 Every expiry is an instant of market time (``until``), compared with the order's ``ts_event``,
 so a cooldown of 5 minutes is 5 minutes of candles whether the pipeline runs live, replays at
 1000x or backtests in one process. The rules themselves (the 5/10/15 ladder, the caps, the
-global blocks) are :mod:`services.agent.guardrails`; this module only keeps their clocks.
+global blocks) are :mod:`services.agent.guard_rules`; this module only keeps their clocks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 
 from coinpilot.cache.keys import AI_ERROR_STREAK_TTL_SECONDS, guard_ttl_seconds
-from services.agent.guardrails import (
+from services.agent.guard_rules import (
     Block,
     ErrorKind,
     GlobalBlock,
