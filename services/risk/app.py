@@ -29,7 +29,9 @@ from coinpilot.contracts import (
     OrderRejected,
     RejectReason,
     RiskAlert,
+    Side,
     Signal,
+    order_id_for,
 )
 from coinpilot.db import claim_on
 from coinpilot.errors import ConfigError
@@ -95,7 +97,9 @@ def build(rt: Runtime) -> ServiceDefinition:
                 if not first_time:
                     # Already decided. A BUY still pending is proposed again (same msg_id, so
                     # JetStream drops it unless the first publish was lost); a rejection stays done.
-                    if before.pending_orders.get(signal.symbol) != core.buy_order_id(signal):
+                    if before.pending_orders.get(signal.symbol) != order_id_for(
+                        signal.symbol, signal.ts_event, Side.BUY
+                    ):
                         return ()
                     before = before.without_pending(signal.symbol)
                 rows = await state.read_ledger(

@@ -24,7 +24,7 @@ from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
 from coinpilot.analytics.volatility import VolatilityState, VolatilityStatus, volatility_multiplier
-from coinpilot.clock import iso_minute, last_daily_boundary, trading_day
+from coinpilot.clock import last_daily_boundary, trading_day
 from coinpilot.contracts import (
     AlertLevel,
     AlertType,
@@ -39,6 +39,8 @@ from coinpilot.contracts import (
     RejectStage,
     RiskAlert,
     Side,
+    order_id_for,
+    order_time,
 )
 from services.risk.checks import AUDITED, OrderCheck, Verdict, check_order, signal_price
 from services.risk.params import RiskParams
@@ -56,20 +58,6 @@ class Decision(StrEnum):
     PROPOSED = "proposed"
     REJECTED = "rejected"
     APPROVED = "approved"
-
-
-def buy_order_id(signal: EntrySignal) -> str:
-    return f"{signal.symbol}:{iso_minute(signal.ts_event)}:buy"
-
-
-def sell_order_id(signal: ExitSignal) -> str:
-    return f"{signal.symbol}:{iso_minute(signal.ts_event)}:sell"
-
-
-def order_time(order_id: str) -> datetime:
-    """The event minute an order id was made from (``KRW-BTC:2026-01-01T00:00Z:buy``)."""
-    stamp = order_id.split(":", 1)[1].rsplit(":", 1)[0]
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M%z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +230,7 @@ def on_entry_signal(
     """
     now = signal.ts_event
     state = _expire_pending(state.at(now, params), now, params)
-    order_id = buy_order_id(signal)
+    order_id = order_id_for(signal.symbol, signal.ts_event, Side.BUY)
     price = signal_price(signal, recorded_close, params)
     if not price.passed:
         return _reject(state, signal, order_id, price)
@@ -326,7 +314,7 @@ def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> 
     state = state.at(signal.ts_event, params)
     approved = OrderApproved(
         ts_event=signal.ts_event,
-        order_id=sell_order_id(signal),
+        order_id=order_id_for(signal.symbol, signal.ts_event, Side.SELL),
         symbol=signal.symbol,
         side=Side.SELL,
         reference_price=signal.price,

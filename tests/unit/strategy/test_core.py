@@ -15,6 +15,8 @@ from coinpilot.contracts import (
     RejectReason,
     RejectStage,
     Side,
+    order_id_for,
+    order_time,
 )
 from coinpilot.fill_ledger import recorded_from_row
 from services.strategy.core import (
@@ -26,8 +28,6 @@ from services.strategy.core import (
     on_fill,
     on_rejection,
     on_snapshot,
-    order_id_for,
-    order_time,
     status_payload,
 )
 from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
