@@ -12,11 +12,13 @@ Warm-up candles only advance the indicator (the distributed services warm it fro
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from apps.backtest.series import SeriesWindow
 from apps.backtest.timeline import SymbolRun, Timeline
 from apps.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.clock import floor_hour, trading_day
+from coinpilot.clock import floor_hour
 from coinpilot.contracts import (
     AiDecision,
     Contract,
@@ -40,6 +42,7 @@ from coinpilot.contracts import (
     OrderRejected,
     RiskAlert,
 )
+from coinpilot.fill_ledger import RecordedFill, recorded_from_fill
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
 from services.agent import core as agent_core
@@ -53,11 +56,17 @@ from services.agent.settings import AgentSettings
 from services.executor import core as executor_core
 from services.indicator import core as indicator_core
 from services.risk import core as risk_core
+from services.risk.core import LedgerRows
+from services.risk.handlers import RiskHandlers
+from services.risk.stores import MemoryRiskBook
 from services.strategy import core as strategy_core
 
 #: From this many GARCH fits on, a run fits them ahead in a worker process (it costs a start-up).
 FIT_AHEAD_MIN = 8
 Progress = Callable[[int, int], None]
+MINUTE = timedelta(minutes=1)
+log = logging.getLogger("coinpilot.backtest")
+log.addHandler(logging.NullHandler())  # handlers log to a configured root only: the report has it all
 
 
 @dataclass
@@ -130,7 +139,6 @@ class Engine:
         executor_settings = ExecutorSettings()
         self.fill_params = executor_settings.params()
         self.initial_balance = executor_settings.initial_balance
-        self.risk_initial_balance = risk_settings.paper_initial_balance
         agent_settings = AgentSettings(llm_mode_source=llm)
         self.agent_params = params_from_strategy(config)
         self.routing = agent_settings.routing()
@@ -138,10 +146,17 @@ class Engine:
 
         self.indicators: dict[str, indicator_core.SymbolState] = {}
         self.strategy: dict[str, strategy_core.SymbolState] = {}
-        self.risk: risk_core.RiskState | None = None
-        self.prices: dict[str, tuple[Decimal, datetime]] = {}
-        self.reference: dict[date, Decimal] = {}
-        self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol))
+        self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
+        self.recorded: dict[str, RecordedFill] = {}  # what trading_history would hold, by order id
+        self.risk = RiskHandlers(
+            params=self.risk_params,
+            volatility=self.vol,
+            initial_balance=risk_settings.paper_initial_balance,
+            cache=self.volatility.cache,
+            book=MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill),
+            fit=self.volatility.refit_fit,
+            log=log,
+        )
         self.book = agent_core.ContextBook()
         self.guard = guard_state.GuardBook()
         self.balances: dict[str, Decimal] = {}
@@ -349,10 +364,12 @@ class Engine:
         if isinstance(msg, HourlyCandle):
             self._warm_agent(msg.symbol, msg.ts_event)
             self.book = agent_core.on_hourly_candle(self.book, msg, self.agent_params)
-            return self._risk_hourly(msg)
+            return list(
+                await self.risk.on_hourly_close(self.run_id, msg.symbol, msg.ts_open, msg.close, msg.ts_event)
+            )
         if isinstance(msg, EntrySignal | ExitSignal):
             self.result.counters.signals += 1
-            return self._risk_signal(msg)
+            return list(await self.risk.on_signal(self.run_id, msg))
         if isinstance(msg, OrderProposed):
             self.result.counters.proposals += 1
             return await self._agent_order(msg)
@@ -362,15 +379,12 @@ class Engine:
             self.result.counters.rejections += 1
             self.result.rejections.append(msg)
             self.strategy[msg.symbol] = strategy_core.on_rejection(self._strategy_state(msg.symbol), msg)
-            self.risk = risk_core.on_rejection(self._risk_state(msg.ts_event), msg)
+            await self.risk.on_rejection(self.run_id, msg)
             return []
         if isinstance(msg, Fill):
             self.result.fills.append(msg)
             self.strategy[msg.symbol] = strategy_core.on_fill(self._strategy_state(msg.symbol), msg)
-            self._note_price(msg.symbol, msg.fill_price, msg.ts_event)
-            step = risk_core.on_fill(self._risk_state(msg.ts_event), msg, self.risk_params)
-            self.risk = step.state
-            return list(step.out)
+            return list(await self.risk.on_fill(self.run_id, msg))
         if isinstance(msg, AiDecision):
             self.result.counters.ai_decisions += 1
             self.result.decisions.append(msg)
@@ -390,49 +404,29 @@ class Engine:
         self.strategy[snapshot.symbol] = step.state
         return list(step.out)
 
-    # -- risk -------------------------------------------------------------------------------------
-    def _risk_state(self, now: datetime) -> risk_core.RiskState:
-        if self.risk is None:
-            self.risk = risk_core.RiskState(
-                daily=risk_core.DailyState(trading_day(now, self.risk_params.day_boundary))
-            )
-        return self.risk
+    # -- risk: the service's handlers over memory; the executor's ledger and the candles are its reads
+    def _ledger_rows(self, run_id: str, currency: str) -> LedgerRows:
+        held = [s for s, p in self.positions.items() if p.quantity > 0]
+        positions = {
+            s: risk_core.Holding(self.positions[s].quantity, self.positions[s].avg_price)
+            for s in held
+            if quote_currency(s) == currency
+        }
+        return LedgerRows(self.balances.get(currency), held, positions)
 
-    def _note_price(self, symbol: str, price: Decimal, at: datetime) -> None:
-        """Risk's price memory (§4.4): the latest price seen, never overwritten by an older one."""
-        known = self.prices.get(symbol)
-        if known is None or known[1] <= at:
-            self.prices[symbol] = (price, at)
+    def _recorded_close(self, symbol: str, minute: datetime) -> Decimal | None:
+        """The close ``market_data`` would hold for the candle of ``symbol`` opened at ``minute``."""
+        run = self._runs.get(symbol)
+        if run is not None:
+            found = run.minutes(minute, minute + MINUTE)
+        else:
+            seen = self.seen.get(symbol, [])
+            i = bisect.bisect_left(seen, minute, key=lambda c: c.ts_open)
+            found = seen[i : i + 1] if i < len(seen) and seen[i].ts_open == minute else []
+        return found[0].close if found else None
 
-    def _risk_signal(self, signal: EntrySignal | ExitSignal) -> list[Contract]:
-        self._note_price(signal.symbol, signal.price, signal.ts_event)
-        if isinstance(signal, ExitSignal):
-            step = risk_core.on_exit_signal(self._risk_state(signal.ts_event), signal, self.risk_params)
-            self.risk = step.state
-            return list(step.out)
-        day = trading_day(signal.ts_event, self.risk_params.day_boundary)
-        snapshot = None if self.risk_params.reference_equity is not None else self.reference.get(day)
-        currency = quote_currency(signal.symbol)
-        held = {s: p for s, p in self.positions.items() if p.quantity > 0 and quote_currency(s) == currency}
-        ledger = risk_core.Ledger(
-            self.balances.get(currency, self.risk_initial_balance),
-            {s: risk_core.Holding(p.quantity, p.avg_price) for s, p in held.items()},
-            {s: self.prices[s][0] for s in held if s in self.prices},
-            snapshot,
-        )
-        state = self.vol_states.get(signal.symbol)
-        reading = risk_core.VolatilityReading(state)
-        step = risk_core.on_entry_signal(
-            self._risk_state(signal.ts_event), signal, ledger, reading, self.risk_params
-        )
-        self.risk = step.state
-        if (
-            snapshot is None
-            and step.reference_equity is not None
-            and self.risk_params.reference_equity is None
-        ):
-            self.reference[day] = step.reference_equity
-        return list(step.out)
+    def _recorded_fill(self, run_id: str, order_id: str) -> RecordedFill | None:
+        return self.recorded.get(order_id)
 
     @property
     def vol_states(self) -> dict[str, VolatilityState]:
@@ -441,14 +435,6 @@ class Engine:
     @property
     def hourly_closes(self) -> dict[str, list[tuple[datetime, Decimal]]]:
         return self.volatility.closes
-
-    def _risk_hourly(self, candle: HourlyCandle) -> list[Contract]:
-        self._note_price(candle.symbol, candle.close, candle.ts_event)
-        refit = self.volatility.on_hour(candle.symbol, candle.ts_open, candle.close, candle.ts_event)
-        if refit is None or refit.after is None:
-            return []
-        alert = risk_core.volatility_alert(refit.before, refit.after, candle.ts_event)
-        return [] if alert is None else [alert]
 
     # -- agent ------------------------------------------------------------------------------------
     def _warm_agent(self, symbol: str, ts: datetime) -> None:
@@ -499,6 +485,8 @@ class Engine:
         outcome = executor_core.fill_order(ledger, order, self.fill_params, quote)
         if isinstance(outcome, executor_core.Rejection):
             return outcome.message_out()
+        closes = order.signal.position_id if isinstance(order.signal, ExitSignal) else None
+        self.recorded[order.order_id] = recorded_from_fill(outcome.fill, closes)
         self.balances[currency] = outcome.ledger.balance
         if outcome.ledger.position is None or outcome.ledger.position.quantity <= 0:
             self.positions.pop(order.symbol, None)
