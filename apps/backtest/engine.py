@@ -17,7 +17,7 @@ import heapq
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -323,13 +323,9 @@ class Engine:
         if upto <= lo:
             return
         symbol = run.series.symbol
-        state = self._strategy_state(symbol)
-        position = state.position
-        if position is not None:
-            hwm = max(position.high_water_mark, run.series.highest("close", lo, upto))
-            position = replace(position, high_water_mark=hwm)
-        ts_event = run.series.ts_event(upto - 1)
-        self.strategy[symbol] = replace(state, position=position, last_candle_at=ts_event)
+        self.strategy[symbol] = strategy_core.absorb_holds(
+            self._strategy_state(symbol), run.series.highest("close", lo, upto), run.series.ts_event(upto - 1)
+        )
         run.evaluated = upto - 1
 
     def _mark_equity_at(self, timeline: Timeline, p: int) -> None:

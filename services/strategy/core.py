@@ -116,6 +116,17 @@ def on_snapshot(state: SymbolState, snapshot: IndicatorSnapshot, params: Strateg
     return Step(replace(step.state, last_candle_at=now, last_reason=evaluation.reason), step.out, evaluation)
 
 
+def absorb_holds(state: SymbolState, highest_close: Decimal, last_event: datetime) -> SymbolState:
+    """What :func:`on_snapshot` leaves of a run of candles that were all holds (no signal fired and
+    no pending order expired): the position's high-water mark through their highest close, and the
+    last candle's event time. The backtest's fast path steps over holds with this instead of
+    evaluating each (equal ledgers: ``tests/unit/backtest/test_fast_path.py``)."""
+    position = state.position
+    if position is not None and highest_close > position.high_water_mark:
+        position = replace(position, high_water_mark=highest_close)
+    return replace(state, position=position, last_candle_at=last_event)
+
+
 def fill_refusal(state: SymbolState, fill: Fill, recorded: RecordedFill | None) -> str | None:
     """Why a fill must not be applied, or None: it must be the fill the executor's ledger recorded
     for its order, and a SELL must close the position this symbol holds (a genuine fill always
