@@ -54,6 +54,10 @@ from services.agent.recording import Caller, CallSource, RecordStore
 from services.agent.routing import RULES, choose_route
 from services.agent.settings import AgentSettings
 from services.executor import core as executor_core
+from services.executor.app import execute
+from services.executor.memory_book import MemoryExecutorBook
+from services.executor.provenance import Provenance, proposal_of
+from services.executor.venue import PaperVenue
 from services.indicator import core as indicator_core
 from services.risk import core as risk_core
 from services.risk.core import LedgerRows
@@ -137,7 +141,6 @@ class Engine:
         self.risk_params = risk_settings.params(config)
         self.vol = config.risk_management.volatility
         executor_settings = ExecutorSettings()
-        self.fill_params = executor_settings.params()
         self.initial_balance = executor_settings.initial_balance
         agent_settings = AgentSettings(llm_mode_source=llm)
         self.agent_params = params_from_strategy(config)
@@ -148,19 +151,21 @@ class Engine:
         self.strategy: dict[str, strategy_core.SymbolState] = {}
         self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
         self.recorded: dict[str, RecordedFill] = {}  # what trading_history would hold, by order id
+        self.risk_book = MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill)
         self.risk = RiskHandlers(
             params=self.risk_params,
             volatility=self.vol,
             initial_balance=risk_settings.paper_initial_balance,
             cache=self.volatility.cache,
-            book=MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill),
+            book=self.risk_book,
             fit=self.volatility.refit_fit,
             log=log,
         )
         self.book = agent_core.ContextBook()
         self.guard = guard_state.GuardBook()
-        self.balances: dict[str, Decimal] = {}
-        self.positions: dict[str, executor_core.Position] = {}
+        self.venue = PaperVenue(executor_settings.params())
+        self.executor = MemoryExecutorBook(self._provenance, self._recorded_close)
+        self.verdicts: dict[str, str] = {}  # what agent_decisions would hold, by order id
         self.last_close: dict[str, Decimal] = {}
         self.seen: dict[str, list[MinuteCandle]] = {}  # what market_data would hold, per symbol
         self._runs: dict[str, SymbolRun] = {}  # the fast path's symbols (market_data is their series)
@@ -370,7 +375,7 @@ class Engine:
             self.result.counters.proposals += 1
             return await self._agent_order(msg)
         if isinstance(msg, OrderApproved):
-            return [self._execute(msg)]
+            return [await self._execute(msg)]
         if isinstance(msg, OrderRejected):
             self.result.counters.rejections += 1
             self.result.rejections.append(msg)
@@ -384,6 +389,7 @@ class Engine:
         if isinstance(msg, AiDecision):
             self.result.counters.ai_decisions += 1
             self.result.decisions.append(msg)
+            self.verdicts[msg.order_id] = str(msg.decision)
         elif isinstance(msg, RiskAlert):
             self.result.counters.alerts += 1
             self.result.alerts.append(msg)
@@ -402,9 +408,10 @@ class Engine:
 
     # -- risk: the service's handlers over memory; the executor's ledger and the candles are its reads
     def _ledger_rows(self, run_id: str, currency: str) -> LedgerRows:
-        held = [s for s, p in self.positions.items() if p.quantity > 0]
+        open_positions = self.positions
+        held = [s for s, p in open_positions.items() if p.quantity > 0]
         positions = {
-            s: risk_core.Holding(self.positions[s].quantity, self.positions[s].avg_price)
+            s: risk_core.Holding(open_positions[s].quantity, open_positions[s].avg_price)
             for s in held
             if quote_currency(s) == currency
         }
@@ -470,26 +477,36 @@ class Engine:
         return list(agent_core.order_outputs(order, decision))
 
     # -- executor ---------------------------------------------------------------------------------
-    def _execute(self, order: OrderApproved) -> Contract:
-        currency = quote_currency(order.symbol)
-        balance = self.balances.setdefault(currency, self.initial_balance)
-        position = self.positions.get(order.symbol)
-        ledger = executor_core.Ledger(currency, balance, position)
-        # The venue's quote: the close of the decision minute, the candle the order was decided on
-        # (what the paper venue reads from market_data in the services).
-        quote = order.signal.snapshot.candle.close
-        outcome = executor_core.fill_order(ledger, order, self.fill_params, quote)
-        if isinstance(outcome, executor_core.Rejection):
-            return outcome.message_out()
-        closes = order.signal.position_id if isinstance(order.signal, ExitSignal) else None
-        self.recorded[order.order_id] = recorded_from_fill(outcome.fill, closes)
-        self.balances[currency] = outcome.ledger.balance
-        if outcome.ledger.position is None or outcome.ledger.position.quantity <= 0:
-            self.positions.pop(order.symbol, None)
-        else:
-            self.positions[order.symbol] = outcome.ledger.position
-        self.result.currency = currency
-        return outcome.fill
+    async def _execute(self, order: OrderApproved) -> Contract:
+        """The executor's own handler (``services.executor.app.execute``) over its memory ledger,
+        quoting from the recorded candle of the decision minute as the paper venue does."""
+        answer = await execute(
+            self.executor,
+            self.venue,
+            order,
+            run_id=self.run_id,
+            trace_id=None,
+            initial_balance=self.initial_balance,
+        )
+        if isinstance(answer, Fill):
+            closes = order.signal.position_id if isinstance(order.signal, ExitSignal) else None
+            self.recorded[order.order_id] = recorded_from_fill(answer, closes)
+            self.result.currency = answer.currency
+        return answer
+
+    def _provenance(self, run_id: str, order_id: str) -> Provenance:
+        """Risk's record of the order (its memory book) and the agent's verdict on it."""
+        proposed = self.risk_book.proposals.get((run_id, order_id))
+        proposal = None if proposed is None else proposal_of(proposed)
+        return Provenance(proposal, self.verdicts.get(order_id))
+
+    @property
+    def balances(self) -> dict[str, Decimal]:
+        return self.executor.balances(self.run_id)
+
+    @property
+    def positions(self) -> dict[str, executor_core.Position]:
+        return self.executor.open_positions(self.run_id)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _remember(self, candles: Sequence[MinuteCandle]) -> None:

@@ -143,7 +143,7 @@ class MemoryRiskBook:
     states: dict[str, RiskState] = field(default_factory=dict)
     claims: set[tuple[str, str, str]] = field(default_factory=set)
     audits: list[tuple[str, AuditEntry]] = field(default_factory=list)
-    proposals: dict[tuple[str, str], Contract] = field(default_factory=dict)
+    proposals: dict[tuple[str, str], OrderProposed | OrderApproved] = field(default_factory=dict)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryRiskTx]:
@@ -158,7 +158,7 @@ class MemoryRiskTx:
         self._claims: list[tuple[str, str, str]] = []
         self._states: dict[str, RiskState] = {}
         self._audits: list[tuple[str, AuditEntry]] = []
-        self._proposals: dict[tuple[str, str], Contract] = {}
+        self._proposals: dict[tuple[str, str], OrderProposed | OrderApproved] = {}
 
     async def claim(self, durable: str, msg_id: str, run_id: str) -> bool:
         key = (durable, msg_id, run_id)
