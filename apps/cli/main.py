@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,8 @@ from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 
 if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
     from apps.backtest.settings import ModeSettings
 
 
@@ -51,14 +52,22 @@ def run(service: str, llm: str | None) -> None:
         raise click.BadParameter(
             f"one of {', '.join(SERVICES)}, all, or module:function", param_hint="SERVICE"
         )
-    if llm is not None:
-        os.environ["COINPILOT_LLM_MODE_SOURCE"] = llm
     from apps.host import run as run_services
     from coinpilot.runtime.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run_services([service], settings))
+    asyncio.run(run_services([service], settings, _service_settings(llm)))
+
+
+def _service_settings(llm: str | None) -> dict[str, BaseSettings]:
+    """Settings by service label that ``run`` hands the hosted service of that label instead of it
+    reading them from the environment: the agent's, with ``--llm``'s source when given."""
+    if llm is None:
+        return {}
+    from services.agent.settings import AgentSettings
+
+    return {"agent": AgentSettings(llm_mode_source=llm)}
 
 
 @main.group()
