@@ -24,6 +24,7 @@ from pathlib import Path
 
 from apps.backtest.report import ChartRenderer, EquityPoint, equity_point
 from apps.backtest.series import SeriesWindow
+from apps.backtest.settings import ModeSettings
 from apps.backtest.timeline import SymbolRun, Timeline
 from apps.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
@@ -124,25 +125,24 @@ class Engine:
         run_id: str = "backtest",
         strategy_config: Path | None = None,
         *,
-        llm: str = "rules",
+        settings: ModeSettings | None = None,
         records: RecordStore | None = None,
     ) -> None:
+        """``settings``: the services' settings of this run (default: the environment's, rules agent)."""
         from services.agent.settings import params_from_strategy
-        from services.executor.settings import ExecutorSettings
         from services.indicator.settings import config_from_strategy
-        from services.risk.settings import RiskSettings
-        from services.strategy.settings import StrategySettings
 
+        settings = settings or ModeSettings.from_environment()
         config = load_strategy_config(strategy_config)
         self.run_id = run_id
         self.indicator_config = config_from_strategy(config)
-        self.strategy_params = StrategySettings().params(strategy_config)
-        risk_settings = RiskSettings()
+        self.strategy_params = settings.strategy.params(strategy_config)
+        risk_settings = settings.risk
         self.risk_params = risk_settings.params(config)
         self.vol = config.risk_management.volatility
-        executor_settings = ExecutorSettings()
+        executor_settings = settings.executor
         self.initial_balance = executor_settings.initial_balance
-        agent_settings = AgentSettings(llm_mode_source=llm)
+        agent_settings = settings.agent
         self.agent_params = params_from_strategy(config)
         self.routing = agent_settings.routing()
         self.reviewer: Reviewer = offline_reviewer(agent_settings, records)

@@ -6,14 +6,19 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import os
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+    from apps.backtest.settings import ModeSettings
 
 
 def _settings() -> CommonSettings:
@@ -47,14 +52,22 @@ def run(service: str, llm: str | None) -> None:
         raise click.BadParameter(
             f"one of {', '.join(SERVICES)}, all, or module:function", param_hint="SERVICE"
         )
-    if llm is not None:
-        os.environ["COINPILOT_LLM_MODE_SOURCE"] = llm
     from apps.host import run as run_services
     from coinpilot.runtime.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run_services([service], settings))
+    asyncio.run(run_services([service], settings, _service_settings(llm)))
+
+
+def _service_settings(llm: str | None) -> dict[str, BaseSettings]:
+    """Settings by service label that ``run`` hands the hosted service of that label instead of it
+    reading them from the environment: the agent's, with ``--llm``'s source when given."""
+    if llm is None:
+        return {}
+    from services.agent.settings import AgentSettings
+
+    return {"agent": AgentSettings(llm_mode_source=llm)}
 
 
 @main.group()
@@ -325,6 +338,12 @@ def backtest(
     from apps.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
     from apps.backtest.series import load_series, series_window
 
+    variants = [("base", config, _mode_settings({}, llm))]
+    if compare_config or compare_env:
+        overrides = dict(_parse_env(compare_env))
+        variants.append(
+            ("compare", compare_config or config, _mode_settings(overrides, llm, "--compare-env"))
+        )
     wanted = [s.strip() for s in symbols.split(",")] if symbols else None
     lo = start.replace(tzinfo=UTC) if start else None
     hi = end.replace(tzinfo=UTC) if end else None
@@ -347,10 +366,6 @@ def backtest(
         window = series_window(series, lo, DEFAULT_WARMUP)
     traded = window.traded()
     click.echo(f"{window.warmup():,} warm-up candles, {traded:,} traded candles")
-    variants = [("base", config, {})]
-    if compare_config or compare_env:
-        overrides = dict(_parse_env(compare_env))
-        variants.append(("compare", compare_config or config, overrides))
     reports = []
     records = None
     if llm == "replay":
@@ -358,7 +373,7 @@ def backtest(
         from services.agent.state import CallRecordStore
 
         records = CallRecordStore(Database(_database_url()))
-    for label, cfg, env in variants:
+    for label, cfg, mode in variants:
         with click.progressbar(length=traded, label=f"backtest {label}") as bar:
             seen = [0]
 
@@ -372,8 +387,7 @@ def backtest(
                     label=label,
                     run_id=f"backtest-{label}",
                     strategy_config=cfg,
-                    llm=llm,
-                    env=env,
+                    settings=mode,
                     progress=progress,
                     records=records,
                 )
@@ -412,6 +426,21 @@ def demo(workdir: Path, paths: tuple[Path, ...], replay_hours: float, run_id: st
         asyncio.run(run_demo(options, out=click.echo))
     except KeyboardInterrupt:
         click.echo("interrupted: services and servers stopped")
+
+
+def _mode_settings(overrides: dict[str, str], llm: str, param_hint: str | None = None) -> ModeSettings:
+    """A backtest variant's settings, built before any variant runs so a bad name fails at once."""
+    from pydantic import ValidationError
+
+    from apps.backtest.settings import ModeSettings
+    from coinpilot.errors import ConfigError
+
+    try:
+        return ModeSettings.from_environment(overrides, llm=llm)
+    except (ConfigError, ValidationError) as exc:
+        if param_hint is None:
+            raise click.ClickException(f"settings from the environment: {exc}") from exc
+        raise click.BadParameter(str(exc), param_hint=param_hint) from exc
 
 
 def _parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
