@@ -65,6 +65,9 @@ from services.risk.core import LedgerRows
 from services.risk.handlers import RiskHandlers
 from services.risk.stores import MemoryRiskBook
 from services.strategy import core as strategy_core
+from services.strategy.handlers import StrategyHandlers
+from services.strategy.memory_book import MemoryStrategyBook
+from services.strategy.state import Mirror
 
 #: From this many GARCH fits on, a run fits them ahead in a worker process (it costs a start-up).
 FIT_AHEAD_MIN = 8
@@ -148,7 +151,8 @@ class Engine:
         self.reviewer: Reviewer = offline_reviewer(agent_settings, records)
 
         self.indicators: dict[str, indicator_core.SymbolState] = {}
-        self.strategy: dict[str, strategy_core.SymbolState] = {}
+        self.strategy_book = MemoryStrategyBook(self._recorded_fill)
+        self.strategy = StrategyHandlers(self.strategy_params, self.strategy_book, Mirror(None, 0), log)
         self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
         self.recorded: dict[str, RecordedFill] = {}  # what trading_history would hold, by order id
         self.risk_book = MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill)
@@ -328,7 +332,7 @@ class Engine:
         if upto <= lo:
             return
         symbol = run.series.symbol
-        self.strategy[symbol] = strategy_core.absorb_holds(
+        self.strategy_book.states[(self.run_id, symbol)] = strategy_core.absorb_holds(
             self._strategy_state(symbol), run.series.highest("close", lo, upto), run.series.ts_event(upto - 1)
         )
         run.evaluated = upto - 1
@@ -361,7 +365,7 @@ class Engine:
     async def route(self, msg: Contract) -> list[Contract]:
         if isinstance(msg, IndicatorSnapshot):
             self.result.counters.snapshots += 1
-            return self._strategy_snapshot(msg)
+            return list((await self.strategy.on_snapshots([(self.run_id, msg)]))[0])
         if isinstance(msg, HourlyCandle):
             self._warm_agent(msg.symbol, msg.ts_event)
             self.book = agent_core.on_hourly_candle(self.book, msg, self.agent_params)
@@ -379,12 +383,12 @@ class Engine:
         if isinstance(msg, OrderRejected):
             self.result.counters.rejections += 1
             self.result.rejections.append(msg)
-            self.strategy[msg.symbol] = strategy_core.on_rejection(self._strategy_state(msg.symbol), msg)
+            await self.strategy.on_rejection(self.run_id, msg)
             await self.risk.on_rejection(self.run_id, msg)
             return []
         if isinstance(msg, Fill):
             self.result.fills.append(msg)
-            self.strategy[msg.symbol] = strategy_core.on_fill(self._strategy_state(msg.symbol), msg)
+            await self.strategy.on_fill(self.run_id, msg)
             return list(await self.risk.on_fill(self.run_id, msg))
         if isinstance(msg, AiDecision):
             self.result.counters.ai_decisions += 1
@@ -397,14 +401,8 @@ class Engine:
 
     # -- strategy ---------------------------------------------------------------------------------
     def _strategy_state(self, symbol: str) -> strategy_core.SymbolState:
-        return self.strategy.get(symbol) or strategy_core.SymbolState(symbol=symbol)
-
-    def _strategy_snapshot(self, snapshot: IndicatorSnapshot) -> list[Contract]:
-        step = strategy_core.on_snapshot(
-            self._strategy_state(snapshot.symbol), snapshot, self.strategy_params
-        )
-        self.strategy[snapshot.symbol] = step.state
-        return list(step.out)
+        """The strategy's state of ``symbol``, read by the fast path's candidate search."""
+        return self.strategy_book.state(self.run_id, symbol)
 
     # -- risk: the service's handlers over memory; the executor's ledger and the candles are its reads
     def _ledger_rows(self, run_id: str, currency: str) -> LedgerRows:
