@@ -30,7 +30,7 @@ async def execute_order(
 ) -> Fill | OrderRejected:
     """:func:`execute` on the PostgreSQL ledger."""
     return await execute(
-        state.PgExecutorBook(db),
+        state.pg_executor_book(db),
         venue,
         order,
         run_id=run_id,

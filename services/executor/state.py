@@ -19,8 +19,7 @@ A rejection replaces 3 with the inbox claim (``claim_on``); a refused (forged) o
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,7 +28,7 @@ import asyncpg
 
 from coinpilot.clock import ensure_utc
 from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, Side
-from coinpilot.db import Database, claim_on
+from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.symbols import quote_currency
 from services.executor import records
 from services.executor.core import Ledger, Position, Rejection, already_rejected, decision_minute
@@ -346,13 +345,6 @@ class PgExecutorTx:
         await save_rejection(self.conn, run_id, rejection)
 
 
-class PgExecutorBook:
+def pg_executor_book(db: Database) -> TransactionBook[PgExecutorTx]:
     """``booking.ExecutorBook`` on PostgreSQL: each transaction one connection of the pool."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PgExecutorTx]:
-        async with self.db.transaction() as conn:
-            yield PgExecutorTx(conn)
+    return TransactionBook(db, PgExecutorTx)

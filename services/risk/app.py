@@ -1,6 +1,6 @@
 """Composition root of risk: its handlers (``handlers.py``) over PostgreSQL and Redis, as four consumers.
 
-The handlers are the ones the backtest runs over memory; here their book is ``state.PgRiskBook``
+The handlers are the ones the backtest runs over memory; here their book is ``state.pg_risk_book``
 (one transaction of plain SQL per handler, the statements in ``state.py``, the ``risk_state``
 row lock serialising replicas) and their cache ``state.RiskCache`` (Redis, with the outage mirror:
 a Redis outage never fails a handler; an entry's price SET and volatility GET share one pipeline).
@@ -67,7 +67,7 @@ def build(rt: Runtime) -> ServiceDefinition:
         volatility=vol,
         initial_balance=settings.paper_initial_balance,
         cache=state.RiskCache(rt.cache, settings.cache_retry_seconds),
-        book=state.PgRiskBook(db),
+        book=state.pg_risk_book(db),
         fit=fit_in_thread,
         log=rt.log,
         gauge_run_id=rt.settings.run_id,

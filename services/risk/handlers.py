@@ -1,6 +1,6 @@
 """Risk's handlers, written once: load state, call the core, save, return the messages.
 
-The service (``app.py``) runs them over PostgreSQL and Redis (``state.PgRiskBook``,
+The service (``app.py``) runs them over PostgreSQL and Redis (``state.pg_risk_book``,
 ``state.RiskCache``) behind NATS consumers; the backtest runs the same object over memory
 (``stores.MemoryRiskBook``, ``stores.MemoryRiskCache``). Handlers of a run are serialised by an
 ``asyncio.Lock`` per run here and, in the service, by the ``risk_state`` row lock across replicas.

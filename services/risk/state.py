@@ -20,8 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -33,7 +32,7 @@ from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, wall_clock_now
 from coinpilot.contracts import OrderApproved, OrderProposed
-from coinpilot.db import Database, claim_on
+from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.risk import metrics
@@ -317,16 +316,9 @@ class PgRiskTx:
         await write_audits(self.conn, run_id, audits)
 
 
-class PgRiskBook:
+def pg_risk_book(db: Database) -> TransactionBook[PgRiskTx]:
     """``handlers.RiskBook`` on PostgreSQL: each transaction one connection of the pool."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PgRiskTx]:
-        async with self.db.transaction() as conn:
-            yield PgRiskTx(conn)
+    return TransactionBook(db, PgRiskTx)
 
 
 # -- Redis --------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ def build(rt: Runtime) -> ServiceDefinition:
 
     handlers = StrategyHandlers(
         params=params,
-        book=state.PgStrategyBook(db),
+        book=state.pg_strategy_book(db),
         mirror=state.Mirror(rt.cache, settings.cache_retry_seconds),
         log=rt.log,
     )

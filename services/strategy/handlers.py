@@ -1,6 +1,6 @@
 """The strategy's handlers, written once: lock the symbols' state, call the core, save, return signals.
 
-The service (``app.py``) runs them over PostgreSQL (``state.PgStrategyBook``, every handler taking
+The service (``app.py``) runs them over PostgreSQL (``state.pg_strategy_book``, every handler taking
 the symbol's row lock so the indicator, fill and rejection consumers never interleave on a symbol,
 even across replicas) and the Redis mirror; the backtest runs the same object over memory
 (``memory_book.MemoryStrategyBook``) with no mirror. Decisions are the core's; this module puts

@@ -14,8 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +24,7 @@ from redis.exceptions import RedisError
 from coinpilot.cache import Cache, keys
 from coinpilot.clock import ensure_utc, wall_clock_now
 from coinpilot.contracts import Regime
-from coinpilot.db import Database
+from coinpilot.db import Database, TransactionBook
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.strategy import metrics
@@ -207,16 +206,9 @@ class PgStrategyTx:
         return await load_all(self.conn, run_id)
 
 
-class PgStrategyBook:
+def pg_strategy_book(db: Database) -> TransactionBook[PgStrategyTx]:
     """``handlers.StrategyBook`` on PostgreSQL: each transaction one connection of the pool."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[PgStrategyTx]:
-        async with self.db.transaction() as conn:
-            yield PgStrategyTx(conn)
+    return TransactionBook(db, PgStrategyTx)
 
 
 class Mirror:
