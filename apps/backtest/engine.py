@@ -227,6 +227,32 @@ class Engine:
                     if start is not None and msg.candle.ts_open >= start:
                         groups[(msg.candle.ts_open, symbol)] = group
                     group = []
+        return await self._run_groups(candles, groups, progress)
+
+    async def run_recorded(
+        self,
+        history: Sequence[MinuteCandle],
+        candles: Sequence[MinuteCandle],
+        outputs: Sequence[HourlyCandle | IndicatorSnapshot],
+    ) -> BacktestResult:
+        """The stages after the indicator over a recorded run's indicator outputs (a stage replay,
+        ``apps/stage_replay``): ``history`` is what ``market_data`` held before the run (the
+        agent's context warms from it), then each candle's recorded hourly candles and snapshot are
+        handed on when its candle comes, in the order :meth:`run_batch` hands on the computed ones."""
+        self._remember(history)
+        groups: dict[tuple[datetime, str], list[Contract]] = {}
+        for msg in outputs:
+            opened = msg.candle.ts_open if isinstance(msg, IndicatorSnapshot) else msg.ts_event - MINUTE
+            groups.setdefault((opened, msg.symbol), []).append(msg)
+        return await self._run_groups(candles, groups, None)
+
+    async def _run_groups(
+        self,
+        candles: Sequence[MinuteCandle],
+        groups: dict[tuple[datetime, str], list[Contract]],
+        progress: Progress | None,
+    ) -> BacktestResult:
+        """Each candle in (time, symbol) order: recorded, its messages drained, equity marked."""
         ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
         last_hour: datetime | None = None
         for i, candle in enumerate(ordered):
