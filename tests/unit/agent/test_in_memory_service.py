@@ -24,6 +24,7 @@ from services.agent.routing import RULES
 from services.agent.service import AgentService, in_memory_service
 from services.agent.settings import AgentSettings
 from tests.unit.agent.factories import T0, gentle_uptrend, hourly_candle, order
+from tests.unit.lib.test_core_purity import io_modules_loaded_by
 
 RUN = "bt"
 MINUTE = timedelta(minutes=1)
@@ -111,3 +112,8 @@ async def test_a_runs_first_hourly_candle_warms_the_hours_before_it_and_wins_its
 
     assert service.book(RUN).bars["KRW-BTC"] == (*(Bar.of(h) for h in stored_hours()[:-1]), delivered)
     assert "KRW-BTC" not in service.book("another-run").bars
+
+
+def test_the_handler_loads_no_store_client_bus_or_model_sdk() -> None:
+    """What the backtest pays for: its counters (prometheus_client) and the graph's httpx, no more."""
+    assert set(io_modules_loaded_by("services.agent.service")) <= {"httpx", "prometheus_client"}

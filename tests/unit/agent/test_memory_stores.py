@@ -2,12 +2,15 @@
 
 Decisions keep ``agent_decisions``' idempotency (the first save wins); the guardrails answer like
 the pure ``GuardBook`` at every step of the parity sequence the Redis store is held to; the
-market history is read once per warm, over the span the warm rule names.
+market history is read once per warm, over the span the warm rule names. Like the cores, they
+import no I/O library.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+
+import pytest
 
 from coinpilot.contracts import HourlyCandle, RejectReason
 from services.agent import guard_state
@@ -18,6 +21,7 @@ from services.agent.stores import load_warm_bars
 from tests.unit.agent.factories import HOUR, T0, bar, hourly_candle, order
 from tests.unit.agent.guard_sequence import COOLDOWN, SEQUENCE, P
 from tests.unit.agent.guard_sequence import T0 as GUARD_T0
+from tests.unit.lib.test_core_purity import io_modules_loaded_by
 
 AT = T0 + 30 * HOUR + timedelta(minutes=5)
 
@@ -82,3 +86,8 @@ class TestInMemoryMarketHistory:
 
         assert asked == [("KRW-BTC", T0 + 26 * HOUR, T0 + 30 * HOUR)]
         assert bars == tuple(Bar.of(stored[h]) for h in (26, 27, 28, 29))
+
+
+@pytest.mark.parametrize("module", ["stores", "memory_stores", "usage"])
+def test_the_store_seams_and_in_memory_stores_import_no_io_library(module: str) -> None:
+    assert io_modules_loaded_by(f"services.agent.{module}") == []
