@@ -20,7 +20,7 @@ from services.agent.guard_state import GuardBook
 HourlyCandlesOf = Callable[[str, datetime, datetime], Sequence[HourlyCandle]]
 
 
-class InMemoryGuardStore:
+class MemoryGuardStore:
     """One :class:`GuardBook` per run, changed by the same pure rules as the Redis keys."""
 
     def __init__(self) -> None:
@@ -50,7 +50,7 @@ class InMemoryGuardStore:
         """Nothing to show: the gauges follow the live run's Redis keys, never an in-process run."""
 
 
-class InMemoryDecisionStore:
+class MemoryDecisionStore:
     """Decisions keyed by ``(run_id, order_id)``; the first one saved wins, as in ``agent_decisions``."""
 
     def __init__(self) -> None:
@@ -72,7 +72,7 @@ class InMemoryDecisionStore:
         return decision, True
 
 
-class InMemoryMarketHistory:
+class MemoryMarketHistory:
     """The hourly aggregates the caller's ``market_data`` stand-in gives."""
 
     def __init__(self, hourly_candles_of: HourlyCandlesOf) -> None:

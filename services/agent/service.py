@@ -36,9 +36,9 @@ from services.agent.core import (
 from services.agent.graph import Reviewer
 from services.agent.memory_stores import (
     HourlyCandlesOf,
-    InMemoryDecisionStore,
-    InMemoryGuardStore,
-    InMemoryMarketHistory,
+    MemoryDecisionStore,
+    MemoryGuardStore,
+    MemoryMarketHistory,
 )
 from services.agent.pricing import estimate_cost_usd
 from services.agent.routing import Route, RoutingConfig, choose_route
@@ -261,11 +261,11 @@ def in_memory_service(
         params=params,
         reviewer=reviewer,
         routing=settings.routing(),
-        guard=InMemoryGuardStore(),
-        decisions=InMemoryDecisionStore(),
+        guard=MemoryGuardStore(),
+        decisions=MemoryDecisionStore(),
         log=log or logging.getLogger("coinpilot.agent"),
         context_wait_seconds=0,
-        market=InMemoryMarketHistory(hourly_candles_of),
+        market=MemoryMarketHistory(hourly_candles_of),
     )
 
 

@@ -3,11 +3,11 @@
 Three seams, each with two implementations that decide alike:
 
 * :class:`Guardrails` - the §5.5 guardrail state: ``state.GuardStore`` (Redis keys) and
-  ``memory_stores.InMemoryGuardStore`` (the pure ``guard_state.GuardBook`` the keys encode);
+  ``memory_stores.MemoryGuardStore`` (the pure ``guard_state.GuardBook`` the keys encode);
 * :class:`Decisions` - one stored decision per ``(run_id, order_id)``: ``state.DecisionStore``
-  (``agent_decisions``) and ``memory_stores.InMemoryDecisionStore``;
+  (``agent_decisions``) and ``memory_stores.MemoryDecisionStore``;
 * :class:`MarketHistory` - hourly aggregates of the stored 1m candles, to warm a run's context:
-  ``state.MarketDataHistory`` (``market_data``) and ``memory_stores.InMemoryMarketHistory`` (the
+  ``state.MarketDataHistory`` (``market_data``) and ``memory_stores.MemoryMarketHistory`` (the
   backtest's own candles).
 
 The warm rule is applied once, here (:func:`load_warm_bars`), whatever the history is.

@@ -16,7 +16,7 @@ from services.agent.context import Bar
 from services.agent.core import AgentParams
 from services.agent.graph import Reviewer
 from services.agent.guard_rules import GuardParams
-from services.agent.memory_stores import InMemoryGuardStore
+from services.agent.memory_stores import MemoryGuardStore
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
 from services.agent.recording import Caller, CallSource
@@ -73,7 +73,7 @@ async def test_a_redelivered_order_gets_the_stored_decision_without_a_second_adm
     assert again == first
     assert sample("coinpilot_agent_decisions_reemitted_total") == reemitted + 1
     guard = service.guard
-    assert isinstance(guard, InMemoryGuardStore)
+    assert isinstance(guard, MemoryGuardStore)
     assert sum(guard.book(RUN).hour_calls.values()) == 1  # counted once: one model call
 
 

@@ -16,7 +16,7 @@ from coinpilot.contracts import HourlyCandle, RejectReason
 from services.agent import guard_state
 from services.agent.context import Bar
 from services.agent.core import skip_decision
-from services.agent.memory_stores import InMemoryDecisionStore, InMemoryGuardStore, InMemoryMarketHistory
+from services.agent.memory_stores import MemoryDecisionStore, MemoryGuardStore, MemoryMarketHistory
 from services.agent.stores import load_warm_bars
 from tests.unit.agent.factories import HOUR, T0, bar, hourly_candle, order
 from tests.unit.agent.guard_sequence import COOLDOWN, SEQUENCE, P
@@ -26,16 +26,16 @@ from tests.unit.lib.test_core_purity import io_modules_loaded_by
 AT = T0 + 30 * HOUR + timedelta(minutes=5)
 
 
-class TestInMemoryDecisionStore:
+class TestMemoryDecisionStore:
     async def test_the_first_save_of_an_order_is_stored_and_found(self) -> None:
-        store, proposed = InMemoryDecisionStore(), order(AT)
+        store, proposed = MemoryDecisionStore(), order(AT)
         decision = skip_decision(proposed, RejectReason.AI_CONTEXT_SHORT, "short")
         assert await store.find("bt", proposed) is None
         assert await store.save("bt", proposed, decision, ()) == (decision, True)
         assert await store.find("bt", proposed) == decision
 
     async def test_a_second_save_of_the_same_order_returns_the_first_decision_unstored(self) -> None:
-        store, proposed = InMemoryDecisionStore(), order(AT)
+        store, proposed = MemoryDecisionStore(), order(AT)
         first = skip_decision(proposed, RejectReason.AI_CONTEXT_SHORT, "first")
         later = skip_decision(proposed, RejectReason.AI_GUARDRAIL_BLOCKED, "later")
         await store.save("bt", proposed, first, [{"route": "first"}])
@@ -44,7 +44,7 @@ class TestInMemoryDecisionStore:
         assert store.usage[("bt", proposed.order_id)] == ({"route": "first"},)
 
     async def test_each_run_stores_its_own_decision_of_an_order(self) -> None:
-        store, proposed = InMemoryDecisionStore(), order(AT)
+        store, proposed = MemoryDecisionStore(), order(AT)
         one = skip_decision(proposed, RejectReason.AI_CONTEXT_SHORT, "one")
         other = skip_decision(proposed, RejectReason.FALLING_KNIFE, "other")
         await store.save("run-1", proposed, one, ())
@@ -52,9 +52,9 @@ class TestInMemoryDecisionStore:
         assert await store.find("run-1", proposed) == one
 
 
-class TestInMemoryGuardStore:
+class TestMemoryGuardStore:
     async def test_it_answers_like_the_pure_guard_book_at_every_step(self) -> None:
-        store, book = InMemoryGuardStore(), guard_state.GuardBook()
+        store, book = MemoryGuardStore(), guard_state.GuardBook()
         for i, step in enumerate(SEQUENCE):
             ts = GUARD_T0 + timedelta(minutes=step.minute)
             book, pure = guard_state.admit(book, step.symbol, ts, P)
@@ -66,14 +66,14 @@ class TestInMemoryGuardStore:
             assert store.book("parity") == book, f"step {i}: {step}"
 
     async def test_a_cooldown_in_one_run_never_blocks_another(self) -> None:
-        store = InMemoryGuardStore()
+        store = MemoryGuardStore()
         await store.after_decision("run-1", "KRW-BTC", GUARD_T0, False, None, P)
         blocked = await store.admit("run-1", "KRW-BTC", GUARD_T0 + timedelta(minutes=1), P)
         assert blocked is not None and blocked.reason is COOLDOWN
         assert await store.admit("run-2", "KRW-BTC", GUARD_T0 + timedelta(minutes=1), P) is None
 
 
-class TestInMemoryMarketHistory:
+class TestMemoryMarketHistory:
     async def test_a_warm_reads_the_span_before_the_event_hour_and_keeps_the_closed_hours(self) -> None:
         stored = [hourly_candle(bar(h, 100.0 + h)) for h in range(40)]
         asked: list[tuple[str, datetime, datetime]] = []
@@ -82,7 +82,7 @@ class TestInMemoryMarketHistory:
             asked.append((symbol, start, end))
             return stored  # more than asked for: the rule still keeps only the span's closed hours
 
-        bars = await load_warm_bars(InMemoryMarketHistory(hours_of), "KRW-BTC", AT, keep=4)
+        bars = await load_warm_bars(MemoryMarketHistory(hours_of), "KRW-BTC", AT, keep=4)
 
         assert asked == [("KRW-BTC", T0 + 26 * HOUR, T0 + 30 * HOUR)]
         assert bars == tuple(Bar.of(stored[h]) for h in (26, 27, 28, 29))
