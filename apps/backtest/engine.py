@@ -2,9 +2,11 @@
 
 Every decision is made by the same pure core the distributed service runs; this module only
 does what the services' handlers do around their cores, with dictionaries in place of
-PostgreSQL and Redis. Candles go in one at a time in (time, symbol) order and each candle's
-whole chain is handled before the next (a FIFO of messages), exactly as ``replay --pace
-lockstep`` drains the real pipeline after every candle, so both reach the same ledger.
+PostgreSQL and Redis. The agent is the service's own handler (``services.agent.service``) over
+its in-memory stores, so its flow is written once. Candles go in one at a time in (time,
+symbol) order and each candle's whole chain is handled before the next (a FIFO of messages),
+exactly as ``replay --pace lockstep`` drains the real pipeline after every candle, so both
+reach the same ledger.
 
 Warm-up candles only advance the indicator (the distributed services warm it from
 ``market_data``); strategy, risk, agent and executor start empty, like a fresh run id.
@@ -46,13 +48,12 @@ from coinpilot.contracts import (
 from coinpilot.fill_ledger import RecordedFill, recorded_from_fill
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
-from services.agent import core as agent_core
-from services.agent import guard_state
 from services.agent.graph import Reviewer
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
 from services.agent.recording import Caller, CallSource, RecordStore
-from services.agent.routing import RULES, choose_route
+from services.agent.routing import RULES
+from services.agent.service import AgentService, in_memory_service
 from services.agent.settings import AgentSettings
 from services.executor import core as executor_core
 from services.executor.app import execute
@@ -146,9 +147,12 @@ class Engine:
         executor_settings = settings.executor
         self.initial_balance = executor_settings.initial_balance
         agent_settings = settings.agent
-        self.agent_params = params_from_strategy(config)
-        self.routing = agent_settings.routing()
-        self.reviewer: Reviewer = offline_reviewer(agent_settings, records)
+        self.agent: AgentService = in_memory_service(
+            agent_settings,
+            params_from_strategy(config),
+            offline_reviewer(agent_settings, records),
+            self._market_hours,
+        )
 
         self.indicators: dict[str, indicator_core.SymbolState] = {}
         self.strategy_book = MemoryStrategyBook(self._recorded_fill)
@@ -165,8 +169,6 @@ class Engine:
             fit=self.volatility.refit_fit,
             log=log,
         )
-        self.book = agent_core.ContextBook()
-        self.guard = guard_state.GuardBook()
         self.venue = PaperVenue(executor_settings.params())
         self.executor = MemoryExecutorBook(self._provenance, self._recorded_close)
         self.verdicts: dict[str, str] = {}  # what agent_decisions would hold, by order id
@@ -393,8 +395,7 @@ class Engine:
             self.result.counters.snapshots += 1
             return list((await self.strategy.on_snapshots([(self.run_id, msg)]))[0])
         if isinstance(msg, HourlyCandle):
-            self._warm_agent(msg.symbol, msg.ts_event)
-            self.book = agent_core.on_hourly_candle(self.book, msg, self.agent_params)
+            await self.agent.add_hourly_candle(self.run_id, msg)
             return list(
                 await self.risk.on_hourly_close(self.run_id, msg.symbol, msg.ts_open, msg.close, msg.ts_event)
             )
@@ -403,7 +404,7 @@ class Engine:
             return list(await self.risk.on_signal(self.run_id, msg))
         if isinstance(msg, OrderProposed):
             self.result.counters.proposals += 1
-            return await self._agent_order(msg)
+            return list(await self.agent.decide(self.run_id, msg))
         if isinstance(msg, OrderApproved):
             return [await self._execute(msg)]
         if isinstance(msg, OrderRejected):
@@ -464,41 +465,15 @@ class Engine:
         return self.volatility.closes
 
     # -- agent ------------------------------------------------------------------------------------
-    def _warm_agent(self, symbol: str, ts: datetime) -> None:
-        """The agent's first message of a symbol in a run warms its book from market_data's hours
-        (``services.agent.core.warm_bars``); here market_data is the candles seen so far."""
-        if not agent_core.needs_warm(self.book, symbol):
-            return
-        keep = self.agent_params.keep_bars
-        start, end = agent_core.warm_span(ts, keep)
+    def _market_hours(self, symbol: str, start: datetime, end: datetime) -> list[HourlyCandle]:
+        """The agent's ``market_data``: hourly aggregates of the candles seen so far opened in
+        ``[start, end)`` (the agent warms a run's book from them, rule ``stores.load_warm_bars``)."""
         run = self._runs.get(symbol)
         if run is not None:
             minutes = run.minutes(start, end)
         else:
             minutes = [c for c in self.seen.get(symbol, ()) if start <= c.ts_open < end]
-        bars = agent_core.warm_bars(indicator_core.hourly_buckets(minutes), ts, keep)
-        self.book = agent_core.warm_book(self.book, symbol, bars, keep)
-
-    async def _agent_order(self, order: OrderProposed) -> list[Contract]:
-        self._warm_agent(order.symbol, order.ts_event)
-        plan = agent_core.plan_review(self.book, order, self.agent_params)
-        if isinstance(plan, agent_core.Skip):
-            decision = agent_core.skip_decision(order, plan.reason, plan.message)
-            return list(agent_core.order_outputs(order, decision))
-        guard = plan.regime_params.guard
-        self.guard, block = guard_state.admit(self.guard, order.symbol, order.ts_event, guard)
-        if block is not None:
-            from coinpilot.contracts import RejectReason
-
-            decision = agent_core.skip_decision(order, RejectReason.AI_GUARDRAIL_BLOCKED, block.message)
-            return list(agent_core.order_outputs(order, decision))
-        route = choose_route(order.symbol, plan.canary_marker, self.routing)
-        outcome = await self.reviewer.review(plan, route)
-        decision = agent_core.review_decision(order, outcome, route, self.reviewer.prompts.sha256)
-        self.guard = guard_state.after_decision(
-            self.guard, order.symbol, order.ts_event, outcome.approved, outcome.error_kind, guard
-        )
-        return list(agent_core.order_outputs(order, decision))
+        return indicator_core.hourly_buckets(minutes)
 
     # -- executor ---------------------------------------------------------------------------------
     async def _execute(self, order: OrderApproved) -> Contract:

@@ -56,9 +56,9 @@ async def test_a_backtest_replays_the_recorded_verdicts_offline(
     store = CallRecordStore(agent_db)
     settings = agent_settings(fake_llm, llm_mode_source="live")
     live_engine = Engine("bt-record")
-    live_engine.routing = settings.routing()
+    live_engine.agent.routing = settings.routing()
     caller = Caller(build_providers(settings), CallSource.LIVE, store)
-    live_engine.reviewer = Reviewer(caller, load_prompts(settings.prompt_version), timeout_seconds=30)
+    live_engine.agent.reviewer = Reviewer(caller, load_prompts(settings.prompt_version), timeout_seconds=30)
     try:
         live = await live_engine.run_series(to_series(window))
     finally:
