@@ -49,6 +49,7 @@ from coinpilot.fill_ledger import RecordedFill, recorded_from_fill
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
 from services.agent.graph import Reviewer
+from services.agent.memory_stores import MemoryDecisionStore
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
 from services.agent.recording import Caller, CallSource, RecordStore
@@ -171,7 +172,6 @@ class Engine:
         )
         self.venue = PaperVenue(executor_settings.params())
         self.executor = MemoryExecutorBook(self._provenance, self._recorded_close)
-        self.verdicts: dict[str, str] = {}  # what agent_decisions would hold, by order id
         self.last_close: dict[str, Decimal] = {}
         self.seen: dict[str, list[MinuteCandle]] = {}  # what market_data would hold, per symbol
         self._runs: dict[str, SymbolRun] = {}  # the fast path's symbols (market_data is their series)
@@ -420,7 +420,6 @@ class Engine:
         if isinstance(msg, AiDecision):
             self.result.counters.ai_decisions += 1
             self.result.decisions.append(msg)
-            self.verdicts[msg.order_id] = str(msg.decision)
         elif isinstance(msg, RiskAlert):
             self.result.counters.alerts += 1
             self.result.alerts.append(msg)
@@ -494,10 +493,13 @@ class Engine:
         return answer
 
     def _provenance(self, run_id: str, order_id: str) -> Provenance:
-        """Risk's record of the order (its memory book) and the agent's verdict on it."""
+        """Risk's record of the order and the agent's verdict on it (their memory stores)."""
         proposed = self.risk_book.proposals.get((run_id, order_id))
         proposal = None if proposed is None else proposal_of(proposed)
-        return Provenance(proposal, self.verdicts.get(order_id))
+        decisions = self.agent.decisions
+        assert isinstance(decisions, MemoryDecisionStore)
+        decided = decisions.decisions.get((run_id, order_id))
+        return Provenance(proposal, None if decided is None else str(decided.decision))
 
     @property
     def balances(self) -> dict[str, Decimal]:
