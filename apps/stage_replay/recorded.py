@@ -89,21 +89,20 @@ async def _read_subject(
     js: JetStreamContext, run_id: str, pattern: str, start: datetime | None, end: datetime | None
 ) -> list[Recorded]:
     stream = stream_for_subject(pattern).name
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return []
+    info = await js.stream_info(stream, subjects_filter=pattern)
+    stored = sum((info.state.subjects or {}).values())
+    if stored == 0:
+        return []  # nothing on the subject: do not wait for a message that will not come
     sub = await js.subscribe(
         pattern, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     )
     out: list[Recorded] = []
     try:
-        if (await sub.consumer_info()).num_pending == 0:
-            return out  # nothing on the subject: do not wait for a message that will not come
-        while True:
+        for _ in range(stored):  # what the stream held when asked; later messages are not this read's
             try:
-                msg = await sub.next_msg(timeout=2.0)
+                msg = await sub.next_msg(timeout=10.0)
             except TimeoutError:
-                break  # nothing matched the filter, or the last message was already delivered
+                break  # the oldest aged out of the stream meanwhile
             headers = h.of_message(msg.headers)
             contract = contract_for(msg.subject)
             if headers.get(h.RUN_ID) == run_id and contract is not None:
@@ -111,8 +110,6 @@ async def _read_subject(
                 if (start is None or message.ts_event >= start) and (end is None or message.ts_event < end):
                     meta = msg.metadata
                     out.append(Recorded(msg.subject, meta.sequence.stream, meta.timestamp, message))
-            if msg.metadata.num_pending == 0:
-                break
     finally:
         await sub.unsubscribe()
     return out

@@ -105,6 +105,7 @@ def test_the_public_surface_of_the_storage_packages() -> None:
         "RiskAudit",
         "RiskState",
         "StrategyState",
+        "TransactionBook",
         "TradingHistory",
         "claim",
         "claim_on",
