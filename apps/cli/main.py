@@ -598,10 +598,14 @@ def replay_stage(
     and print what it decided differently (nothing is published: the live run is not disturbed)."""
     from datetime import UTC
 
-    from apps.stage_replay.run import stage_replay
+    from apps.stage_replay.run import check_stages, stage_replay
     from coinpilot.bus.connect import connect
     from coinpilot.db import Database
 
+    try:
+        check_stages(stage, through)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     overrides = dict(_parse_env(sets, "--set"))
     settings = _mode_settings(overrides, "rules", "--set")
     common = _settings()

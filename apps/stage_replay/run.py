@@ -35,6 +35,16 @@ THROUGH = ("executor",)
 HISTORY = timedelta(hours=240)
 
 
+def check_stages(stage: str, through: str | None) -> None:
+    """ValueError for a replay this module cannot run, saying why."""
+    if stage not in STAGES:
+        raise ValueError(f"a stage replay starts from one of {', '.join(STAGES)}, not {stage!r}")
+    if through is not None and through not in THROUGH:
+        raise ValueError(f"--through goes to the executor (the end of the loop), not {through!r}")
+    if stage == "strategy" and through is None:
+        raise ValueError("the strategy's outputs depend on fills: replay it --through executor")
+
+
 async def stage_replay(
     js: JetStreamContext,
     db: Database | None,
@@ -49,12 +59,7 @@ async def stage_replay(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> StageDiff:
-    if stage not in STAGES:
-        raise ValueError(f"a stage replay starts from one of {', '.join(STAGES)}, not {stage!r}")
-    if through is not None and through not in THROUGH:
-        raise ValueError(f"--through goes to the executor (the end of the loop), not {through!r}")
-    if stage == "strategy" and through is None:
-        raise ValueError("the strategy's outputs depend on fills: replay it --through executor")
+    check_stages(stage, through)
     if through is None:
         recorded = await read_run(
             js, run_id, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), start=start, end=end
