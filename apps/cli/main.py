@@ -9,14 +9,20 @@ import gc
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from coinpilot.service_names import SERVICES
-from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from coinpilot.settings import CommonSettings
 
 
 def _settings() -> CommonSettings:
+    # Imported on use (pydantic-settings, ~0.1 s): `coinpilot backtest` forks its GARCH worker sooner.
+    from coinpilot.settings import CommonSettings
+
     return CommonSettings()
 
 
