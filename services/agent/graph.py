@@ -222,8 +222,8 @@ class InlineReviewer(Reviewer):
         return None
 
     async def _invoke(self, state: ReviewState) -> dict[str, Any]:
-        walked: dict[str, Any] = dict(state)
-        walked.update(await self._analyst(state))
-        if self._after_analyst(walked) == GUARDIAN:  # type: ignore[arg-type]
-            walked.update(await self._guardian(walked))  # type: ignore[arg-type]
-        return walked
+        walked: Any = dict(state)
+        walked.update(await self._analyst(walked))
+        if self._after_analyst(walked) == GUARDIAN:
+            walked.update(await self._guardian(walked))
+        return dict(walked)
