@@ -48,7 +48,7 @@ def with_a_zero_close(hours: dict[str, list[HourlyClose]], at: int) -> dict[str,
 
 
 def test_the_plan_is_the_fits_of_a_run_where_none_fails() -> None:
-    nows = [now for _, _, _, now in planned_fits(CONFIG, HOURS)]
+    nows = [now for _, _, now in planned_fits(CONFIG, HOURS)]
     made = Counting(fit_in_line(CONFIG))
     run_track(made, HOURS)
     assert len(nows) >= 4
@@ -67,7 +67,7 @@ def test_the_sibling_makes_every_other_fit_and_the_fits_are_the_in_line_ones() -
 
 
 def test_a_failed_fit_that_changes_the_plan_moves_the_rest_in_line() -> None:
-    first = planned_fits(CONFIG, HOURS)[0][3]
+    first = planned_fits(CONFIG, HOURS)[0][2]
     at = next(k for k, (_, _, now) in enumerate(HOURS["KRW-BTC"]) if now > first)
     hours = with_a_zero_close(HOURS, at)
     expected = run_track(fit_in_line(CONFIG), hours)
