@@ -22,7 +22,7 @@ from decimal import Decimal
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 
-from apps.backtest.volatility_track import HourlyClose, VolatilityTrack, fit_in_line
+from apps.backtest.volatility_track import Fitter, HourlyClose, VolatilityTrack, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.strategy_config import VolatilityConfig
 
@@ -56,9 +56,13 @@ class PairFitter:
     """
 
     def __init__(
-        self, config: VolatilityConfig, hours: dict[str, list[HourlyClose]], inherited: tuple[Connection, ...]
+        self,
+        config: VolatilityConfig,
+        hours: dict[str, list[HourlyClose]],
+        inherited: tuple[Connection, ...],
+        fit: Fitter | None = None,
     ) -> None:
-        self._fit = fit_in_line(config)
+        self._fit = fit or fit_in_line(config)  # ``fit``: both processes' fitter (tests count with it)
         plan = planned_fits(config, hours)
         self._theirs = {(symbol, now): closes for symbol, closes, now in plan[1::2]}
         self._received: dict[FitId, VolatilityState | None] = {}
@@ -81,6 +85,11 @@ class PairFitter:
                 os._exit(0)
         theirs.close()
         self._conn, self._pid = mine, pid
+
+    @property
+    def sibling_pid(self) -> int | None:
+        """The sibling's process id while it runs (None: no sibling, or stopped)."""
+        return self._pid
 
     def __call__(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
         key = (symbol, now)

@@ -33,10 +33,10 @@ class Counting:
 
 
 def pair(hours: dict[str, list[HourlyClose]]) -> tuple[PairFitter, Counting]:
-    fitter = PairFitter(CONFIG, hours, ())
-    counting = Counting(fitter._fit)
-    fitter._fit = counting  # after the fork: only the worker's own fits are counted
-    return fitter, counting
+    """A pair fitting with a counter: the sibling counts in its own memory, so ``made`` holds the
+    worker's own fits only."""
+    counting = Counting(fit_in_line(CONFIG))
+    return PairFitter(CONFIG, hours, (), fit=counting), counting
 
 
 def with_a_zero_close(hours: dict[str, list[HourlyClose]], at: int) -> dict[str, list[HourlyClose]]:
@@ -87,7 +87,7 @@ def test_a_failed_fit_that_changes_the_plan_moves_the_rest_in_line() -> None:
 def test_a_sibling_that_is_gone_costs_in_line_fits_only() -> None:
     expected = run_track(fit_in_line(CONFIG), HOURS)
     fitter, own = pair(HOURS)
-    pid = fitter._pid
+    pid = fitter.sibling_pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     wait_until_dead(pid)
