@@ -7,13 +7,14 @@ import contextlib
 import importlib
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import uvicorn
 from faststream import AckPolicy
 from faststream.nats import NatsBroker
 from faststream.security import BaseSecurity, SASLPlaintext
+from pydantic_settings import BaseSettings
 
 from coinpilot import metrics as m
 from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
@@ -29,15 +30,21 @@ from coinpilot.settings import CommonSettings
 log = logging.getLogger("coinpilot.runtime")
 
 
-def load_definition(name: str, rt: Runtime) -> ServiceDefinition:
-    """``risk`` loads ``services.risk.app:build``; ``pkg.module:func`` loads a plug-in service."""
+def load_definition(name: str, rt: Runtime, settings: BaseSettings | None = None) -> ServiceDefinition:
+    """``risk`` loads ``services.risk.app:build``; ``pkg.module:func`` loads a plug-in service.
+
+    ``settings``: the service's own settings, built by the caller (``run --llm``); passed as
+    ``build(rt, settings)``, so only to a service whose ``build`` takes them. ``None``: the service
+    reads its settings from the environment itself.
+    """
     if ":" in name:
         module_name, _, attr = name.partition(":")
-        return getattr(importlib.import_module(module_name), attr)(rt)
-    if name not in SERVICES:
+        build = getattr(importlib.import_module(module_name), attr)
+    elif name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; one of {', '.join(SERVICES)}")
-    module = importlib.import_module(f"services.{name}.app")
-    return module.build(rt)
+    else:
+        build = importlib.import_module(f"services.{name}.app").build
+    return build(rt) if settings is None else build(rt, settings)
 
 
 def service_label(name: str) -> str:
@@ -75,11 +82,15 @@ class ServiceHost:
         *,
         serve_http: bool = True,
         freeze_heap: bool = False,
+        service_settings: Mapping[str, BaseSettings] | None = None,
     ) -> None:
         """``freeze_heap``: freeze what start-up built before taking messages (see ``heap.py``);
-        for a process that hosts services until it exits."""
+        for a process that hosts services until it exits. ``service_settings``: settings objects by
+        service label (e.g. ``agent`` with ``run --llm``'s source) handed to that service's
+        ``build`` instead of it reading the environment; those of services not hosted are unused."""
         self.names = list(SERVICES) if list(names) == ["all"] else list(names)
         self.settings = settings
+        self.service_settings = dict(service_settings or {})
         self.serve_http = serve_http
         self.freeze_heap = freeze_heap
         self.watch = PermissionWatch("+".join(service_label(n) for n in self.names))
@@ -113,7 +124,7 @@ class ServiceHost:
                 cache=self._cache,
                 log=logging.getLogger(f"coinpilot.{label}"),
             )
-            definition = load_definition(name, rt)
+            definition = load_definition(name, rt, self.service_settings.get(label))
             self.runtimes.append(rt)
             self.definitions.append(definition)
             self._loops.extend(self._pull_loop(rt, consumer) for consumer in definition.consumers)
@@ -298,6 +309,10 @@ class ServiceHost:
         self._tasks.append(asyncio.create_task(self._http.serve(), name="http"))
 
 
-async def run(names: Sequence[str], settings: CommonSettings) -> None:
-    host = ServiceHost(names, settings, freeze_heap=True)
+async def run(
+    names: Sequence[str],
+    settings: CommonSettings,
+    service_settings: Mapping[str, BaseSettings] | None = None,
+) -> None:
+    host = ServiceHost(names, settings, freeze_heap=True, service_settings=service_settings)
     await host.run_until_signal()

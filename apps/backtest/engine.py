@@ -2,9 +2,11 @@
 
 Every decision is made by the same pure core the distributed service runs; this module only
 does what the services' handlers do around their cores, with dictionaries in place of
-PostgreSQL and Redis. Candles go in one at a time in (time, symbol) order and each candle's
-whole chain is handled before the next (a FIFO of messages), exactly as ``replay --pace
-lockstep`` drains the real pipeline after every candle, so both reach the same ledger.
+PostgreSQL and Redis. The agent is the service's own handler (``services.agent.service``) over
+its in-memory stores, so its flow is written once. Candles go in one at a time in (time,
+symbol) order and each candle's whole chain is handled before the next (a FIFO of messages),
+exactly as ``replay --pace lockstep`` drains the real pipeline after every candle, so both
+reach the same ledger.
 
 Warm-up candles only advance the indicator (the distributed services warm it from
 ``market_data``); strategy, risk, agent and executor start empty, like a fresh run id.
@@ -12,20 +14,23 @@ Warm-up candles only advance the indicator (the distributed services warm it fro
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from apps.backtest.report import ChartRenderer, EquityPoint, equity_point
 from apps.backtest.series import SeriesWindow
+from apps.backtest.settings import ModeSettings
 from apps.backtest.timeline import SymbolRun, Timeline
 from apps.backtest.volatility_track import FitsAhead, VolatilityTrack, expected_fits, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
-from coinpilot.clock import floor_hour, trading_day
+from coinpilot.clock import floor_hour
 from coinpilot.contracts import (
     AiDecision,
     Contract,
@@ -40,24 +45,38 @@ from coinpilot.contracts import (
     OrderRejected,
     RiskAlert,
 )
+from coinpilot.fill_ledger import RecordedFill, recorded_from_fill
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
-from services.agent import core as agent_core
-from services.agent import guard_state
 from services.agent.graph import InlineReviewer, Reviewer
+from services.agent.memory_stores import MemoryDecisionStore
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
 from services.agent.recording import Caller, CallSource, RecordStore
-from services.agent.routing import RULES, choose_route
+from services.agent.routing import RULES
+from services.agent.service import AgentService, in_memory_service
 from services.agent.settings import AgentSettings
 from services.executor import core as executor_core
+from services.executor.app import execute
+from services.executor.memory_book import MemoryExecutorBook
+from services.executor.provenance import Provenance, proposal_of
+from services.executor.venue import PaperVenue
 from services.indicator import core as indicator_core
 from services.risk import core as risk_core
+from services.risk.core import LedgerRows
+from services.risk.handlers import RiskHandlers
+from services.risk.stores import MemoryRiskBook
 from services.strategy import core as strategy_core
+from services.strategy.handlers import StrategyHandlers
+from services.strategy.memory_book import MemoryStrategyBook
+from services.strategy.state import Mirror
 
 #: From this many GARCH fits on, a run fits them ahead in a worker process (it costs a start-up).
 FIT_AHEAD_MIN = 8
 Progress = Callable[[int, int], None]
+MINUTE = timedelta(minutes=1)
+log = logging.getLogger("coinpilot.backtest")
+log.addHandler(logging.NullHandler())  # handlers log to a configured root only: the report has it all
 
 
 @dataclass
@@ -112,41 +131,48 @@ class Engine:
         run_id: str = "backtest",
         strategy_config: Path | None = None,
         *,
-        llm: str = "rules",
+        settings: ModeSettings | None = None,
         records: RecordStore | None = None,
     ) -> None:
+        """``settings``: the services' settings of this run (default: the environment's, rules agent)."""
         from services.agent.settings import params_from_strategy
-        from services.executor.settings import ExecutorSettings
         from services.indicator.settings import config_from_strategy
-        from services.risk.settings import RiskSettings
-        from services.strategy.settings import StrategySettings
 
+        settings = settings or ModeSettings.from_environment()
         config = load_strategy_config(strategy_config)
         self.run_id = run_id
         self.indicator_config = config_from_strategy(config)
-        self.strategy_params = StrategySettings().params(strategy_config)
-        risk_settings = RiskSettings()
+        self.strategy_params = settings.strategy.params(strategy_config)
+        risk_settings = settings.risk
         self.risk_params = risk_settings.params(config)
         self.vol = config.risk_management.volatility
-        executor_settings = ExecutorSettings()
-        self.fill_params = executor_settings.params()
+        executor_settings = settings.executor
         self.initial_balance = executor_settings.initial_balance
-        self.risk_initial_balance = risk_settings.paper_initial_balance
-        agent_settings = AgentSettings(llm_mode_source=llm)
-        self.agent_params = params_from_strategy(config)
-        self.routing = agent_settings.routing()
-        self.reviewer: Reviewer = offline_reviewer(agent_settings, records)
+        agent_settings = settings.agent
+        self.agent: AgentService = in_memory_service(
+            agent_settings,
+            params_from_strategy(config),
+            offline_reviewer(agent_settings, records),
+            self._market_hours,
+        )
 
         self.indicators: dict[str, indicator_core.SymbolState] = {}
-        self.strategy: dict[str, strategy_core.SymbolState] = {}
-        self.risk: risk_core.RiskState | None = None
-        self.prices: dict[str, tuple[Decimal, datetime]] = {}
-        self.reference: dict[date, Decimal] = {}
-        self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol))
-        self.book = agent_core.ContextBook()
-        self.guard = guard_state.GuardBook()
-        self.balances: dict[str, Decimal] = {}
-        self.positions: dict[str, executor_core.Position] = {}
+        self.strategy_book = MemoryStrategyBook(self._recorded_fill)
+        self.strategy = StrategyHandlers(self.strategy_params, self.strategy_book, Mirror(None, 0), log)
+        self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
+        self.recorded: dict[str, RecordedFill] = {}  # what trading_history would hold, by order id
+        self.risk_book = MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill)
+        self.risk = RiskHandlers(
+            params=self.risk_params,
+            volatility=self.vol,
+            initial_balance=risk_settings.paper_initial_balance,
+            cache=self.volatility.cache,
+            book=self.risk_book,
+            fit=self.volatility.refit_fit,
+            log=log,
+        )
+        self.venue = PaperVenue(executor_settings.params())
+        self.executor = MemoryExecutorBook(self._provenance, self._recorded_close)
         self.last_close: dict[str, Decimal] = {}
         self.seen: dict[str, list[MinuteCandle]] = {}  # what market_data would hold, per symbol
         self._runs: dict[str, SymbolRun] = {}  # the fast path's symbols (market_data is their series)
@@ -204,6 +230,32 @@ class Engine:
                     if start is not None and msg.candle.ts_open >= start:
                         groups[(msg.candle.ts_open, symbol)] = group
                     group = []
+        return await self._run_groups(candles, groups, progress)
+
+    async def run_recorded(
+        self,
+        history: Sequence[MinuteCandle],
+        candles: Sequence[MinuteCandle],
+        outputs: Sequence[HourlyCandle | IndicatorSnapshot],
+    ) -> BacktestResult:
+        """The stages after the indicator over a recorded run's indicator outputs (a stage replay,
+        ``apps/stage_replay``): ``history`` is what ``market_data`` held before the run (the
+        agent's context warms from it), then each candle's recorded hourly candles and snapshot are
+        handed on when its candle comes, in the order :meth:`run_batch` hands on the computed ones."""
+        self._remember(history)
+        groups: dict[tuple[datetime, str], list[Contract]] = {}
+        for msg in outputs:
+            opened = msg.candle.ts_open if isinstance(msg, IndicatorSnapshot) else msg.ts_event - MINUTE
+            groups.setdefault((opened, msg.symbol), []).append(msg)
+        return await self._run_groups(candles, groups, None)
+
+    async def _run_groups(
+        self,
+        candles: Sequence[MinuteCandle],
+        groups: dict[tuple[datetime, str], list[Contract]],
+        progress: Progress | None,
+    ) -> BacktestResult:
+        """Each candle in (time, symbol) order: recorded, its messages drained, equity marked."""
         ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
         last_hour: datetime | None = None
         for i, candle in enumerate(ordered):
@@ -309,13 +361,9 @@ class Engine:
         if upto <= lo:
             return
         symbol = run.series.symbol
-        state = self._strategy_state(symbol)
-        position = state.position
-        if position is not None:
-            hwm = max(position.high_water_mark, run.series.highest("close", lo, upto))
-            position = replace(position, high_water_mark=hwm)
-        ts_event = run.series.ts_event(upto - 1)
-        self.strategy[symbol] = replace(state, position=position, last_candle_at=ts_event)
+        self.strategy_book.states[(self.run_id, symbol)] = strategy_core.absorb_holds(
+            self._strategy_state(symbol), run.series.highest("close", lo, upto), run.series.ts_event(upto - 1)
+        )
         run.evaluated = upto - 1
 
     def _mark_equity_at(self, timeline: Timeline, p: int) -> None:
@@ -346,32 +394,30 @@ class Engine:
     async def route(self, msg: Contract) -> list[Contract]:
         if isinstance(msg, IndicatorSnapshot):
             self.result.counters.snapshots += 1
-            return self._strategy_snapshot(msg)
+            return list((await self.strategy.on_snapshots([(self.run_id, msg)]))[0])
         if isinstance(msg, HourlyCandle):
-            self._warm_agent(msg.symbol, msg.ts_event)
-            self.book = agent_core.on_hourly_candle(self.book, msg, self.agent_params)
-            return self._risk_hourly(msg)
+            await self.agent.add_hourly_candle(self.run_id, msg)
+            return list(
+                await self.risk.on_hourly_close(self.run_id, msg.symbol, msg.ts_open, msg.close, msg.ts_event)
+            )
         if isinstance(msg, EntrySignal | ExitSignal):
             self.result.counters.signals += 1
-            return self._risk_signal(msg)
+            return list(await self.risk.on_signal(self.run_id, msg))
         if isinstance(msg, OrderProposed):
             self.result.counters.proposals += 1
-            return await self._agent_order(msg)
+            return list(await self.agent.decide(self.run_id, msg))
         if isinstance(msg, OrderApproved):
-            return [self._execute(msg)]
+            return [await self._execute(msg)]
         if isinstance(msg, OrderRejected):
             self.result.counters.rejections += 1
             self.result.rejections.append(msg)
-            self.strategy[msg.symbol] = strategy_core.on_rejection(self._strategy_state(msg.symbol), msg)
-            self.risk = risk_core.on_rejection(self._risk_state(msg.ts_event), msg)
+            await self.strategy.on_rejection(self.run_id, msg)
+            await self.risk.on_rejection(self.run_id, msg)
             return []
         if isinstance(msg, Fill):
             self.result.fills.append(msg)
-            self.strategy[msg.symbol] = strategy_core.on_fill(self._strategy_state(msg.symbol), msg)
-            self._note_price(msg.symbol, msg.fill_price, msg.ts_event)
-            step = risk_core.on_fill(self._risk_state(msg.ts_event), msg, self.risk_params)
-            self.risk = step.state
-            return list(step.out)
+            await self.strategy.on_fill(self.run_id, msg)
+            return list(await self.risk.on_fill(self.run_id, msg))
         if isinstance(msg, AiDecision):
             self.result.counters.ai_decisions += 1
             self.result.decisions.append(msg)
@@ -382,58 +428,33 @@ class Engine:
 
     # -- strategy ---------------------------------------------------------------------------------
     def _strategy_state(self, symbol: str) -> strategy_core.SymbolState:
-        return self.strategy.get(symbol) or strategy_core.SymbolState(symbol=symbol)
+        """The strategy's state of ``symbol``, read by the fast path's candidate search."""
+        return self.strategy_book.state(self.run_id, symbol)
 
-    def _strategy_snapshot(self, snapshot: IndicatorSnapshot) -> list[Contract]:
-        step = strategy_core.on_snapshot(
-            self._strategy_state(snapshot.symbol), snapshot, self.strategy_params
-        )
-        self.strategy[snapshot.symbol] = step.state
-        return list(step.out)
+    # -- risk: the service's handlers over memory; the executor's ledger and the candles are its reads
+    def _ledger_rows(self, run_id: str, currency: str) -> LedgerRows:
+        open_positions = self.positions
+        held = [s for s, p in open_positions.items() if p.quantity > 0]
+        positions = {
+            s: risk_core.Holding(open_positions[s].quantity, open_positions[s].avg_price)
+            for s in held
+            if quote_currency(s) == currency
+        }
+        return LedgerRows(self.balances.get(currency), held, positions)
 
-    # -- risk -------------------------------------------------------------------------------------
-    def _risk_state(self, now: datetime) -> risk_core.RiskState:
-        if self.risk is None:
-            self.risk = risk_core.RiskState(
-                daily=risk_core.DailyState(trading_day(now, self.risk_params.day_boundary))
-            )
-        return self.risk
+    def _recorded_close(self, symbol: str, minute: datetime) -> Decimal | None:
+        """The close ``market_data`` would hold for the candle of ``symbol`` opened at ``minute``."""
+        run = self._runs.get(symbol)
+        if run is not None:
+            found = run.minutes(minute, minute + MINUTE)
+        else:
+            seen = self.seen.get(symbol, [])
+            i = bisect.bisect_left(seen, minute, key=lambda c: c.ts_open)
+            found = seen[i : i + 1] if i < len(seen) and seen[i].ts_open == minute else []
+        return found[0].close if found else None
 
-    def _note_price(self, symbol: str, price: Decimal, at: datetime) -> None:
-        """Risk's price memory (§4.4): the latest price seen, never overwritten by an older one."""
-        known = self.prices.get(symbol)
-        if known is None or known[1] <= at:
-            self.prices[symbol] = (price, at)
-
-    def _risk_signal(self, signal: EntrySignal | ExitSignal) -> list[Contract]:
-        self._note_price(signal.symbol, signal.price, signal.ts_event)
-        if isinstance(signal, ExitSignal):
-            step = risk_core.on_exit_signal(self._risk_state(signal.ts_event), signal, self.risk_params)
-            self.risk = step.state
-            return list(step.out)
-        day = trading_day(signal.ts_event, self.risk_params.day_boundary)
-        snapshot = None if self.risk_params.reference_equity is not None else self.reference.get(day)
-        currency = quote_currency(signal.symbol)
-        held = {s: p for s, p in self.positions.items() if p.quantity > 0 and quote_currency(s) == currency}
-        ledger = risk_core.Ledger(
-            self.balances.get(currency, self.risk_initial_balance),
-            {s: risk_core.Holding(p.quantity, p.avg_price) for s, p in held.items()},
-            {s: self.prices[s][0] for s in held if s in self.prices},
-            snapshot,
-        )
-        state = self.vol_states.get(signal.symbol)
-        reading = risk_core.VolatilityReading(state)
-        step = risk_core.on_entry_signal(
-            self._risk_state(signal.ts_event), signal, ledger, reading, self.risk_params
-        )
-        self.risk = step.state
-        if (
-            snapshot is None
-            and step.reference_equity is not None
-            and self.risk_params.reference_equity is None
-        ):
-            self.reference[day] = step.reference_equity
-        return list(step.out)
+    def _recorded_fill(self, run_id: str, order_id: str) -> RecordedFill | None:
+        return self.recorded.get(order_id)
 
     @property
     def vol_states(self) -> dict[str, VolatilityState]:
@@ -443,70 +464,51 @@ class Engine:
     def hourly_closes(self) -> dict[str, list[tuple[datetime, Decimal]]]:
         return self.volatility.closes
 
-    def _risk_hourly(self, candle: HourlyCandle) -> list[Contract]:
-        self._note_price(candle.symbol, candle.close, candle.ts_event)
-        refit = self.volatility.on_hour(candle.symbol, candle.ts_open, candle.close, candle.ts_event)
-        if refit is None or refit.after is None:
-            return []
-        alert = risk_core.volatility_alert(refit.before, refit.after, candle.ts_event)
-        return [] if alert is None else [alert]
-
     # -- agent ------------------------------------------------------------------------------------
-    def _warm_agent(self, symbol: str, ts: datetime) -> None:
-        """The agent's first message of a symbol in a run warms its book from market_data's hours
-        (``services.agent.core.warm_bars``); here market_data is the candles seen so far."""
-        if not agent_core.needs_warm(self.book, symbol):
-            return
-        keep = self.agent_params.keep_bars
-        start, end = agent_core.warm_span(ts, keep)
+    def _market_hours(self, symbol: str, start: datetime, end: datetime) -> list[HourlyCandle]:
+        """The agent's ``market_data``: hourly aggregates of the candles seen so far opened in
+        ``[start, end)`` (the agent warms a run's book from them, rule ``stores.load_warm_bars``)."""
         run = self._runs.get(symbol)
         if run is not None:
             minutes = run.minutes(start, end)
         else:
             minutes = [c for c in self.seen.get(symbol, ()) if start <= c.ts_open < end]
-        bars = agent_core.warm_bars(indicator_core.hourly_buckets(minutes), ts, keep)
-        self.book = agent_core.warm_book(self.book, symbol, bars, keep)
-
-    async def _agent_order(self, order: OrderProposed) -> list[Contract]:
-        self._warm_agent(order.symbol, order.ts_event)
-        plan = agent_core.plan_review(self.book, order, self.agent_params)
-        if isinstance(plan, agent_core.Skip):
-            decision = agent_core.skip_decision(order, plan.reason, plan.message)
-            return list(agent_core.order_outputs(order, decision))
-        guard = plan.regime_params.guard
-        self.guard, block = guard_state.admit(self.guard, order.symbol, order.ts_event, guard)
-        if block is not None:
-            from coinpilot.contracts import RejectReason
-
-            decision = agent_core.skip_decision(order, RejectReason.AI_GUARDRAIL_BLOCKED, block.message)
-            return list(agent_core.order_outputs(order, decision))
-        route = choose_route(order.symbol, plan.canary_marker, self.routing)
-        outcome = await self.reviewer.review(plan, route)
-        decision = agent_core.review_decision(order, outcome, route, self.reviewer.prompts.sha256)
-        self.guard = guard_state.after_decision(
-            self.guard, order.symbol, order.ts_event, outcome.approved, outcome.error_kind, guard
-        )
-        return list(agent_core.order_outputs(order, decision))
+        return indicator_core.hourly_buckets(minutes)
 
     # -- executor ---------------------------------------------------------------------------------
-    def _execute(self, order: OrderApproved) -> Contract:
-        currency = quote_currency(order.symbol)
-        balance = self.balances.setdefault(currency, self.initial_balance)
-        position = self.positions.get(order.symbol)
-        ledger = executor_core.Ledger(currency, balance, position)
-        # The venue's quote: the close of the decision minute, the candle the order was decided on
-        # (what the paper venue reads from market_data in the services).
-        quote = order.signal.snapshot.candle.close
-        outcome = executor_core.fill_order(ledger, order, self.fill_params, quote)
-        if isinstance(outcome, executor_core.Rejection):
-            return outcome.message_out()
-        self.balances[currency] = outcome.ledger.balance
-        if outcome.ledger.position is None or outcome.ledger.position.quantity <= 0:
-            self.positions.pop(order.symbol, None)
-        else:
-            self.positions[order.symbol] = outcome.ledger.position
-        self.result.currency = currency
-        return outcome.fill
+    async def _execute(self, order: OrderApproved) -> Contract:
+        """The executor's own handler (``services.executor.app.execute``) over its memory ledger,
+        quoting from the recorded candle of the decision minute as the paper venue does."""
+        answer = await execute(
+            self.executor,
+            self.venue,
+            order,
+            run_id=self.run_id,
+            trace_id=None,
+            initial_balance=self.initial_balance,
+        )
+        if isinstance(answer, Fill):
+            closes = order.signal.position_id if isinstance(order.signal, ExitSignal) else None
+            self.recorded[order.order_id] = recorded_from_fill(answer, closes)
+            self.result.currency = answer.currency
+        return answer
+
+    def _provenance(self, run_id: str, order_id: str) -> Provenance:
+        """Risk's record of the order and the agent's verdict on it (their memory stores)."""
+        proposed = self.risk_book.proposals.get((run_id, order_id))
+        proposal = None if proposed is None else proposal_of(proposed)
+        decisions = self.agent.decisions
+        assert isinstance(decisions, MemoryDecisionStore)
+        decided = decisions.decisions.get((run_id, order_id))
+        return Provenance(proposal, None if decided is None else str(decided.decision))
+
+    @property
+    def balances(self) -> dict[str, Decimal]:
+        return self.executor.balances(self.run_id)
+
+    @property
+    def positions(self) -> dict[str, executor_core.Position]:
+        return self.executor.open_positions(self.run_id)
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _remember(self, candles: Sequence[MinuteCandle]) -> None:

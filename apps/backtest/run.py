@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Literal
 from apps.backtest.engine import BacktestResult, Engine, Progress
 from apps.backtest.report import BacktestReport, build_report
 from apps.backtest.series import SeriesWindow, series_by_symbol
+from apps.backtest.settings import ModeSettings
 from coinpilot.contracts import MinuteCandle
 
 EnginePath = Literal["fast", "batch", "live"]
@@ -52,38 +51,22 @@ def to_series(window: Window) -> SeriesWindow:
     return SeriesWindow(series_by_symbol(candles), start)
 
 
-@contextmanager
-def environment(overrides: dict[str, str]) -> Iterator[None]:
-    """Apply service settings overrides (e.g. a --compare variant) for the engine's construction."""
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 async def run_backtest(
     window: Window | SeriesWindow,
     *,
     label: str = "backtest",
     run_id: str = "backtest",
     strategy_config: Path | None = None,
-    llm: str = "rules",
-    env: dict[str, str] | None = None,
+    settings: ModeSettings | None = None,
     progress: Progress | None = None,
     records: object | None = None,
     path: EnginePath = "fast",
 ) -> tuple[BacktestResult, BacktestReport]:
     """``path``: ``fast`` (default) evaluates only the candles that can act; ``batch`` and ``live``
     run the core on every candle (batch indicators / candle-by-candle indicators): the reference
-    paths the fast one is proven equal to."""
-    with environment(env or {}):
-        engine = Engine(run_id, strategy_config, llm=llm, records=records)  # type: ignore[arg-type]
+    paths the fast one is proven equal to. ``settings``: the services' settings of this run (a
+    ``--compare-env`` variant's, the ``--llm`` source); default: the environment's, rules agent."""
+    engine = Engine(run_id, strategy_config, settings=settings, records=records)  # type: ignore[arg-type]
     if isinstance(window, SeriesWindow):
         if path != "fast":
             raise ValueError("a columnar window runs on the fast path only")

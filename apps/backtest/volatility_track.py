@@ -1,8 +1,7 @@
 """Risk's GARCH bookkeeping in a backtest, and fitting it ahead on the second core.
 
-:class:`VolatilityTrack` is what the risk service does with each hourly candle (§4.9): keep the
-last ``window_hours + 1`` closes, refit once a day at ``refit_at_utc`` once ``min_returns`` returns
-exist, drop the state when a fit fails. Its fits depend only on the hourly closes, so the whole
+:class:`VolatilityTrack` runs the risk service's refit policy (``services.risk.refit``, §4.9) on
+each hourly candle over risk's memory cache. Its fits depend only on the hourly closes, so the whole
 sequence of fits of a run is known as soon as the indicators are: :class:`FitsAhead`
 computes it in a worker process while the engine runs (the worker imports arch while the engine
 computes indicators, then streams each fit as it is made), and the engine's track takes each fit
@@ -15,19 +14,24 @@ from __future__ import annotations
 
 import gc
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from multiprocessing.connection import Connection
+from typing import Any, TypeVar
 
 from apps.backtest import fit_worker
 from apps.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
 from coinpilot.strategy_config import VolatilityConfig
-from services.risk import core as risk_core
+from services.risk import refit
+from services.risk.refit import Refit, RefitResult
+from services.risk.stores import MemoryRiskCache
 
 HOUR = timedelta(hours=1)
+MADE = frozenset({RefitResult.FITTED, RefitResult.FAILED})
+T = TypeVar("T")
 Closes = list[tuple[datetime, Decimal]]
 Fitter = Callable[[str, list[Decimal], datetime], VolatilityState | None]
 HourlyClose = tuple[datetime, Decimal, datetime]  # (hour open, close, event time = hour end)
@@ -52,43 +56,48 @@ def fit_in_line(config: VolatilityConfig) -> Fitter:
 
 @dataclass
 class VolatilityTrack:
-    """Every symbol's hourly window and fit, as the risk service keeps them."""
+    """Risk's GARCH refits in a backtest: the service's policy (``services.risk.refit``) over its
+    memory cache, with this run's fitter (in line, or :class:`FitsAhead`)."""
 
     config: VolatilityConfig
     fit: Fitter
-    closes: dict[str, Closes] = field(default_factory=dict)
-    states: dict[str, VolatilityState] = field(default_factory=dict)
+    cache: MemoryRiskCache = field(default_factory=MemoryRiskCache)
+    run_id: str = "backtest"
 
-    def on_hour(self, symbol: str, ts_open: datetime, close: Decimal, now: datetime) -> Refit | None:
-        """Record the hour closing at ``now``; a :class:`Refit` when the symbol was refitted now."""
-        window = self.closes.setdefault(symbol, [])
-        if window and window[-1][0] >= ts_open:  # a redelivered hour replaces its entry
-            window[:] = sorted([w for w in window if w[0] != ts_open] + [(ts_open, close)])
-        else:
-            window.append((ts_open, close))
-        del window[: -(self.config.window_hours + 1)]
-        before = self.states.get(symbol)
-        last = before.as_of if before is not None else None
-        if not risk_core.refit_due(last, now, self.config.refit_at_utc):
-            return None
-        closed = len(window)  # the window is in time order: the closed hours are a prefix
-        while closed and window[closed - 1][0] + HOUR > now:
-            closed -= 1
-        if closed - 1 < self.config.min_returns:
-            return None
-        closes = [c for _, c in window[:closed]]
+    async def refit_fit(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState:
+        """:attr:`fit` as the policy's ``refit.Fit`` (a failed fit raises)."""
         fitted = self.fit(symbol, closes, now)
         if fitted is None:
-            self.states.pop(symbol, None)
-        else:
-            self.states[symbol] = fitted
-        return Refit(before, fitted)
+            raise VolatilityFitError(f"GARCH fit of {symbol} as of {now.isoformat()} failed")
+        return fitted
+
+    def on_hour(self, symbol: str, ts_open: datetime, close: Decimal, now: datetime) -> Refit | None:
+        """Record the hour closing at ``now``; the :class:`Refit` when the symbol was refitted now."""
+        done = run_in_memory(
+            refit.on_hourly_close(
+                self.cache, self.run_id, symbol, ts_open, close, now, self.config, self.refit_fit
+            )
+        )
+        return done if done.result in MADE else None
+
+    @property
+    def states(self) -> dict[str, VolatilityState]:
+        return self.cache.volatility_states(self.run_id)
+
+    @property
+    def closes(self) -> dict[str, Closes]:
+        return self.cache.windows(self.run_id)
 
 
-@dataclass(frozen=True, slots=True)
-class Refit:
-    before: VolatilityState | None
-    after: VolatilityState | None  # None: the fit failed and the symbol has no state now
+def run_in_memory(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (memory stores, a fitter in line) without an event loop:
+    the fit worker and the tests replay a run's refits this way, in the engine's own order."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise RuntimeError("a coroutine over memory stores suspended: it needs an event loop")
 
 
 def fit_key(symbol: str, closes: Sequence[Decimal], now: datetime) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,11 @@ from coinpilot.service_names import SERVICES
 
 if TYPE_CHECKING:
     from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from pydantic_settings import BaseSettings
+
+    from apps.backtest.settings import ModeSettings
 
 
 def _settings() -> CommonSettings:
@@ -53,14 +57,22 @@ def run(service: str, llm: str | None) -> None:
         raise click.BadParameter(
             f"one of {', '.join(SERVICES)}, all, or module:function", param_hint="SERVICE"
         )
-    if llm is not None:
-        os.environ["COINPILOT_LLM_MODE_SOURCE"] = llm
     from apps.host import run as run_services
     from coinpilot.runtime.logs import configure_logging
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run_services([service], settings))
+    asyncio.run(run_services([service], settings, _service_settings(llm)))
+
+
+def _service_settings(llm: str | None) -> dict[str, BaseSettings]:
+    """Settings by service label that ``run`` hands the hosted service of that label instead of it
+    reading them from the environment: the agent's, with ``--llm``'s source when given."""
+    if llm is None:
+        return {}
+    from services.agent.settings import AgentSettings
+
+    return {"agent": AgentSettings(llm_mode_source=llm)}
 
 
 @main.group()
@@ -331,6 +343,12 @@ def backtest(
     from apps.backtest.run import DEFAULT_WARMUP, run_backtest, split_window, to_series
     from apps.backtest.series import load_series, series_window
 
+    variants = [("base", config, _mode_settings({}, llm))]
+    if compare_config or compare_env:
+        overrides = dict(_parse_env(compare_env))
+        variants.append(
+            ("compare", compare_config or config, _mode_settings(overrides, llm, "--compare-env"))
+        )
     wanted = [s.strip() for s in symbols.split(",")] if symbols else None
     lo = start.replace(tzinfo=UTC) if start else None
     hi = end.replace(tzinfo=UTC) if end else None
@@ -353,10 +371,6 @@ def backtest(
         window = series_window(series, lo, DEFAULT_WARMUP)
     traded = window.traded()
     click.echo(f"{window.warmup():,} warm-up candles, {traded:,} traded candles")
-    variants = [("base", config, {})]
-    if compare_config or compare_env:
-        overrides = dict(_parse_env(compare_env))
-        variants.append(("compare", compare_config or config, overrides))
     reports = []
     records = None
     if llm == "replay":
@@ -364,7 +378,7 @@ def backtest(
         from services.agent.state import CallRecordStore
 
         records = CallRecordStore(Database(_database_url()))
-    for label, cfg, env in variants:
+    for label, cfg, mode in variants:
         with click.progressbar(length=traded, label=f"backtest {label}") as bar:
             seen = [0]
 
@@ -378,8 +392,7 @@ def backtest(
                     label=label,
                     run_id=f"backtest-{label}",
                     strategy_config=cfg,
-                    llm=llm,
-                    env=env,
+                    settings=mode,
                     progress=progress,
                     records=records,
                 )
@@ -420,12 +433,27 @@ def demo(workdir: Path, paths: tuple[Path, ...], replay_hours: float, run_id: st
         click.echo("interrupted: services and servers stopped")
 
 
-def _parse_env(pairs: tuple[str, ...]) -> list[tuple[str, str]]:
+def _mode_settings(overrides: dict[str, str], llm: str, param_hint: str | None = None) -> ModeSettings:
+    """A backtest variant's settings, built before any variant runs so a bad name fails at once."""
+    from pydantic import ValidationError
+
+    from apps.backtest.settings import ModeSettings
+    from coinpilot.errors import ConfigError
+
+    try:
+        return ModeSettings.from_environment(overrides, llm=llm)
+    except (ConfigError, ValidationError) as exc:
+        if param_hint is None:
+            raise click.ClickException(f"settings from the environment: {exc}") from exc
+        raise click.BadParameter(str(exc), param_hint=param_hint) from exc
+
+
+def _parse_env(pairs: tuple[str, ...], param_hint: str = "--compare-env") -> list[tuple[str, str]]:
     out = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--compare-env")
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint=param_hint)
         out.append((key, value))
     return out
 
@@ -540,3 +568,77 @@ main.add_command(dlq)
 
 if __name__ == "__main__":
     main()
+
+
+@main.command("replay-stage")
+@click.option("--run-id", required=True, help="The recorded run to replay")
+@click.option("--stage", type=click.Choice(["risk", "strategy"]), required=True,
+              help="The stage to re-run on the run's recorded inputs")  # fmt: skip
+@click.option("--through", type=click.Choice(["executor"]),
+              help="Re-run the trading loop down to the executor (the ledger effect)")  # fmt: skip
+@click.option("--as", "replay_run", help="Run id of the replay (default: <run-id>-replay)")
+@click.option(
+    "--strategy-config", type=click.Path(exists=True, path_type=Path), help="Strategy YAML to replay with"
+)
+@click.option(
+    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Service setting, e.g. COINPILOT_RISK_..."
+)
+@click.option("--from", "start", type=click.DateTime(), help="First event time to replay (UTC)")
+@click.option("--to", "end", type=click.DateTime(), help="Stop before this event time (UTC)")
+@click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the diff as JSON here")
+@click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the diff as HTML here")
+def replay_stage(
+    run_id: str,
+    stage: str,
+    through: str | None,
+    replay_run: str | None,
+    strategy_config: Path | None,
+    sets: tuple[str, ...],
+    start: datetime | None,
+    end: datetime | None,
+    json_out: Path | None,
+    html_out: Path | None,
+) -> None:
+    """Re-run one stage of a recorded run on its recorded inputs, in process, with new parameters,
+    and print what it decided differently (nothing is published: the live run is not disturbed)."""
+    from datetime import UTC
+
+    from apps.stage_replay.run import stage_replay
+    from coinpilot.bus.connect import connect
+    from coinpilot.db import Database
+
+    overrides = dict(_parse_env(sets, "--set"))
+    settings = _mode_settings(overrides, "rules", "--set")
+    common = _settings()
+
+    async def go():  # type: ignore[no-untyped-def]
+        nc = await connect(common, "coinpilot-replay-stage")
+        db = Database(common.database_url.get_secret_value()) if common.database_url else None
+        try:
+            return await stage_replay(
+                nc.jetstream(),
+                db,
+                stage=stage,
+                through=through,
+                run_id=run_id,
+                replay_run=replay_run or f"{run_id}-replay",
+                settings=settings,
+                strategy_config=strategy_config,
+                overrides=overrides | ({"strategy_config": str(strategy_config)} if strategy_config else {}),
+                start=start.replace(tzinfo=UTC) if start else None,
+                end=end.replace(tzinfo=UTC) if end else None,
+            )
+        finally:
+            await nc.close()
+            if db is not None:
+                await db.dispose()
+
+    try:
+        diff = asyncio.run(go())
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    click.echo("\n".join(diff.lines()))
+    if json_out is not None:
+        json_out.write_text(diff.to_json())
+    if html_out is not None:
+        html_out.write_text(diff.to_html())

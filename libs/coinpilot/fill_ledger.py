@@ -104,6 +104,35 @@ def recorded_from_row(row: Mapping[str, Any]) -> RecordedFill | None:
     return RecordedFill(values, text("position_id"))
 
 
+#: The fields of a ``Fill`` a ledger record holds (the keys of :attr:`RecordedFill.values`).
+RECORDED_FIELDS: tuple[str, ...] = (
+    "symbol",
+    "side",
+    "currency",
+    "ts_event",
+    "decision_price",
+    "fill_price",
+    "quantity",
+    "amount",
+    "fee",
+    "realized_pnl",
+    "entry_avg_price",
+    "regime",
+    "exit_reason",
+    "high_water_mark",
+    "balance_after",
+    "position_quantity_after",
+    "position_avg_price_after",
+    "realized_pnl_gross",
+    "opened_at",
+)
+
+
+def recorded_from_fill(fill: Fill, position_id: str | None = None) -> RecordedFill:
+    """The record an in-memory ledger keeps of a fill it made (its ``trading_history`` row)."""
+    return RecordedFill({name: _of_fill(fill, name) for name in RECORDED_FIELDS}, position_id)
+
+
 def _of_fill(fill: Fill, name: str) -> object:
     value = getattr(fill, name)
     if name in {"side", "regime", "exit_reason"}:

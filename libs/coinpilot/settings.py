@@ -1,19 +1,31 @@
-"""Connection settings shared by every service (env prefix ``COINPILOT_``).
+"""Connection settings shared by every service (env prefix ``COINPILOT_``), and settings built
+with explicit overrides.
 
 Settings hold connections and secrets; the frozen parameters a core sees (``RiskParams`` and
 friends) are built from the strategy YAML, never from here. Secrets are ``SecretStr``: their
 ``repr`` and ``str`` are masked, so logging a settings object never leaks them.
+
+A run mode that changes settings (a backtest's ``--compare-env`` variant) never writes
+``os.environ``: :func:`with_overrides` builds the settings object from the environment plus the
+overrides, given by their environment names and read exactly as pydantic-settings reads the
+environment (prefixes, aliases, case), passed as constructor values, which outrank the environment.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
+from coinpilot.errors import ConfigError
 from coinpilot.symbols import DEFAULT_SYMBOLS, is_market
+
+S = TypeVar("S", bound=BaseSettings)
 
 
 class CommonSettings(BaseSettings):
@@ -69,3 +81,63 @@ class CommonSettings(BaseSettings):
         if bad:
             raise ValueError(f"not Upbit market codes: {bad}")
         return value
+
+
+class OverrideSource(EnvSettingsSource):
+    """The environment source of pydantic-settings reading ``overrides`` instead of ``os.environ``.
+
+    Its result (field values keyed as the class validates them) is meant as constructor values.
+    Overriding ``_load_env_vars`` is how the library's own sources (dotenv, cloud secrets) swap
+    what they read.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], overrides: Mapping[str, str]) -> None:
+        self._overrides = dict(overrides)  # read by _load_env_vars during the base __init__
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._overrides, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def fields_named(settings_cls: type[BaseSettings], name: str, value: str) -> set[str]:
+    """The fields of ``settings_cls`` that the environment variable ``name`` sets."""
+    keys = OverrideSource(settings_cls, {name: value})().keys()
+    return {field for field, info in settings_cls.model_fields.items() if keys & _keys_of(field, info)}
+
+
+def _keys_of(field: str, info: FieldInfo) -> set[str]:
+    """The keys the source may file a field's value under: its name and its aliases."""
+    alias = info.validation_alias
+    choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+    return {field, *(c for c in choices if isinstance(c, str)), *([info.alias] if info.alias else [])}
+
+
+def env_names(settings_cls: type[BaseSettings]) -> set[str]:
+    """The environment names ``settings_cls`` reads, upper case (for messages: :func:`fields_named`
+    is what decides)."""
+    prefix = settings_cls.model_config.get("env_prefix", "")
+    names: set[str] = set()
+    for field, info in settings_cls.model_fields.items():
+        aliases = _keys_of(field, info) - {field}
+        names.update(a.upper() for a in (aliases or {f"{prefix}{field}"}))
+    return names
+
+
+def unread_names(overrides: Mapping[str, str], classes: Iterable[type[BaseSettings]]) -> list[str]:
+    """The names in ``overrides`` that none of ``classes`` reads from the environment."""
+    classes = list(classes)
+    return [n for n, v in overrides.items() if not any(fields_named(c, n, v) for c in classes)]
+
+
+def with_overrides(settings_cls: type[S], overrides: Mapping[str, str], **values: Any) -> S:
+    """``settings_cls`` from the environment, with ``overrides`` (environment names; those the class
+    does not read are skipped) and ``values`` (field names) on top. ``os.environ`` is only read.
+
+    An override may not set a field given in ``values``: the caller sets that one itself.
+    """
+    clash = sorted(n for n, v in overrides.items() if fields_named(settings_cls, n, v) & values.keys())
+    if clash:
+        raise ConfigError(f"{', '.join(clash)}: set explicitly in this mode, not by an override")
+    return settings_cls(**OverrideSource(settings_cls, overrides)(), **values)

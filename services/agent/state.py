@@ -1,21 +1,21 @@
-"""The agent's only SQL and Redis.
+"""The agent's only SQL and Redis: the stores of :mod:`services.agent.stores` for the service.
 
-* :class:`GuardStore` - the §5.5 guardrail keys in Redis. Redis unreachable (refused, cut,
-  timed out) makes the order wait in place (``TransientError``): no record of the keys exists
-  elsewhere, and blocking the call instead would change the decision (issue 19; exits never reach
-  the agent, so they keep flowing). An unreadable value or another Redis error blocks the AI call
-  (fail closed, §5.5); both are counted. No Redis configured at all never blocks (the original rule).
-  Every read or write of the keys refreshes :data:`GAUGES` (``coinpilot_ai_global_block``,
-  ``coinpilot_ai_error_streak``) for the process's own run.
-* :class:`DecisionStore` - ``agent_decisions`` and ``llm_usage_events`` in one transaction,
-  idempotent on ``(run_id, order_id)``; ``llm_call_records`` for record/replay; ``market_data``
-  reads to warm the hourly context.
+* :class:`GuardStore` (:class:`stores.Guardrails`) - the §5.5 guardrail keys in Redis. Redis
+  unreachable (refused, cut, timed out) makes the order wait in place (``TransientError``): no
+  record of the keys exists elsewhere, and blocking the call instead would change the decision
+  (issue 19; exits never reach the agent, so they keep flowing). An unreadable value or another
+  Redis error blocks the AI call (fail closed, §5.5); both are counted. No Redis configured at all
+  never blocks (the original rule). Every read or write of the keys refreshes :data:`GAUGES`
+  (``coinpilot_ai_global_block``, ``coinpilot_ai_error_streak``) for the process's own run.
+* :class:`DecisionStore` (:class:`stores.Decisions`) - ``agent_decisions`` and ``llm_usage_events``
+  in one transaction, idempotent on ``(run_id, order_id)``; ``llm_call_records`` for record/replay;
+  :class:`MarketDataHistory` (:class:`stores.MarketHistory`) - ``market_data`` reads to warm the
+  hourly context.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import time
@@ -35,21 +35,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coinpilot.cache import keys
 from coinpilot.cache.client import UNAVAILABLE as UNREACHABLE
 from coinpilot.clock import wall_clock_now
-from coinpilot.contracts import AiDecision, AiVerdict, OrderProposed, RejectReason
+from coinpilot.contracts import AiDecision, AiVerdict, HourlyCandle, OrderProposed, RejectReason
 from coinpilot.db.market import load_hourly_candles
 from coinpilot.db.models import AgentDecision, LlmCallRecord, LlmUsageEvent, MarketData
 from coinpilot.errors import TransientError
 from services.agent import guard_redis_codec, guard_state
 from services.agent import metrics as m
 from services.agent.context import Bar, MinuteRow, resample_hourly
-from services.agent.core import finite_or_none, warm_bars, warm_span
+from services.agent.core import finite_or_none
 from services.agent.guard_redis_codec import GuardKeys, Stamped, book_of, decode, gauge_reading, is_legacy
 from services.agent.guard_rules import UNAVAILABLE, Block, ErrorKind, GuardParams
 from services.agent.guard_state import GuardBook
-from services.agent.pricing import PRICE_VERSION, estimate_cost_usd
 from services.agent.recording import CallRecord, CallStatus
 from services.agent.routing import STRATEGY_NAME
-from services.agent.verdicts import CallSummary
 
 log = logging.getLogger("coinpilot.agent")
 LIVE_RUN = "live"
@@ -304,72 +302,6 @@ def decision_from_row(row: AgentDecision, order: OrderProposed) -> AiDecision:
     )
 
 
-USAGE_FEATURE = "ai_decision"
-
-
-def usage_request_id(run_id: str, order_id: str, route: str, provider: str, model: str) -> str:
-    """``<route>:<provider>:<model>:<id>`` (<= 120 chars); the id is a hash of the run and order,
-    not a uuid4, so a redelivery writes the same row (ON CONFLICT DO NOTHING)."""
-    digest = hashlib.sha256(f"{run_id}|{order_id}|{route}".encode()).hexdigest()[:32]
-    return f"{route}:{provider}:{model}:{digest}"[:120]
-
-
-def usage_rows(
-    run_id: str, order: OrderProposed, calls: Sequence[CallSummary], pipeline_error: str | None
-) -> list[dict[str, Any]]:
-    """``llm_usage_events`` rows for the calls that really went to a provider, plus an
-    ``ai_decision_pipeline`` error row when the runner timed out or failed (§5.7)."""
-    rows: list[dict[str, Any]] = []
-    meta = {"symbol": order.symbol, "strategy_name": STRATEGY_NAME, "order_id": order.order_id}
-    live = [c for c in calls if c.over_network]
-    for call in live:
-        route = f"ai_decision_{call.node}"
-        tokens = [t for t in (call.input_tokens, call.output_tokens) if t is not None]
-        rows.append(
-            {
-                "run_id": run_id,
-                "request_id": usage_request_id(run_id, order.order_id, route, call.provider, call.model),
-                "route": route,
-                "feature": USAGE_FEATURE,
-                "provider": call.provider,
-                "model": call.model,
-                "status": "success" if call.status == CallStatus.OK else "error",
-                "error_type": str(call.error_kind) if call.error_kind is not None else None,
-                "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens,
-                "total_tokens": sum(tokens) if tokens else None,
-                "estimated_cost_usd": estimate_cost_usd(call.model, call.input_tokens, call.output_tokens),
-                "price_version": PRICE_VERSION,
-                "latency_ms": call.latency_ms,
-                "meta": meta,
-            }
-        )
-    if pipeline_error is not None and live:
-        first = live[0]
-        rows.append(
-            {
-                "run_id": run_id,
-                "request_id": usage_request_id(
-                    run_id, order.order_id, "ai_decision_pipeline", first.provider, first.model
-                ),
-                "route": "ai_decision_pipeline",
-                "feature": USAGE_FEATURE,
-                "provider": first.provider,
-                "model": first.model,
-                "status": "error",
-                "error_type": pipeline_error,
-                "input_tokens": None,
-                "output_tokens": None,
-                "total_tokens": None,
-                "estimated_cost_usd": None,
-                "price_version": PRICE_VERSION,
-                "latency_ms": sum(c.latency_ms for c in live),
-                "meta": meta,
-            }
-        )
-    return rows
-
-
 class DecisionStore:
     def __init__(self, db: Sessions) -> None:
         self._db = db
@@ -485,13 +417,15 @@ class CallRecordStore:
             )
 
 
-async def load_warm_bars(db: Sessions, symbol: str, ts: datetime, keep: int) -> tuple[Bar, ...]:
-    """The hours a run's book is warmed with at event time ``ts`` (rule: :func:`core.warm_bars`),
-    aggregated in SQL from the ``market_data`` 1m rows opened in :func:`core.warm_span`."""
-    start, end = warm_span(ts, keep)
-    async with db.session() as session:
-        candles = await load_hourly_candles(session, symbol, start, end)
-    return warm_bars(candles, ts, keep)
+class MarketDataHistory:
+    """``market_data``'s 1m rows as hourly aggregates, summed in SQL (``load_hourly_candles``)."""
+
+    def __init__(self, db: Sessions) -> None:
+        self._db = db
+
+    async def hourly_candles(self, symbol: str, start: datetime, end: datetime) -> Sequence[HourlyCandle]:
+        async with self._db.session() as session:
+            return await load_hourly_candles(session, symbol, start, end)
 
 
 WARM_MINUTES = 36 * 60

@@ -10,7 +10,7 @@ from coinpilot.db import Database
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
 from services.executor import core, metrics, rehearsal, state
-from services.executor.booking import book_order
+from services.executor.booking import ExecutorBook, book_order
 from services.executor.provenance import Refusal
 from services.executor.settings import ExecutorSettings
 from services.executor.venue import FillVenue, PaperVenue
@@ -28,15 +28,36 @@ async def execute_order(
     trace_id: str | None,
     initial_balance: Decimal,
 ) -> Fill | OrderRejected:
+    """:func:`execute` on the PostgreSQL ledger."""
+    return await execute(
+        state.pg_executor_book(db),
+        venue,
+        order,
+        run_id=run_id,
+        trace_id=trace_id,
+        initial_balance=initial_balance,
+    )
+
+
+async def execute(
+    book: ExecutorBook,
+    venue: FillVenue,
+    order: OrderApproved,
+    *,
+    run_id: str,
+    trace_id: str | None,
+    initial_balance: Decimal,
+) -> Fill | OrderRejected:
     """Fill or reject one order in one transaction; a handled order gets its stored answer again.
+    The executor's handler, written once: the service runs it on PostgreSQL, the backtest on memory.
 
     Raises ``RefusedMessage`` (nothing written) for an order risk did not record as approved, or
     not as it stands: the ladder dead-letters it and publishes its CRITICAL alert, and no
     ``orders.rejected`` tells strategy and risk to free the symbol (see ``provenance``).
     """
-    async with db.transaction() as conn:
+    async with book.transaction() as tx:
         booking = await book_order(
-            conn, venue, order, run_id=run_id, trace_id=trace_id, initial_balance=initial_balance
+            tx, venue, order, run_id=run_id, trace_id=trace_id, initial_balance=initial_balance
         )
         if isinstance(booking, Refusal):
             metrics.REFUSALS.labels(order.symbol, booking.rule).inc()

@@ -1,18 +1,37 @@
 """One order inside its transaction: lock the ledger, check who stands behind the order, quote,
-book. Shared by the consumer and the start-up rehearsal, so the rehearsal runs exactly the
-statements a real order runs."""
+book. Written once over a transaction interface (:class:`ExecutorTx`): the consumer and the
+start-up rehearsal run it on PostgreSQL (``state.PgExecutorTx``, so the rehearsal runs exactly the
+statements a real order runs), the backtest on memory (``memory_book.MemoryExecutorTx``)."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
-import asyncpg
-
-from coinpilot.contracts import OrderApproved
+from coinpilot.contracts import Fill, OrderApproved
 from services.executor import core, state
 from services.executor.provenance import Refusal, check_provenance
 from services.executor.venue import FillVenue
+
+
+class ExecutorTx(Protocol):
+    """One transaction of the executor's ledger (the order's account locked until it ends)."""
+
+    async def lock_ledger(
+        self, run_id: str, order: OrderApproved, initial_balance: Decimal
+    ) -> state.LockedOrder: ...
+
+    async def save_fill(
+        self, run_id: str, order: OrderApproved, fill: Fill, after: core.Ledger, trace_id: str | None
+    ) -> state.Gauges: ...
+
+    async def save_rejection(self, run_id: str, rejection: core.Rejection) -> None: ...
+
+
+class ExecutorBook(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[ExecutorTx]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +43,7 @@ class Booked:
 
 
 async def book_order(
-    conn: asyncpg.Connection,
+    tx: ExecutorTx,
     venue: FillVenue,
     order: OrderApproved,
     *,
@@ -36,7 +55,7 @@ async def book_order(
     a refusal when no one approved the order as it stands (nothing written); else its fill or
     rejection, written (not committed). The venue raises ``TransientError`` while the candle it
     quotes from is not recorded yet."""
-    locked = await state.lock_ledger(conn, run_id, order, initial_balance)
+    locked = await tx.lock_ledger(run_id, order, initial_balance)
     if locked.stored is not None:
         return locked.stored
     forged = check_provenance(order, locked.provenance)
@@ -50,7 +69,7 @@ async def book_order(
         else core.apply_execution(locked.ledger, order, execution)
     )
     if isinstance(outcome, core.Rejection):
-        await state.save_rejection(conn, run_id, outcome)
+        await tx.save_rejection(run_id, outcome)
         return outcome
-    gauges = await state.save_fill(conn, run_id, order, outcome.fill, outcome.ledger, trace_id)
+    gauges = await tx.save_fill(run_id, order, outcome.fill, outcome.ledger, trace_id)
     return Booked(outcome, gauges)

@@ -48,7 +48,7 @@ Every money field of a ``Fill`` carries exactly 8 decimal places, so a fill rebu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
 from coinpilot.contracts import (
@@ -69,6 +69,8 @@ BASIS_POINTS = Decimal(10_000)
 UPBIT_KRW_FEE_RATE = Decimal("0.0005")
 DEFAULT_PRICE_BAND = Decimal("0.02")
 DEFAULT_INITIAL_BALANCE = Decimal(10_000_000)
+
+MINUTE = timedelta(minutes=1)
 
 
 def round_up(value: Decimal) -> Decimal:
@@ -330,3 +332,21 @@ def _apply_sell(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutc
         opened_at=position.opened_at,
     )
     return FillOutcome(Ledger(ledger.currency, balance, None), fill)
+
+
+def decision_minute(order: OrderApproved) -> datetime:
+    """Start of the candle the order was decided on: its event time is that candle's close."""
+    return order.ts_event - MINUTE
+
+
+def already_rejected(order: OrderApproved, reason: RejectReason) -> OrderRejected:
+    """The answer to an order the executor rejected before (a redelivery gets it again)."""
+    return OrderRejected(
+        ts_event=order.ts_event,
+        order_id=order.order_id,
+        symbol=order.symbol,
+        side=order.side,
+        stage=RejectStage.EXECUTOR,
+        reason=reason,
+        message=f"already rejected: {reason}",
+    )

@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from coinpilot.contracts import AiVerdict, AlertLevel, AlertType, OrderApproved, RiskAlert, Side
+from coinpilot.contracts import (
+    AiVerdict,
+    AlertLevel,
+    AlertType,
+    OrderApproved,
+    OrderProposed,
+    RiskAlert,
+    Side,
+)
 from coinpilot.errors import RefusedMessage
 
 EIGHT_DP = Decimal("0.00000001")
@@ -70,6 +78,20 @@ class Refusal:
     def error(self) -> RefusedMessage:
         """What the handler raises: the ladder dead-letters the order and publishes the alert."""
         return RefusedMessage(self.rule, self.message, alerts=(self.alert(),))
+
+
+def proposal_of(order: OrderProposed | OrderApproved) -> Proposal:
+    """The record of an order risk approved, as ``order_proposals`` keeps it (NUMERIC(20,8), which
+    PostgreSQL rounds half away from zero): what an in-memory ledger holds for it."""
+    amount = order.amount.quantize(EIGHT_DP, rounding=ROUND_HALF_UP) if order.amount is not None else None
+    return Proposal(
+        symbol=order.symbol,
+        side=order.side,
+        amount=amount,
+        reference_price=order.reference_price.quantize(EIGHT_DP, rounding=ROUND_HALF_UP),
+        needs_confirmation=isinstance(order, OrderProposed),
+        ts_event=order.ts_event,
+    )
 
 
 def check_provenance(order: OrderApproved, provenance: Provenance) -> Refusal | None:

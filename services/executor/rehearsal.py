@@ -33,8 +33,8 @@ from coinpilot.contracts import (
 )
 from coinpilot.db import Database, rehearsal_run_id
 from services.executor.booking import Booked, book_order
-from services.executor.core import Position
-from services.executor.state import decision_minute
+from services.executor.core import Position, decision_minute
+from services.executor.state import PgExecutorTx
 from services.executor.venue import FillVenue
 
 SYMBOL = "KRW-BTC"
@@ -143,7 +143,14 @@ async def rehearse_orders(db: Database, venue: FillVenue, initial_balance: Decim
     run_id = rehearsal_run_id()
     order = buy(initial_balance / 10)
     async with db.rolled_back() as conn:
-        book = partial(book_order, conn, venue, run_id=run_id, trace_id=None, initial_balance=initial_balance)
+        book = partial(
+            book_order,
+            PgExecutorTx(conn),
+            venue,
+            run_id=run_id,
+            trace_id=None,
+            initial_balance=initial_balance,
+        )
         await approve(conn, run_id, order)
         bought = await book(order)
         if not isinstance(bought, Booked) or bought.outcome.ledger.position is None:

@@ -21,24 +21,22 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from coinpilot.clock import ensure_utc
-from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, RejectStage, Side
-from coinpilot.db import claim_on
+from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, Side
+from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.symbols import quote_currency
 from services.executor import records
-from services.executor.core import Ledger, Position, Rejection
+from services.executor.core import Ledger, Position, Rejection, already_rejected, decision_minute
 from services.executor.provenance import Proposal, Provenance
 from services.executor.venue import RecordedMarket
 
 CONSUMER = "executor-orders"
 REJECTED_MARK = "|rejected:"
-MINUTE = timedelta(minutes=1)
 
 _LOCK_ACCOUNT = """
 SELECT balance FROM account_state
@@ -251,11 +249,6 @@ async def read_order(
     )
 
 
-def decision_minute(order: OrderApproved) -> datetime:
-    """Start of the candle the order was decided on: its event time is that candle's close."""
-    return order.ts_event - MINUTE
-
-
 def _provenance(row: Mapping[str, Any]) -> Provenance:
     proposal = None
     if row["proposed_symbol"] is not None:
@@ -279,18 +272,7 @@ def _stored_answer(row: Mapping[str, Any], order: OrderApproved) -> StoredAnswer
     key = row["rejected_as"]
     if key is None:
         return None
-    reason = RejectReason(key.rpartition(REJECTED_MARK)[2])
-    return StoredAnswer(
-        OrderRejected(
-            ts_event=order.ts_event,
-            order_id=order.order_id,
-            symbol=order.symbol,
-            side=order.side,
-            stage=RejectStage.EXECUTOR,
-            reason=reason,
-            message=f"already rejected: {reason}",
-        )
-    )
+    return StoredAnswer(already_rejected(order, RejectReason(key.rpartition(REJECTED_MARK)[2])))
 
 
 async def lock_ledger(
@@ -343,3 +325,26 @@ async def save_fill(
 async def save_rejection(conn: asyncpg.Connection, run_id: str, rejection: Rejection) -> None:
     """Remember the answer, so a redelivery gets the same rejection and never a late fill."""
     await claim_on(conn, CONSUMER, _rejection_key(rejection.order, rejection.reason), run_id)
+
+
+class PgExecutorTx:
+    """``booking.ExecutorTx`` on one PostgreSQL transaction (the statements above)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def lock_ledger(self, run_id: str, order: OrderApproved, initial_balance: Decimal) -> LockedOrder:
+        return await lock_ledger(self.conn, run_id, order, initial_balance)
+
+    async def save_fill(
+        self, run_id: str, order: OrderApproved, fill: Fill, after: Ledger, trace_id: str | None
+    ) -> Gauges:
+        return await save_fill(self.conn, run_id, order, fill, after, trace_id)
+
+    async def save_rejection(self, run_id: str, rejection: Rejection) -> None:
+        await save_rejection(self.conn, run_id, rejection)
+
+
+def pg_executor_book(db: Database) -> TransactionBook[PgExecutorTx]:
+    """``booking.ExecutorBook`` on PostgreSQL: each transaction one connection of the pool."""
+    return TransactionBook(db, PgExecutorTx)

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 
 from coinpilot.analytics.volatility import VolatilityState, VolatilityStatus, volatility_multiplier
-from coinpilot.clock import iso_minute, last_daily_boundary, trading_day
+from coinpilot.cache.keys import REFERENCE_EQUITY_MIN_TTL_SECONDS
+from coinpilot.clock import ensure_utc, last_daily_boundary, trading_day, trading_day_start
 from coinpilot.contracts import (
     AlertLevel,
     AlertType,
@@ -39,6 +40,8 @@ from coinpilot.contracts import (
     RejectStage,
     RiskAlert,
     Side,
+    order_id_for,
+    order_time,
 )
 from services.risk.checks import AUDITED, OrderCheck, Verdict, check_order, signal_price
 from services.risk.params import RiskParams
@@ -56,20 +59,6 @@ class Decision(StrEnum):
     PROPOSED = "proposed"
     REJECTED = "rejected"
     APPROVED = "approved"
-
-
-def buy_order_id(signal: EntrySignal) -> str:
-    return f"{signal.symbol}:{iso_minute(signal.ts_event)}:buy"
-
-
-def sell_order_id(signal: ExitSignal) -> str:
-    return f"{signal.symbol}:{iso_minute(signal.ts_event)}:sell"
-
-
-def order_time(order_id: str) -> datetime:
-    """The event minute an order id was made from (``KRW-BTC:2026-01-01T00:00Z:buy``)."""
-    stamp = order_id.split(":", 1)[1].rsplit(":", 1)[0]
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M%z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +137,47 @@ class Ledger:
                 price = self.prices.get(symbol) or holding.avg_price
                 total += holding.quantity * price
         return total
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRows:
+    """The executor's ledger of a run as :func:`read_ledger` found it."""
+
+    balance: Decimal | None
+    """Cash in the asked currency; None when the account row is missing."""
+    held_symbols: list[str]
+    """Every symbol with a position, any currency (prices are looked up for these)."""
+    positions: dict[str, Holding]
+    """The positions in the asked currency."""
+    recorded_close: Decimal | None = None
+    """The close ``market_data`` holds for the asked symbol and minute, if any."""
+
+    def ledger(
+        self, prices: Mapping[str, Decimal], reference_equity: Decimal | None, initial_balance: Decimal | None
+    ) -> Ledger:
+        balance = initial_balance if self.balance is None else self.balance
+        return Ledger(balance, dict(self.positions), dict(prices), reference_equity)
+
+
+def reference_cached(params: RiskParams) -> bool:
+    """Each trading day's reference equity is a snapshot kept in the cache (§4.3), unless the
+    settings fix it (``COINPILOT_RISK_REFERENCE_EQUITY``)."""
+    return params.reference_equity is None
+
+
+def reference_to_keep(snapshot: Decimal | None, step: Step, params: RiskParams) -> Decimal | None:
+    """The snapshot an entry took, to keep for the rest of its day: only the day's first entry
+    (none cached yet) takes one; a fixed reference is never kept."""
+    if snapshot is None and reference_cached(params):
+        return step.reference_equity
+    return None
+
+
+def reference_equity_ttl(now: datetime, params: RiskParams) -> int:
+    """Seconds until the next trading-day boundary, at least one hour."""
+    day = trading_day(now, params.day_boundary)
+    nxt = trading_day_start(day, params.day_boundary) + timedelta(days=1)
+    return max(REFERENCE_EQUITY_MIN_TTL_SECONDS, int((nxt - ensure_utc(now)).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +272,7 @@ def on_entry_signal(
     """
     now = signal.ts_event
     state = _expire_pending(state.at(now, params), now, params)
-    order_id = buy_order_id(signal)
+    order_id = order_id_for(signal.symbol, signal.ts_event, Side.BUY)
     price = signal_price(signal, recorded_close, params)
     if not price.passed:
         return _reject(state, signal, order_id, price)
@@ -326,7 +356,7 @@ def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> 
     state = state.at(signal.ts_event, params)
     approved = OrderApproved(
         ts_event=signal.ts_event,
-        order_id=sell_order_id(signal),
+        order_id=order_id_for(signal.symbol, signal.ts_event, Side.SELL),
         symbol=signal.symbol,
         side=Side.SELL,
         reference_price=signal.price,

@@ -21,8 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -31,14 +30,17 @@ from redis.exceptions import RedisError
 
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
-from coinpilot.clock import ensure_utc, trading_day, trading_day_start
+from coinpilot.clock import ensure_utc, trading_day, wall_clock_now
 from coinpilot.contracts import OrderApproved, OrderProposed
+from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.risk import metrics
-from services.risk.core import AuditEntry, DailyState, Holding, Ledger, VolatilityReading
+from services.risk.core import AuditEntry, DailyState, Holding, LedgerRows, VolatilityReading
 from services.risk.core import RiskState as CoreState
+from services.risk.core import reference_equity_ttl as reference_equity_ttl
 from services.risk.params import RiskParams
+from services.risk.stores import PriceMemory
 
 log = logging.getLogger("coinpilot.risk")
 T = TypeVar("T")
@@ -157,26 +159,6 @@ FROM unnest($2::varchar[], $3::text[], $4::varchar[], $5::varchar[], $6::timesta
 ORDER BY seq
 ON CONFLICT ON CONSTRAINT uq_risk_audit_run_order_violation DO NOTHING
 """
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerRows:
-    """The executor's ledger of a run as :func:`read_ledger` found it."""
-
-    balance: Decimal | None
-    """Cash in the asked currency; None when the account row is missing."""
-    held_symbols: list[str]
-    """Every symbol with a position, any currency (prices are looked up for these)."""
-    positions: dict[str, Holding]
-    """The positions in the asked currency."""
-    recorded_close: Decimal | None = None
-    """The close ``market_data`` holds for the asked symbol and minute, if any."""
-
-    def ledger(
-        self, prices: Mapping[str, Decimal], reference_equity: Decimal | None, initial_balance: Decimal | None
-    ) -> Ledger:
-        balance = initial_balance if self.balance is None else self.balance
-        return Ledger(balance, dict(self.positions), dict(prices), reference_equity)
 
 
 async def load_risk_state(
@@ -307,14 +289,39 @@ async def read_ledger(
     return LedgerRows(rows[0]["balance"], held, positions, rows[0]["recorded_close"])
 
 
+class PgRiskTx:
+    """``handlers.RiskTx`` on one PostgreSQL transaction (the statements above)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def claim(self, durable: str, msg_id: str, run_id: str) -> bool:
+        return await claim_on(self.conn, durable, msg_id, run_id)
+
+    async def load_state(self, run_id: str, now: datetime, params: RiskParams) -> CoreState:
+        return await load_risk_state(self.conn, run_id, now, params)
+
+    async def load_state_with_fill(
+        self, run_id: str, order_id: str, now: datetime, params: RiskParams
+    ) -> tuple[CoreState, RecordedFill | None]:
+        return await load_risk_state_with_fill(self.conn, run_id, order_id, now, params)
+
+    async def read_ledger(self, run_id: str, currency: str, symbol: str, minute: datetime) -> LedgerRows:
+        return await read_ledger(self.conn, run_id, currency, symbol, minute)
+
+    async def save_state(self, run_id: str, state: CoreState, approved: Iterable[object] = ()) -> None:
+        await save_risk_state(self.conn, run_id, state, wall_clock_now(), approved)
+
+    async def write_audits(self, run_id: str, audits: Sequence[AuditEntry]) -> None:
+        await write_audits(self.conn, run_id, audits)
+
+
+def pg_risk_book(db: Database) -> TransactionBook[PgRiskTx]:
+    """``handlers.RiskBook`` on PostgreSQL: each transaction one connection of the pool."""
+    return TransactionBook(db, PgRiskTx)
+
+
 # -- Redis --------------------------------------------------------------------------------------
-
-
-def reference_equity_ttl(now: datetime, params: RiskParams) -> int:
-    """Seconds until the next trading-day boundary, at least one hour."""
-    day = trading_day(now, params.day_boundary)
-    nxt = trading_day_start(day, params.day_boundary) + timedelta(days=1)
-    return max(keys.REFERENCE_EQUITY_MIN_TTL_SECONDS, int((nxt - ensure_utc(now)).total_seconds()))
 
 
 class RiskCache:
@@ -338,7 +345,7 @@ class RiskCache:
         self.cache = cache
         self.retry_seconds = retry_seconds
         self._down_until = 0.0
-        self._prices: dict[str, dict[str, tuple[Decimal, datetime]]] = {}
+        self._prices: dict[str, PriceMemory] = {}
         self._volatility: dict[tuple[str, str], str | None] = {}
         """(run, symbol) -> the volatility JSON as Redis last had it (None: no state)."""
         self._reference: dict[tuple[str, date], Decimal] = {}
@@ -373,11 +380,8 @@ class RiskCache:
     # prices (§4.4) ------------------------------------------------------------------------------
     def _remember_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> str | None:
         """Keep the price in memory unless a later one is known; the Redis value to SET, if any."""
-        book = self._prices.setdefault(run_id, {})
-        known = book.get(symbol)
-        if known is not None and known[1] > at:
+        if not self._prices.setdefault(run_id, PriceMemory()).note(symbol, price, at):
             return None
-        book[symbol] = (price, at)
         return f"{format(price, 'f')}|{ensure_utc(at).isoformat()}"
 
     async def note_price(self, run_id: str, symbol: str, price: Decimal, at: datetime) -> None:
@@ -424,7 +428,7 @@ class RiskCache:
 
         A symbol memory does not know while Redis is unavailable raises :class:`TransientError`:
         the average price in its place would change the exposure."""
-        book = self._prices.setdefault(run_id, {})
+        book = self._prices.setdefault(run_id, PriceMemory()).known
         out: dict[str, Decimal] = {}
         for symbol in symbols:
             if symbol not in book:

@@ -22,8 +22,9 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from coinpilot.cache import Cache, keys
-from coinpilot.clock import ensure_utc
+from coinpilot.clock import ensure_utc, wall_clock_now
 from coinpilot.contracts import Regime
+from coinpilot.db import Database, TransactionBook
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from services.strategy import metrics
@@ -182,6 +183,32 @@ async def save_state(conn: asyncpg.Connection, run_id: str, state: SymbolState, 
 async def load_all(conn: asyncpg.Connection, run_id: str) -> list[SymbolState]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM strategy_state WHERE run_id = $1", run_id)
     return [to_state(row) for row in rows]
+
+
+class PgStrategyTx:
+    """``handlers.StrategyTx`` on one PostgreSQL transaction (the statements above)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def lock_states(self, keys: Iterable[Key]) -> dict[Key, SymbolState]:
+        return await lock_states(self.conn, keys)
+
+    async def lock_state_with_fill(
+        self, run_id: str, symbol: str, order_id: str
+    ) -> tuple[SymbolState, RecordedFill | None]:
+        return await lock_state_with_fill(self.conn, run_id, symbol, order_id)
+
+    async def save_states(self, states: Iterable[tuple[str, SymbolState]]) -> None:
+        await save_states(self.conn, states, wall_clock_now())
+
+    async def load_all(self, run_id: str) -> list[SymbolState]:
+        return await load_all(self.conn, run_id)
+
+
+def pg_strategy_book(db: Database) -> TransactionBook[PgStrategyTx]:
+    """``handlers.StrategyBook`` on PostgreSQL: each transaction one connection of the pool."""
+    return TransactionBook(db, PgStrategyTx)
 
 
 class Mirror:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 
 import nats
@@ -24,16 +25,25 @@ from sqlalchemy import text
 from apps.backtest.ledger_report import load_run, run_report
 from apps.backtest.report import BacktestReport
 from apps.backtest.run import Window, run_backtest
+from apps.backtest.settings import ModeSettings
 from apps.cli.trace import build_trace
 from apps.demo import sample_files, split_warmup, start_services, stop_services, wait_ready
+from apps.stage_replay.diff import StageDiff, ledger_figures, signal_order_id
+from apps.stage_replay.recorded import Recorded, read_run
+from apps.stage_replay.run import stage_replay
 from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
-from coinpilot.contracts import Fill
+from coinpilot.clock import trading_day
+from coinpilot.contracts import EntrySignal, Fill
 from coinpilot.db import Database, upgrade
 from coinpilot.db.market import copy_candles
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
+from coinpilot.strategy_config import SHIPPED_CONFIG, load_strategy_config
 from services.executor.records import fill_from_row
+from services.risk.params import RiskParams
+
+BOUNDARY = RiskParams.from_config(load_strategy_config()).day_boundary
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -102,6 +112,9 @@ async def test_a_lockstep_replay_through_the_services_books_the_backtest_ledger(
     assert [canonical(f) for f in booked] == [canonical(f) for f in expected]
     await the_runs_report_is_the_backtests(pg_url, run_id, replay, report)
     await trace_shows_the_whole_chain(nats_url, pg_url, booked, run_id)
+    await a_stage_replay_reproduces_the_run_and_answers_a_what_if(
+        nats_url, pg_url, run_id, Window(warm, replay), tmp_path
+    )
 
 
 async def the_runs_report_is_the_backtests(
@@ -140,3 +153,67 @@ async def trace_shows_the_whole_chain(nats_url: str, pg_url: str, booked: list[F
     assert [row["order_id"] for row in trace.ledger] == [buy.order_id]
     text_lines = trace.lines()
     assert text_lines[0] == f"trace {trace.trace_id}" and any("reasoning:" in line for line in text_lines)
+
+
+async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
+    nats_url: str, pg_url: str, run_id: str, window: Window, tmp_path: Path
+) -> None:
+    """Issue 22, in process, over the run just recorded: risk replayed alone and the trading loop
+    replayed through the executor reproduce it byte for byte with unchanged parameters; with a
+    daily limit of one BUY, risk changes exactly the verdicts the limit must change (counted here
+    from the recorded fills), and the loop books what a full backtest with that limit books."""
+    tight = tmp_path / "one_buy_a_day.yaml"
+    yaml_text = SHIPPED_CONFIG.read_text()
+    assert "max_daily_trades: 6" in yaml_text
+    tight.write_text(yaml_text.replace("max_daily_trades: 6", "max_daily_trades: 1"))
+    settings = ModeSettings.from_environment()
+    nc = await nats.connect(nats_url)
+    db = Database(pg_url)
+    try:
+        js = nc.jetstream()
+        replay = partial(stage_replay, js, db, run_id=run_id, settings=settings)
+        same = await replay(stage="risk", through=None, replay_run=f"{run_id}-r")
+        assert same.identical_outputs and not same.changed and len(same.rows) >= 4
+        limited = await replay(stage="risk", through=None, replay_run=f"{run_id}-r1", strategy_config=tight)
+        recorded = await read_run(js, run_id, ("signals.*.*", "fills.*", "orders.>"))
+        loop_same = await replay(stage="strategy", through="executor", replay_run=f"{run_id}-l")
+        loop_limited = await replay(
+            stage="risk", through="executor", replay_run=f"{run_id}-l1", strategy_config=tight
+        )
+    finally:
+        await nc.close()
+        await db.dispose()
+    expected = one_buy_a_day(recorded, same)
+    assert expected, "the window must have a day with a second BUY for the limit to refuse"
+    assert {r.order_id: r.new.label for r in limited.changed} == expected
+    assert limited.counts()["new"].get("REJECTED MAX_DAILY_TRADES", 0) >= len(expected)
+
+    assert loop_same.identical_outputs and not loop_same.changed
+    assert loop_same.ledgers is not None and loop_same.ledgers[0] == loop_same.ledgers[1]
+    backtest, _ = await run_backtest(window, run_id="limited", strategy_config=tight)
+    assert loop_limited.ledgers is not None
+    assert loop_limited.ledgers[1] == ledger_figures(backtest.fills)
+    assert loop_limited.ledgers[1] != loop_limited.ledgers[0], "the limit must change the ledger"
+    assert "MAX_DAILY_TRADES" in loop_limited.to_html() and json.loads(loop_limited.to_json())["ledgers"]
+
+
+def one_buy_a_day(recorded: list[Recorded], original: StageDiff) -> dict[str, str]:
+    """The entries a one-BUY daily limit must refuse, counted from the recording: an entry risk let
+    through (or refused for a reason checked after the daily limit) on a trading day that already
+    had a BUY fill when it came. Downstream is the original run's, so the BUY fills are its."""
+    before_limit = {"ORDER_PENDING", "ACCOUNT_MISSING", "IMPLAUSIBLE_PRICE", "NON_POSITIVE_AMOUNT",
+                    "NON_POSITIVE_REFERENCE_EQUITY", "TRADING_HALTED", "COOLDOWN_ACTIVE"}  # fmt: skip
+    verdicts = {r.order_id: r.original for r in original.rows}
+    buys_by_day: dict[object, int] = {}
+    expected: dict[str, str] = {}
+    for r in recorded:
+        m = r.message
+        if isinstance(m, Fill) and m.side.value == "BUY":
+            day = trading_day(m.ts_event, BOUNDARY)
+            buys_by_day[day] = buys_by_day.get(day, 0) + 1
+        elif isinstance(m, EntrySignal):
+            day = trading_day(m.ts_event, BOUNDARY)
+            verdict = verdicts[signal_order_id(m)]
+            if buys_by_day.get(day, 0) >= 1 and verdict.reason not in before_limit:
+                expected[signal_order_id(m)] = "REJECTED MAX_DAILY_TRADES"
+    return expected

@@ -27,6 +27,8 @@ from coinpilot.contracts.trading import (
     OrderProposed,
     OrderRejected,
     Signal,
+    order_id_for,
+    order_time,
 )
 
 #: Every message type, in pipeline order. The proto generator and the drift test walk this.
@@ -78,6 +80,8 @@ __all__ = [
     "Side",
     "Signal",
     "Symbol",
+    "order_id_for",
+    "order_time",
     "parse_subject",
     "subject_for",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, ClassVar, Literal
 
@@ -54,8 +55,22 @@ class ExitSignal(Contract):
 Signal = Annotated[EntrySignal | ExitSignal, Field(discriminator="kind")]
 
 
-def buy_order_id(symbol: str, ts_event_minute: str) -> str:
-    return f"{symbol}:{ts_event_minute}:buy"
+ORDER_MINUTE_FORMAT = "%Y-%m-%dT%H:%M%z"
+
+
+def order_id_for(symbol: str, ts_event: datetime, side: Side) -> str:
+    """``KRW-BTC:2026-01-01T00:00Z:buy``: the one id every stage gives the order a signal starts.
+
+    Made of the signal's symbol, event minute and side only, so a redelivered or replayed signal
+    names the same order (JetStream dedup and the ledger's idempotency rest on it).
+    """
+    return f"{symbol}:{minute_key(ts_event)}:{side.value.lower()}"
+
+
+def order_time(order_id: str) -> datetime:
+    """The event minute an order id was made from (inverse of :func:`order_id_for`), in UTC."""
+    stamp = order_id.split(":", 1)[1].rsplit(":", 1)[0]
+    return datetime.strptime(stamp, ORDER_MINUTE_FORMAT).astimezone(UTC)
 
 
 class OrderProposed(Contract):

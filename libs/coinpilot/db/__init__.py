@@ -9,7 +9,7 @@ async with db.session() as session:      # one transaction: commit on success, r
 ```
 """
 
-from coinpilot.db.database import Database, rehearsal_run_id
+from coinpilot.db.database import Database, TransactionBook, rehearsal_run_id
 from coinpilot.db.inbox import claim, claim_on
 from coinpilot.db.migrate import current_revision, downgrade, upgrade
 from coinpilot.db.models import (
@@ -55,6 +55,7 @@ __all__ = [
     "RiskState",
     "StrategyState",
     "TradingHistory",
+    "TransactionBook",
     "claim",
     "claim_on",
     "current_revision",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from sqlalchemy import text
@@ -16,6 +16,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from coinpilot.errors import PermanentError, TransientError
+
+TxT = TypeVar("TxT")
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +192,17 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class TransactionBook(Generic[TxT]):
+    """A service's store on PostgreSQL: each :meth:`transaction` is one :meth:`Database.transaction`
+    with its connection wrapped in the service's transaction object (its statements)."""
+
+    def __init__(self, db: Database, wrap: Callable[[asyncpg.Connection], TxT]) -> None:
+        self.db = db
+        self.wrap = wrap
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[TxT]:
+        async with self.db.transaction() as conn:
+            yield self.wrap(conn)

@@ -13,8 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from coinpilot.db import Database, upgrade
-from services.agent.app import AgentService, create_service
+from services.agent.app import create_service
 from services.agent.core import AgentParams
+from services.agent.service import AgentService
 from services.agent.settings import AgentSettings
 from tests.support.fake_llm import TEST_KEY, FakeLlmServer
 

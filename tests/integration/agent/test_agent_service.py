@@ -29,8 +29,8 @@ from coinpilot.contracts import (
 )
 from coinpilot.db import AgentDecision, Database, LlmUsageEvent
 from coinpilot.errors import TransientError
-from services.agent.app import AgentService
 from services.agent.guard_redis_codec import encode
+from services.agent.service import AgentService
 from tests.integration.agent.conftest import ServiceFactory
 from tests.support.fake_llm import ANTHROPIC, FakeLlmServer, Reply
 from tests.support.servers import RedisProcess, wait_for

@@ -15,6 +15,7 @@ from sqlalchemy import delete
 
 from apps.backtest.engine import Engine
 from apps.backtest.run import run_backtest, split_window, to_series
+from apps.backtest.settings import ModeSettings
 from apps.demo import sample_files
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import AiVerdict, RejectReason
@@ -28,6 +29,8 @@ from tests.integration.agent.conftest import agent_settings
 from tests.support.fake_llm import FakeLlmServer, Reply, SeenRequest
 
 pytestmark = [pytest.mark.postgres]
+
+REPLAY = ModeSettings.from_environment(llm="replay")  # what `coinpilot backtest --llm replay` runs with
 
 
 def varied_verdicts() -> object:
@@ -53,9 +56,9 @@ async def test_a_backtest_replays_the_recorded_verdicts_offline(
     store = CallRecordStore(agent_db)
     settings = agent_settings(fake_llm, llm_mode_source="live")
     live_engine = Engine("bt-record")
-    live_engine.routing = settings.routing()
+    live_engine.agent.routing = settings.routing()
     caller = Caller(build_providers(settings), CallSource.LIVE, store)
-    live_engine.reviewer = Reviewer(caller, load_prompts(settings.prompt_version), timeout_seconds=30)
+    live_engine.agent.reviewer = Reviewer(caller, load_prompts(settings.prompt_version), timeout_seconds=30)
     try:
         live = await live_engine.run_series(to_series(window))
     finally:
@@ -66,7 +69,7 @@ async def test_a_backtest_replays_the_recorded_verdicts_offline(
     assert {(AiVerdict.CONFIRM, None), (AiVerdict.REJECT, RejectReason.AI_REJECTED)} <= verdicts
     assert (AiVerdict.REJECT, RejectReason.AI_RISK_WARNING) in verdicts
 
-    replayed, _ = await run_backtest(window, run_id="bt-record", llm="replay", records=store)
+    replayed, _ = await run_backtest(window, run_id="bt-record", settings=REPLAY, records=store)
 
     assert fake_llm.count() == requests
     assert [d.to_json() for d in replayed.decisions] == [d.to_json() for d in live.decisions]
@@ -81,7 +84,7 @@ async def test_a_backtest_replays_the_recorded_verdicts_offline(
             delete(LlmCallRecord).where(LlmCallRecord.request["order_id"].as_string() == reviewed.order_id)
         )
         assert removed.rowcount >= 1
-    again, _ = await run_backtest(window, run_id="bt-record", llm="replay", records=store)
+    again, _ = await run_backtest(window, run_id="bt-record", settings=REPLAY, records=store)
     assert fake_llm.count() == requests
     missing = next(d for d in again.decisions if d.order_id == reviewed.order_id)
     assert (missing.decision, missing.reason_code) == (AiVerdict.REJECT, RejectReason.AI_RECORD_MISSING)

@@ -53,3 +53,15 @@ async def test_backtest_of_recorded_candles_equals_the_backtest_of_the_files(
     assert from_db.exit_code == 0, from_db.output
     summary = [line for line in from_db.output.splitlines() if line.startswith("  ")]
     assert summary and summary == [line for line in from_files.output.splitlines() if line.startswith("  ")]
+
+
+def test_a_compare_setting_nothing_reads_fails_before_any_run(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["backtest", "--data", str(SAMPLE_DIR), *WINDOW, "--out", str(tmp_path),
+         "--compare-env", "COINPILOT_EXECUTOR_FEES=0"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --compare-env: COINPILOT_EXECUTOR_FEES: no setting" in result.output
+    assert "did you mean COINPILOT_EXECUTOR_FEE_RATE?" in result.output
+    assert "warm-up candles" not in result.output and not (tmp_path / "report.html").exists()

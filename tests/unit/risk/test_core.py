@@ -15,6 +15,7 @@ from coinpilot.analytics.volatility import VolatilityState, VolatilityStatus
 from coinpilot.contracts import (
     AlertLevel,
     AlertType,
+    EntrySignal,
     OrderApproved,
     OrderProposed,
     OrderRejected,
@@ -23,6 +24,7 @@ from coinpilot.contracts import (
     RejectStage,
     RiskAlert,
     Side,
+    order_id_for,
 )
 from services.risk.core import (
     DailyState,
@@ -31,7 +33,6 @@ from services.risk.core import (
     Ledger,
     RiskState,
     VolatilityReading,
-    buy_order_id,
     initial_state,
     on_entry_signal,
     on_exit_signal,
@@ -48,6 +49,10 @@ CASH = Ledger(balance=TEN_M)
 CALM = VolatilityReading()
 HIGH = VolatilityReading(VolatilityState("KRW-BTC", 2.4, True, T0 - timedelta(hours=3), 2160, 1.5))
 START = initial_state(T0, YAML)
+
+
+def buy_order_id(signal: EntrySignal) -> str:
+    return order_id_for(signal.symbol, signal.ts_event, Side.BUY)
 
 
 def loss(n: int, pnl: str = "-100", at_minutes: int = 0) -> object:

@@ -15,6 +15,8 @@ from coinpilot.contracts import (
     RejectReason,
     RejectStage,
     Side,
+    order_id_for,
+    order_time,
 )
 from coinpilot.fill_ledger import recorded_from_row
 from services.strategy.core import (
@@ -22,12 +24,11 @@ from services.strategy.core import (
     HoldReason,
     Position,
     SymbolState,
+    absorb_holds,
     fill_refusal,
     on_fill,
     on_rejection,
     on_snapshot,
-    order_id_for,
-    order_time,
     status_payload,
 )
 from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
@@ -233,3 +234,17 @@ class TestFillRefusal:
     def test_the_sell_of_the_held_position_is_applied(self) -> None:
         sell = fill(Side.SELL, order_id=order_id_for(SYMBOL, T0, Side.SELL))
         assert fill_refusal(held(), sell, recorded_from_row(row_of(sell, position_id=BUY_ID))) is None
+
+
+def test_absorbing_a_run_of_holds_leaves_what_evaluating_each_leaves() -> None:
+    """The fast path's step over holds (``absorb_holds``) equals ``on_snapshot`` candle by candle,
+    in everything but the last hold reason (which the fast path never reports)."""
+    closes = ["101", "101.5", "100.8"]
+    stepped = held(hwm="101.2")
+    for k, close in enumerate(closes, start=1):
+        step = on_snapshot(stepped, snap(close=close, at=T0 + timedelta(minutes=k)), PARAMS)
+        assert step.out == () and step.evaluation is not None and step.evaluation.reason == "HOLDING"
+        stepped = step.state
+    absorbed = absorb_holds(held(hwm="101.2"), Decimal("101.5"), T0 + timedelta(minutes=len(closes)))
+    assert replace(absorbed, last_reason=stepped.last_reason) == stepped
+    assert absorb_holds(held(hwm="103"), Decimal("101.5"), T0).position == held(hwm="103").position

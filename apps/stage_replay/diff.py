@@ -1,0 +1,214 @@
+"""The diff of a stage replay, pure: per input, what the original run decided and what the replay
+decided, counts by reason, and the two ledgers' figures; rendered for a terminal, as JSON and HTML.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from coinpilot.contracts import (
+    Contract,
+    EntrySignal,
+    ExitSignal,
+    Fill,
+    OrderApproved,
+    OrderProposed,
+    OrderRejected,
+    Side,
+    order_id_for,
+)
+
+NONE = "NONE"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a stage answered to one input: PROPOSED, APPROVED, REJECTED or NONE (nothing sent)."""
+
+    outcome: str
+    reason: str | None = None
+    amount: str | None = None
+    message: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.outcome if self.reason is None else f"{self.outcome} {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class DiffRow:
+    order_id: str
+    symbol: str
+    ts_event: str
+    side: str
+    original: Verdict
+    new: Verdict
+
+    @property
+    def changed(self) -> bool:
+        return self.original != self.new
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFigures:
+    """A ledger in a few figures (the same function for both sides)."""
+
+    fills: int
+    buys: int
+    sells: int
+    realized_pnl: str
+    fees: str
+    final_balance: str | None
+
+
+@dataclass
+class StageDiff:
+    stage: str
+    original_run: str
+    replay_run: str
+    overrides: dict[str, str]
+    rows: list[DiffRow] = field(default_factory=list)
+    identical_outputs: bool = False
+    """Every output of the replay equals the original's, byte for byte (as JSON)."""
+    ledgers: tuple[LedgerFigures, LedgerFigures] | None = None
+
+    @property
+    def changed(self) -> list[DiffRow]:
+        return [r for r in self.rows if r.changed]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            "original": dict(sorted(Counter(r.original.label for r in self.rows).items())),
+            "new": dict(sorted(Counter(r.new.label for r in self.rows).items())),
+        }
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {
+            "stage": self.stage,
+            "original_run": self.original_run,
+            "replay_run": self.replay_run,
+            "overrides": self.overrides,
+            "inputs": len(self.rows),
+            "changed": len(self.changed),
+            "identical_outputs": self.identical_outputs,
+            "counts": self.counts(),
+            "rows": [asdict(r) for r in self.rows],
+        }
+        if self.ledgers is not None:
+            data["ledgers"] = {"original": asdict(self.ledgers[0]), "new": asdict(self.ledgers[1])}
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"{self.stage} replay of run {self.original_run!r} as {self.replay_run!r}"
+            + (f" with {', '.join(f'{k}={v}' for k, v in self.overrides.items())}" if self.overrides else ""),
+            f"  {len(self.rows)} inputs, {len(self.changed)} decided differently"
+            + ("; outputs identical to the original, byte for byte" if self.identical_outputs else ""),
+        ]
+        counts = self.counts()
+        for label in sorted(set(counts["original"]) | set(counts["new"])):
+            out.append(
+                f"  {label:<40} {counts['original'].get(label, 0):>6} -> {counts['new'].get(label, 0):>6}"
+            )
+        for row in self.changed:
+            out.append(
+                f"  {row.ts_event} {row.symbol} {row.side}: {row.original.label} -> {row.new.label}"
+                + (f" ({row.new.message})" if row.new.message else "")
+            )
+        if self.ledgers is not None:
+            before, after = self.ledgers
+            out.append(f"  {'ledger':<16} {'original':>18} {'replay':>18}")
+            for name in ("fills", "buys", "sells", "realized_pnl", "fees", "final_balance"):
+                out.append(f"  {name:<16} {getattr(before, name)!s:>18} {getattr(after, name)!s:>18}")
+        return out
+
+    def to_html(self) -> str:
+        def cell(value: object) -> str:
+            return f"<td>{html.escape('' if value is None else str(value))}</td>"
+
+        rows = "".join(
+            f"<tr class='{'changed' if r.changed else ''}'>"
+            + "".join(cell(v) for v in (r.ts_event, r.symbol, r.side, r.order_id))
+            + "".join(cell(v) for v in (r.original.label, r.original.amount, r.original.message))
+            + "".join(cell(v) for v in (r.new.label, r.new.amount, r.new.message))
+            + "</tr>"
+            for r in self.rows
+        )
+        ledgers = ""
+        if self.ledgers is not None:
+            before, after = self.ledgers
+            ledgers = (
+                "<h2>Ledgers</h2><table><tr><th></th><th>original</th><th>replay</th></tr>"
+                + "".join(
+                    f"<tr><th>{name}</th>{cell(getattr(before, name))}{cell(getattr(after, name))}</tr>"
+                    for name in ("fills", "buys", "sells", "realized_pnl", "fees", "final_balance")
+                )
+                + "</table>"
+            )
+        summary = html.escape("\n".join(self.lines()[:2]))
+        return (
+            "<!doctype html><html><head><meta charset='utf-8'><title>CoinPilot stage replay</title>"
+            "<style>body{font-family:sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}"
+            "table{border-collapse:collapse}.changed{background:#fff3c4}</style></head><body>"
+            f"<h1>{html.escape(self.stage)} replay</h1><pre>{summary}</pre>"
+            "<table><tr><th>event time</th><th>symbol</th><th>side</th><th>order</th>"
+            "<th>original</th><th>amount</th><th>message</th><th>replay</th><th>amount</th><th>message</th></tr>"
+            f"{rows}</table>{ledgers}</body></html>"
+        )
+
+
+def signal_order_id(signal: EntrySignal | ExitSignal) -> str:
+    side = Side.BUY if isinstance(signal, EntrySignal) else Side.SELL
+    return order_id_for(signal.symbol, signal.ts_event, side)
+
+
+def verdicts_of(outputs: Iterable[Contract]) -> dict[str, Verdict]:
+    """Risk's answer to each order id among a stage's outputs."""
+    found: dict[str, Verdict] = {}
+    for m in outputs:
+        if isinstance(m, OrderProposed):
+            found[m.order_id] = Verdict("PROPOSED", amount=str(m.amount))
+        elif isinstance(m, OrderApproved):
+            found[m.order_id] = Verdict("APPROVED", amount=None if m.amount is None else str(m.amount))
+        elif isinstance(m, OrderRejected):
+            found[m.order_id] = Verdict("REJECTED", str(m.reason), message=m.message)
+    return found
+
+
+def diff_rows(
+    signals: Sequence[EntrySignal | ExitSignal], original: Mapping[str, Verdict], new: Mapping[str, Verdict]
+) -> list[DiffRow]:
+    rows = []
+    for signal in signals:
+        key = signal_order_id(signal)
+        rows.append(
+            DiffRow(
+                key,
+                signal.symbol,
+                signal.ts_event.isoformat(),
+                "BUY" if isinstance(signal, EntrySignal) else "SELL",
+                original.get(key, Verdict(NONE)),
+                new.get(key, Verdict(NONE)),
+            )
+        )
+    return rows
+
+
+def ledger_figures(fills: Sequence[Fill]) -> LedgerFigures:
+    ordered = sorted(fills, key=lambda f: (f.ts_event, f.order_id))
+    pnl = sum((f.realized_pnl or Decimal(0) for f in ordered), Decimal(0))
+    fees = sum((f.fee for f in ordered), Decimal(0))
+    return LedgerFigures(
+        fills=len(ordered),
+        buys=sum(f.side is Side.BUY for f in ordered),
+        sells=sum(f.side is Side.SELL for f in ordered),
+        realized_pnl=f"{pnl:.8f}",
+        fees=f"{fees:.8f}",
+        final_balance=f"{ordered[-1].balance_after:.8f}" if ordered else None,
+    )

@@ -1,0 +1,118 @@
+"""A past run's messages as JetStream recorded them: read back by run id, subject and event time.
+
+Every CoinPilot message carries its run id in ``Coinpilot-Run-Id``; the streams keep them for
+their retention (``coinpilot.bus.streams``). A stage replay reads the inputs of one stage (and
+the outputs it is compared with) from here, in the order they were stored: the server's timestamp
+of each message, which in a lockstep run is the causal order of each candle's chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from coinpilot.bus import headers as h
+from coinpilot.bus.streams import stream_for_subject
+from coinpilot.contracts import (
+    AiDecision,
+    Contract,
+    EntrySignal,
+    ExitSignal,
+    Fill,
+    HourlyCandle,
+    IndicatorSnapshot,
+    MinuteCandle,
+    OrderApproved,
+    OrderProposed,
+    OrderRejected,
+    RiskAlert,
+)
+
+#: Subject prefix -> the contract it carries (the chain of a run, candles to fills).
+CONTRACTS: tuple[tuple[str, type[Contract]], ...] = (
+    ("candles.1m.", MinuteCandle),
+    ("candles.1h.", HourlyCandle),
+    ("indicators.1m.", IndicatorSnapshot),
+    ("signals.entry.", EntrySignal),
+    ("signals.exit.", ExitSignal),
+    ("orders.proposed.", OrderProposed),
+    ("orders.approved.", OrderApproved),
+    ("orders.rejected.", OrderRejected),
+    ("ai.decisions.", AiDecision),
+    ("fills.", Fill),
+    ("risk.alerts", RiskAlert),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One stored message of the run: where and when it was stored, and what it says."""
+
+    subject: str
+    stream_seq: int
+    stored_at: datetime
+    message: Contract
+
+    def order_key(self) -> tuple[datetime, int]:
+        return self.stored_at, self.stream_seq
+
+
+def contract_for(subject: str) -> type[Contract] | None:
+    for prefix, contract in CONTRACTS:
+        if subject.startswith(prefix):
+            return contract
+    return None
+
+
+async def read_run(
+    js: JetStreamContext,
+    run_id: str,
+    subjects: Iterable[str],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Recorded]:
+    """Every message of ``run_id`` on ``subjects`` (patterns), with event time in ``[start, end)``,
+    in the order the server stored them. A subject no stream holds any more reads as empty."""
+    found: list[Recorded] = []
+    for pattern in subjects:
+        found.extend(await _read_subject(js, run_id, pattern, start, end))
+    found.sort(key=Recorded.order_key)
+    return found
+
+
+async def _read_subject(
+    js: JetStreamContext, run_id: str, pattern: str, start: datetime | None, end: datetime | None
+) -> list[Recorded]:
+    stream = stream_for_subject(pattern).name
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    sub = await js.subscribe(
+        pattern, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    )
+    out: list[Recorded] = []
+    try:
+        if (await sub.consumer_info()).num_pending == 0:
+            return out  # nothing on the subject: do not wait for a message that will not come
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=2.0)
+            except TimeoutError:
+                break  # nothing matched the filter, or the last message was already delivered
+            headers = h.of_message(msg.headers)
+            contract = contract_for(msg.subject)
+            if headers.get(h.RUN_ID) == run_id and contract is not None:
+                message = contract.from_json(msg.data)
+                if (start is None or message.ts_event >= start) and (end is None or message.ts_event < end):
+                    meta = msg.metadata
+                    out.append(Recorded(msg.subject, meta.sequence.stream, meta.timestamp, message))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out

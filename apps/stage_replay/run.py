@@ -1,0 +1,87 @@
+"""``coinpilot replay-stage``: read a past run's recorded messages and re-run one stage on them.
+
+Stages it starts from, and why:
+
+* ``risk`` alone: risk's inputs are all recorded (hourly candles, signals, fills, rejections),
+  and what it reads from other stores is rebuilt from them (``risk_stage``). The answer is risk's
+  verdict on every recorded signal, original and new, side by side.
+* ``strategy`` or ``risk`` ``--through executor``: the trading loop from the recorded indicator
+  outputs (``loop_stage``). Strategy and risk are in a loop with the executor (fills and
+  rejections feed back into both), so any ledger effect needs the whole loop re-run; the
+  indicator is deterministic and its outputs are recorded, so it is not re-run.
+
+Not yet: the agent alone (recorded verdicts answered offline, new prompts sent to the provider) and
+a replay published into a NATS instead of run in process (issue 22 stays open for them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from nats.js import JetStreamContext
+
+from apps.backtest.settings import ModeSettings
+from apps.stage_replay import loop_stage, risk_stage
+from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.recorded import read_run
+from coinpilot.contracts import MinuteCandle
+from coinpilot.db import Database
+from coinpilot.replay.sources import candles_from_db
+
+STAGES = ("strategy", "risk")
+THROUGH = ("executor",)
+#: market_data read before a loop replay's first candle: the agent's context and the indicators'.
+HISTORY = timedelta(hours=240)
+
+
+async def stage_replay(
+    js: JetStreamContext,
+    db: Database | None,
+    *,
+    stage: str,
+    through: str | None,
+    run_id: str,
+    replay_run: str,
+    settings: ModeSettings,
+    strategy_config: Path | None = None,
+    overrides: dict[str, str] | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> StageDiff:
+    if stage not in STAGES:
+        raise ValueError(f"a stage replay starts from one of {', '.join(STAGES)}, not {stage!r}")
+    if through is not None and through not in THROUGH:
+        raise ValueError(f"--through goes to the executor (the end of the loop), not {through!r}")
+    if stage == "strategy" and through is None:
+        raise ValueError("the strategy's outputs depend on fills: replay it --through executor")
+    if through is None:
+        recorded = await read_run(
+            js, run_id, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), start=start, end=end
+        )
+        diff, _ = await risk_stage.replay_risk(
+            recorded,
+            original_run=run_id,
+            replay_run=replay_run,
+            settings=settings,
+            strategy_config=strategy_config,
+            overrides=overrides,
+        )
+        return diff
+    recorded = await read_run(js, run_id, (*loop_stage.INPUTS, *loop_stage.OUTPUTS), start=start, end=end)
+    candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
+    history: list[MinuteCandle] = []
+    if db is not None and candles:
+        first = min(c.ts_open for c in candles)
+        symbols = sorted({c.symbol for c in candles})
+        history = await candles_from_db(db, symbols, first - HISTORY, first)
+    diff, _ = await loop_stage.replay_loop(
+        recorded,
+        history,
+        original_run=run_id,
+        replay_run=replay_run,
+        settings=settings,
+        strategy_config=strategy_config,
+        overrides=overrides,
+    )
+    return diff

@@ -1,0 +1,56 @@
+"""The strategy's state in memory (the backtest's): ``handlers.StrategyBook`` over a dictionary.
+
+A transaction applies its writes when the handler returns and drops them when it raises, as a
+rollback would. The ledger's record of a fill is read through the callable the run gives (it is
+the executor's ledger).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from coinpilot.fill_ledger import RecordedFill
+from services.strategy.core import SymbolState
+
+Key = tuple[str, str]  # (run_id, symbol)
+#: ``(run_id, order_id) -> RecordedFill`` (what ``trading_history`` holds), if any.
+FillReader = Callable[[str, str], RecordedFill | None]
+
+
+@dataclass
+class MemoryStrategyBook:
+    recorded_fill: FillReader
+    states: dict[Key, SymbolState] = field(default_factory=dict)
+
+    def state(self, run_id: str, symbol: str) -> SymbolState:
+        return self.states.get((run_id, symbol)) or SymbolState(symbol=symbol)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[MemoryStrategyTx]:
+        tx = MemoryStrategyTx(self)
+        yield tx
+        self.states.update(tx.written)
+
+
+class MemoryStrategyTx:
+    def __init__(self, book: MemoryStrategyBook) -> None:
+        self.book = book
+        self.written: dict[Key, SymbolState] = {}
+
+    async def lock_states(self, keys: Iterable[Key]) -> dict[Key, SymbolState]:
+        return {key: self.written.get(key) or self.book.state(*key) for key in keys}
+
+    async def lock_state_with_fill(
+        self, run_id: str, symbol: str, order_id: str
+    ) -> tuple[SymbolState, RecordedFill | None]:
+        key = (run_id, symbol)
+        return self.written.get(key) or self.book.state(*key), self.book.recorded_fill(run_id, order_id)
+
+    async def save_states(self, states: Iterable[tuple[str, SymbolState]]) -> None:
+        for run_id, state in states:
+            self.written[(run_id, state.symbol)] = state
+
+    async def load_all(self, run_id: str) -> list[SymbolState]:
+        return [s for (r, _), s in sorted(self.book.states.items()) if r == run_id]

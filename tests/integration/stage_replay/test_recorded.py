@@ -1,0 +1,69 @@
+"""A past run's messages read back from JetStream: only that run's, within the event-time range,
+in the order the server stored them; a subject with nothing on it reads as empty at once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import nats
+import pytest
+
+from apps.stage_replay.recorded import read_run
+from coinpilot.bus import ensure_streams
+from coinpilot.bus.publisher import Bus
+from coinpilot.contracts import HourlyCandle, RiskAlert
+from coinpilot.contracts.enums import AlertLevel, AlertType
+
+pytestmark = pytest.mark.nats
+T0 = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+def hour(symbol: str, k: int) -> HourlyCandle:
+    price = Decimal(100 + k)
+    return HourlyCandle(
+        ts_event=T0 + timedelta(hours=k + 1),
+        symbol=symbol,
+        ts_open=T0 + timedelta(hours=k),
+        open=price,
+        high=price,
+        low=price,
+        close=price,
+        volume=Decimal(1),
+        minute_count=60,
+    )
+
+
+async def test_a_runs_messages_come_back_in_stored_order_and_only_that_run(nats_url: str) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        bus = Bus(js, "operator")
+        mine, other = f"rec-{uuid.uuid4().hex[:8]}", f"rec-{uuid.uuid4().hex[:8]}"
+        alert = RiskAlert(ts_event=T0 + timedelta(hours=2, minutes=30), type=AlertType.COOLDOWN,
+                          level=AlertLevel.WARNING, message="three losses")  # fmt: skip
+        await bus.publish(hour("KRW-BTC", 0), run_id=mine)
+        await bus.publish(hour("KRW-BTC", 0), run_id=other)
+        await bus.publish(hour("KRW-ETH", 1), run_id=mine)
+        await bus.publish(alert, run_id=mine)
+        await bus.publish(hour("KRW-BTC", 2), run_id=mine)
+
+        found = await read_run(js, mine, ("candles.1h.*", "risk.alerts"))
+        assert [r.message for r in found] == [
+            hour("KRW-BTC", 0),
+            hour("KRW-ETH", 1),
+            alert,
+            hour("KRW-BTC", 2),
+        ]
+        assert [r.order_key() for r in found] == sorted(r.order_key() for r in found)
+
+        window = await read_run(
+            js, mine, ("candles.1h.*",), start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3)
+        )
+        assert [r.message for r in window] == [hour("KRW-ETH", 1)]
+        assert await read_run(js, mine, ("fills.*",)) == []
+        assert await read_run(js, f"none-{uuid.uuid4().hex}", ("candles.1h.*",)) == []
+    finally:
+        await nc.close()

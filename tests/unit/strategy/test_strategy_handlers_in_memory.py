@@ -1,0 +1,49 @@
+"""The strategy's own handlers over its memory book (what the backtest runs): a fill the ledger did
+not record is refused with nothing changed, a recorded one opens the position, and an in-memory
+ledger's record of a fill is the one its PostgreSQL row gives."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from coinpilot.contracts import EntrySignal, Side
+from coinpilot.errors import RefusedMessage
+from coinpilot.fill_ledger import RecordedFill, recorded_from_fill, recorded_from_row
+from services.strategy.handlers import StrategyHandlers
+from services.strategy.memory_book import MemoryStrategyBook
+from services.strategy.state import Mirror
+from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
+
+RUN = "backtest"
+
+
+def handlers(recorded: dict[str, RecordedFill]) -> StrategyHandlers:
+    book = MemoryStrategyBook(lambda run_id, order_id: recorded.get(order_id))
+    return StrategyHandlers(PARAMS, book, Mirror(None, 0), logging.getLogger("test"))
+
+
+async def test_an_entry_then_its_recorded_fill_opens_the_position() -> None:
+    recorded: dict[str, RecordedFill] = {}
+    strategy = handlers(recorded)
+    [signals] = await strategy.on_snapshots([(RUN, snap())])
+    assert len(signals) == 1 and isinstance(signals[0], EntrySignal)
+    book = strategy.book
+    assert isinstance(book, MemoryStrategyBook)
+    pending = book.state(RUN, SYMBOL).pending_order_id
+    assert pending is not None
+    bought = fill(Side.BUY, order_id=pending, price="1005")
+    with pytest.raises(RefusedMessage, match="no trading_history row"):
+        await strategy.on_fill(RUN, bought)
+    assert book.state(RUN, SYMBOL).position is None and book.state(RUN, SYMBOL).pending_order_id == pending
+    recorded[pending] = recorded_from_fill(bought)
+    await strategy.on_fill(RUN, bought)
+    position = book.state(RUN, SYMBOL).position
+    assert position is not None and position.position_id == pending
+    assert book.state(RUN, SYMBOL).pending_order_id is None
+
+
+def test_a_memory_ledgers_record_of_a_fill_equals_its_database_rows() -> None:
+    bought = fill(Side.BUY, order_id=f"{SYMBOL}:2026-03-02T12:00Z:buy", at=T0)
+    assert recorded_from_fill(bought) == recorded_from_row(row_of(bought))
