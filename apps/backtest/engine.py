@@ -48,7 +48,7 @@ from coinpilot.contracts import (
 from coinpilot.fill_ledger import RecordedFill, recorded_from_fill
 from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
-from services.agent.graph import Reviewer
+from services.agent.graph import InlineReviewer, Reviewer
 from services.agent.memory_stores import MemoryDecisionStore
 from services.agent.prompts import load_prompts
 from services.agent.providers import RulesProvider
@@ -107,14 +107,15 @@ class BacktestResult:
 
 def offline_reviewer(settings: AgentSettings, records: RecordStore | None) -> Reviewer:
     """The agent's reviewer without a network: the rules reviewer, or verdicts recorded live
-    answered from ``llm_call_records`` (``--llm replay``: a missing record is a REJECT)."""
+    answered from ``llm_call_records`` (``--llm replay``: a missing record is a REJECT); the
+    review graph walked in line (``InlineReviewer``: same verdicts, no LangGraph import)."""
     source = settings.llm_mode_source
     if source is CallSource.LIVE:
         raise ValueError("a backtest never calls a model: use --llm rules or --llm replay")
     if source is CallSource.REPLAY and records is None:
         raise ValueError("--llm replay needs the recorded verdicts (COINPILOT_DATABASE_URL)")
     caller = Caller({RULES: RulesProvider()}, source, records if source is CallSource.REPLAY else None)
-    return Reviewer(
+    return InlineReviewer(
         caller,
         load_prompts(settings.prompt_version),
         timeout_seconds=settings.ai_timeout_seconds,

@@ -141,7 +141,9 @@ def serve_fits(conn: Connection) -> None:
     gc.enable()
 
     config, hours = conn.recv()
-    real = fit_in_line(config)
+    from apps.backtest.fit_pair import PairFitter  # a sibling makes every other fit (its docstring)
+
+    real = PairFitter(config, hours, (conn,))
 
     def fit_and_send(symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
         state = real(symbol, closes, now)
@@ -152,6 +154,7 @@ def serve_fits(conn: Connection) -> None:
     for symbol, series in hours.items():
         for ts_open, close, now in series:
             track.on_hour(symbol, ts_open, close, now)
+    real.close()
     conn.send(None)
     serve(conn)
     conn.close()

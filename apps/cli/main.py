@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING
 import click
 
 from coinpilot.service_names import SERVICES
-from coinpilot.settings import CommonSettings
+
+if TYPE_CHECKING:
+    from coinpilot.settings import CommonSettings
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -22,6 +24,9 @@ if TYPE_CHECKING:
 
 
 def _settings() -> CommonSettings:
+    # Imported on use (pydantic-settings, ~0.1 s): `coinpilot backtest` forks its GARCH worker sooner.
+    from coinpilot.settings import CommonSettings
+
     return CommonSettings()
 
 
