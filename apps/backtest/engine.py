@@ -57,7 +57,7 @@ from services.agent.routing import RULES
 from services.agent.service import AgentService, in_memory_service
 from services.agent.settings import AgentSettings
 from services.executor import core as executor_core
-from services.executor.app import execute
+from services.executor.handler import execute
 from services.executor.memory_book import MemoryExecutorBook
 from services.executor.provenance import Provenance, proposal_of
 from services.executor.venue import PaperVenue
@@ -68,8 +68,7 @@ from services.risk.handlers import RiskHandlers
 from services.risk.stores import MemoryRiskBook
 from services.strategy import core as strategy_core
 from services.strategy.handlers import StrategyHandlers
-from services.strategy.memory_book import MemoryStrategyBook
-from services.strategy.state import Mirror
+from services.strategy.memory_book import MemoryStrategyBook, NoMirror
 
 #: From this many GARCH fits on, a run fits them ahead in a worker process (it costs a start-up).
 FIT_AHEAD_MIN = 8
@@ -158,7 +157,7 @@ class Engine:
 
         self.indicators: dict[str, indicator_core.SymbolState] = {}
         self.strategy_book = MemoryStrategyBook(self._recorded_fill)
-        self.strategy = StrategyHandlers(self.strategy_params, self.strategy_book, Mirror(None, 0), log)
+        self.strategy = StrategyHandlers(self.strategy_params, self.strategy_book, NoMirror(), log)
         self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
         self.recorded: dict[str, RecordedFill] = {}  # what trading_history would hold, by order id
         self.risk_book = MemoryRiskBook(self._ledger_rows, self._recorded_close, self._recorded_fill)
@@ -477,7 +476,7 @@ class Engine:
 
     # -- executor ---------------------------------------------------------------------------------
     async def _execute(self, order: OrderApproved) -> Contract:
-        """The executor's own handler (``services.executor.app.execute``) over its memory ledger,
+        """The executor's own handler (``services.executor.handler.execute``) over its memory ledger,
         quoting from the recorded candle of the decision minute as the paper venue does."""
         answer = await execute(
             self.executor,

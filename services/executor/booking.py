@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from coinpilot.contracts import Fill, OrderApproved
-from services.executor import core, state
+from services.executor import core
+from services.executor.ledger import Gauges, LockedOrder, StoredAnswer
 from services.executor.provenance import Refusal, check_provenance
 from services.executor.venue import FillVenue
 
@@ -21,11 +22,11 @@ class ExecutorTx(Protocol):
 
     async def lock_ledger(
         self, run_id: str, order: OrderApproved, initial_balance: Decimal
-    ) -> state.LockedOrder: ...
+    ) -> LockedOrder: ...
 
     async def save_fill(
         self, run_id: str, order: OrderApproved, fill: Fill, after: core.Ledger, trace_id: str | None
-    ) -> state.Gauges: ...
+    ) -> Gauges: ...
 
     async def save_rejection(self, run_id: str, rejection: core.Rejection) -> None: ...
 
@@ -39,7 +40,7 @@ class Booked:
     """A fill written to the ledger, and the gauges as they are after it."""
 
     outcome: core.FillOutcome
-    gauges: state.Gauges
+    gauges: Gauges
 
 
 async def book_order(
@@ -50,7 +51,7 @@ async def book_order(
     run_id: str,
     trace_id: str | None,
     initial_balance: Decimal,
-) -> Booked | core.Rejection | state.StoredAnswer | Refusal:
+) -> Booked | core.Rejection | StoredAnswer | Refusal:
     """The order's earlier answer if it had one (a redelivered genuine order gets it again); else
     a refusal when no one approved the order as it stands (nothing written); else its fill or
     rejection, written (not committed). The venue raises ``TransientError`` while the candle it

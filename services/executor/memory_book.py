@@ -19,8 +19,8 @@ from decimal import Decimal
 from coinpilot.contracts import Fill, OrderApproved, RejectReason
 from coinpilot.symbols import quote_currency
 from services.executor.core import Ledger, Position, Rejection, already_rejected, decision_minute
+from services.executor.ledger import Gauges, LockedOrder, StoredAnswer
 from services.executor.provenance import Provenance
-from services.executor.state import Gauges, LockedOrder, StoredAnswer
 from services.executor.venue import RecordedMarket
 
 #: ``(run_id, order_id) -> Provenance``: risk's record of the order and the agent's verdict.

@@ -20,18 +20,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from coinpilot.clock import ensure_utc
-from coinpilot.contracts import Fill, OrderApproved, OrderRejected, Regime, RejectReason, Side
+from coinpilot.contracts import Fill, OrderApproved, Regime, RejectReason, Side
 from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.symbols import quote_currency
 from services.executor import records
 from services.executor.core import Ledger, Position, Rejection, already_rejected, decision_minute
+from services.executor.ledger import Gauges, LockedOrder, StoredAnswer
 from services.executor.provenance import Proposal, Provenance
 from services.executor.venue import RecordedMarket
 
@@ -160,32 +160,6 @@ SELECT
      WHERE run_id = $1 AND currency = 'KRW' AND symbol <> $5)
         + (SELECT coalesce(sum(value), 0) FROM held WHERE currency = 'KRW') AS krw_held
 """
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
-    """What an already-handled order was answered with: its fill, or its rejection."""
-
-    message: Fill | OrderRejected
-
-
-@dataclass(frozen=True, slots=True)
-class LockedOrder:
-    """The ledger an order may touch (its account row locked), its earlier answer if any, who
-    stands behind it and the recorded market of its decision minute."""
-
-    ledger: Ledger
-    stored: StoredAnswer | None
-    provenance: Provenance
-    market: RecordedMarket
-
-
-@dataclass(frozen=True, slots=True)
-class Gauges:
-    """The account after a fill: open positions of the run, KRW cash plus KRW positions at cost."""
-
-    open_positions: int
-    krw_equity: Decimal | None
 
 
 def _rejection_key(order: OrderApproved, reason: RejectReason) -> str:

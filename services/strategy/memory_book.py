@@ -7,12 +7,12 @@ the executor's ledger).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from coinpilot.fill_ledger import RecordedFill
-from services.strategy.core import SymbolState
+from services.strategy.core import Position, SymbolState
 
 Key = tuple[str, str]  # (run_id, symbol)
 #: ``(run_id, order_id) -> RecordedFill`` (what ``trading_history`` holds), if any.
@@ -54,3 +54,18 @@ class MemoryStrategyTx:
 
     async def load_all(self, run_id: str) -> list[SymbolState]:
         return [s for (r, _), s in sorted(self.book.states.items()) if r == run_id]
+
+
+class NoMirror:
+    """``handlers.StatusMirror`` for a run with no dashboard (the backtest): writes nothing."""
+
+    async def after_batch(
+        self, statuses: Mapping[Key, dict[str, object]], positions: Mapping[Key, Position | None]
+    ) -> None:
+        return None
+
+    async def hwm(self, run_id: str, symbol: str, position: Position | None) -> None:
+        return None
+
+    async def hwms(self, run_id: str, states: Sequence[SymbolState]) -> None:
+        return None

@@ -1,4 +1,4 @@
-"""The executor's own handler (``app.execute``) over its memory ledger, as the backtest runs it:
+"""The executor's own handler (``handler.execute``) over its memory ledger, as the backtest runs it:
 a forged order is refused with nothing written, a redelivery gets its stored answer, and the
 ledger is the executor's, as over PostgreSQL (``tests/integration/executor``)."""
 
@@ -10,8 +10,8 @@ import pytest
 
 from coinpilot.contracts import AiVerdict, Fill, OrderApproved, OrderProposed, OrderRejected, RejectReason
 from coinpilot.errors import RefusedMessage
-from services.executor.app import execute
 from services.executor.core import FillParams, decision_minute
+from services.executor.handler import execute
 from services.executor.memory_book import MemoryExecutorBook
 from services.executor.provenance import NOT_CONFIRMED, NOT_PROPOSED, Provenance, proposal_of
 from services.executor.venue import PaperVenue

@@ -55,3 +55,25 @@ def test_a_service_core_imports_no_io_library(service: str) -> None:
 def test_the_probe_sees_an_io_import() -> None:
     """The check itself can fail: the Redis client module does load redis."""
     assert io_modules_loaded_by("coinpilot.cache.client") == ["prometheus_client", "redis"]
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "services.risk.handlers",
+        "services.strategy.handlers",
+        "services.executor.handler",
+        "apps.backtest.engine",
+    ],
+)
+def test_the_handlers_every_mode_runs_load_no_store_client(module: str) -> None:
+    """The handlers the backtest runs over memory (and the engine that runs them) count with
+    prometheus_client but load no database, cache, bus or model client: a backtest pays none."""
+    assert io_modules_loaded_by(module) == ["prometheus_client"]
+
+
+@pytest.mark.parametrize(
+    "module", ["services.risk.stores", "services.strategy.memory_book", "services.executor.memory_book"]
+)
+def test_the_memory_stores_load_no_io_library(module: str) -> None:
+    assert io_modules_loaded_by(module) == []

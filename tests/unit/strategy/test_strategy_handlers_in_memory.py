@@ -12,8 +12,7 @@ from coinpilot.contracts import EntrySignal, Side
 from coinpilot.errors import RefusedMessage
 from coinpilot.fill_ledger import RecordedFill, recorded_from_fill, recorded_from_row
 from services.strategy.handlers import StrategyHandlers
-from services.strategy.memory_book import MemoryStrategyBook
-from services.strategy.state import Mirror
+from services.strategy.memory_book import MemoryStrategyBook, NoMirror
 from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
 
 RUN = "backtest"
@@ -21,7 +20,7 @@ RUN = "backtest"
 
 def handlers(recorded: dict[str, RecordedFill]) -> StrategyHandlers:
     book = MemoryStrategyBook(lambda run_id, order_id: recorded.get(order_id))
-    return StrategyHandlers(PARAMS, book, Mirror(None, 0), logging.getLogger("test"))
+    return StrategyHandlers(PARAMS, book, NoMirror(), logging.getLogger("test"))
 
 
 async def test_an_entry_then_its_recorded_fill_opens_the_position() -> None:
