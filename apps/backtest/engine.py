@@ -62,6 +62,8 @@ from services.executor.memory_book import MemoryExecutorBook
 from services.executor.provenance import Provenance, proposal_of
 from services.executor.venue import PaperVenue
 from services.indicator import core as indicator_core
+from services.indicator.handlers import CandleHandler
+from services.indicator.memory_store import MemoryIndicatorStore
 from services.risk import core as risk_core
 from services.risk.core import LedgerRows
 from services.risk.handlers import RiskHandlers
@@ -155,7 +157,13 @@ class Engine:
             self._market_hours,
         )
 
-        self.indicators: dict[str, indicator_core.SymbolState] = {}
+        self.indicator = CandleHandler(
+            MemoryIndicatorStore(lambda symbol: self.seen.get(symbol, ())),
+            self.indicator_config,
+            regime_ttl_seconds=0,
+            keep_outputs=1,
+            log=log,
+        )
         self.strategy_book = MemoryStrategyBook(self._recorded_fill)
         self.strategy = StrategyHandlers(self.strategy_params, self.strategy_book, NoMirror(), log)
         self.volatility = VolatilityTrack(self.vol, fit_in_line(self.vol), run_id=run_id)
@@ -179,13 +187,9 @@ class Engine:
 
     # -- feeding ----------------------------------------------------------------------------------
     def warm(self, candles: Sequence[MinuteCandle]) -> None:
-        """Advance only the indicator (its outputs are history, not trading events)."""
+        """Record the warm-up candles, as ``market_data`` holds history before a run: the
+        indicator's handler warms each symbol from them at its first candle, as the service does."""
         self._remember(candles)
-        for candle in candles:
-            state = self._indicator_state(candle.symbol)
-            self.indicators[candle.symbol] = indicator_core.on_candle(
-                state, candle, self.indicator_config
-            ).state
 
     async def run(self, candles: Sequence[MinuteCandle], progress: Progress | None = None) -> BacktestResult:
         ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
@@ -376,12 +380,11 @@ class Engine:
         self._mark_equity(timeline.ts_event(p))
 
     async def on_candle(self, candle: MinuteCandle) -> None:
-        state = self._indicator_state(candle.symbol)
-        step = indicator_core.on_candle(state, candle, self.indicator_config)
-        self.indicators[candle.symbol] = step.state
+        """The live path: the candle is recorded, then the indicator service's own handler (over
+        the memory store of what is recorded) computes its messages."""
         self.last_close[candle.symbol] = candle.close
         self.seen.setdefault(candle.symbol, []).append(candle)
-        await self._drain(step.out)
+        await self._drain(await self.indicator.handle(candle, self.run_id))
 
     async def _drain(self, first: Sequence[Contract]) -> None:
         """Handle a candle's messages and everything they cause, first in first out."""
@@ -513,13 +516,6 @@ class Engine:
     def _remember(self, candles: Sequence[MinuteCandle]) -> None:
         for candle in candles:
             self.seen.setdefault(candle.symbol, []).append(candle)
-
-    def _indicator_state(self, symbol: str) -> indicator_core.SymbolState:
-        state = self.indicators.get(symbol)
-        if state is None:
-            state = indicator_core.initial_state(symbol, self.indicator_config)
-            self.indicators[symbol] = state
-        return state
 
     def _mark_equity(self, ts: datetime) -> None:
         currency = self.result.currency

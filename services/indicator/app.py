@@ -10,6 +10,7 @@ from coinpilot.market_checks import parse_candle
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition
 from services.indicator.handlers import CandleHandler
 from services.indicator.settings import IndicatorSettings, load_config
+from services.indicator.state import MarketDataStore
 
 SUBJECT = "candles.1m.*"
 DURABLE = "indicator-candles"
@@ -23,8 +24,7 @@ def build(rt: Runtime) -> ServiceDefinition:
     settings = IndicatorSettings()
     config, regime_ttl = load_config(rt.settings.strategy_config)
     handler = CandleHandler(
-        rt.db,
-        rt.cache,
+        MarketDataStore(rt.db, rt.cache),
         config,
         regime_ttl_seconds=regime_ttl,
         keep_outputs=settings.recent_outputs_per_symbol,

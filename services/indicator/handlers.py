@@ -16,13 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from coinpilot.bus import LIVE_RUN
-from coinpilot.cache import Cache
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import Contract, IndicatorSnapshot, MinuteCandle, RegimeUpdate
-from coinpilot.db import Database
 from coinpilot.market_checks import CandleGate, CandleLimits, CandleSettings
-from services.indicator import core, metrics, state
+from coinpilot.runs import LIVE_RUN
+from services.indicator import core, metrics
+from services.indicator.stores import IndicatorStore, load_history
 
 ONE_MINUTE = timedelta(minutes=1)
 
@@ -43,8 +42,7 @@ class CandleHandler:
 
     def __init__(
         self,
-        db: Database,
-        cache: Cache | None,
+        store: IndicatorStore,
         config: core.IndicatorConfig,
         *,
         regime_ttl_seconds: int,
@@ -55,8 +53,7 @@ class CandleHandler:
         clock: Callable[[], datetime] = wall_clock_now,
     ) -> None:
         self.gauge_run_id = gauge_run_id  # the run this process's gauges describe (COINPILOT_RUN_ID)
-        self.db = db
-        self.cache = cache
+        self.store = store
         self.config = config
         self.regime_ttl_seconds = regime_ttl_seconds
         self.keep_outputs = keep_outputs
@@ -92,11 +89,11 @@ class CandleHandler:
         for run_id, updates in regimes.items():
             if not updates:
                 continue
-            await state.save_regimes(self.db, run_id, updates)
+            await self.store.save_regimes(run_id, updates)
             for update in updates:
-                await state.cache_regime(self.cache, run_id, update, self.regime_ttl_seconds)
+                await self.store.cache_regime(run_id, update, self.regime_ttl_seconds)
                 if run_id == self.gauge_run_id:
-                    state.publish_regime_gauge(update)
+                    metrics.publish_regime_gauge(update)
         return outputs
 
     async def _step(self, candle: MinuteCandle, run_id: str) -> tuple[Contract, ...]:
@@ -123,13 +120,13 @@ class CandleHandler:
         if (
             last is not None
             and candle.ts_open - last > ONE_MINUTE
-            and await state.has_candles_between(self.db, candle.symbol, last, candle.ts_open)
+            and await self.store.has_candles_between(candle.symbol, last, candle.ts_open)
         ):
             entry.state = await self._warm(candle, "gap filled in market_data")
         return entry
 
     async def _warm(self, candle: MinuteCandle, reason: str) -> core.SymbolState:
-        history = await state.load_history(self.db, candle.symbol, candle.ts_open, self.config)
+        history = await load_history(self.store, candle.symbol, candle.ts_open, self.config)
         metrics.WARMUPS.labels(reason).inc()
         self.log.info(
             "%s warmed from market_data (%s): %d candles, %d hours",

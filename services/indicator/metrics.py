@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
+from coinpilot.contracts import Regime, RegimeUpdate
+
 REGIME = Gauge(
     "coinpilot_indicator_regime",
     "1 for the live regime of the symbol, 0 for the others (updated on every closed hour)",
@@ -28,3 +30,8 @@ REGIME_CACHE_FAILURES = Counter(
     "coinpilot_indicator_regime_cache_failures",
     "market:regime:<SYM> writes skipped because Redis was unavailable (the regime still went out on NATS)",
 )
+
+
+def publish_regime_gauge(update: RegimeUpdate) -> None:
+    for regime in Regime:
+        REGIME.labels(update.symbol, regime.value).set(1 if regime is update.regime else 0)

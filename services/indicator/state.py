@@ -9,31 +9,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.cache import Cache, keys
-from coinpilot.clock import floor_hour
-from coinpilot.contracts import HourlyCandle, MinuteCandle, Regime, RegimeUpdate
+from coinpilot.contracts import HourlyCandle, MinuteCandle, RegimeUpdate
 from coinpilot.db import Database, MarketData
 from coinpilot.db.market import CandleRow, load_hourly_candles, minute_candle
 from coinpilot.errors import TransientError
 from services.indicator import metrics
-from services.indicator.core import IndicatorConfig
 
 log = logging.getLogger("coinpilot.indicator")
-
-
-@dataclass(frozen=True, slots=True)
-class WarmingCandles:
-    """What ``core.warm_state`` needs: the last window of 1m candles and the hourly buckets."""
-
-    recent: list[MinuteCandle]
-    hours: list[HourlyCandle]
 
 
 async def _recent_candles(
@@ -65,26 +54,6 @@ async def _has_rows_before(session: AsyncSession, symbol: str, before: datetime)
         select(m.timestamp).where(m.symbol == symbol, m.interval == "1m", m.timestamp < before).limit(1)
     )
     return (await session.execute(statement)).first() is not None
-
-
-async def load_history(
-    db: Database, symbol: str, before: datetime, config: IndicatorConfig
-) -> WarmingCandles:
-    """Stored 1m candles strictly before ``before``: the last ``config.window`` of them, and every
-    hourly bucket back to ``hours_kept`` closed hours (further back when hours are empty)."""
-    needed = config.rule.hours_kept + 1
-    span = timedelta(hours=needed + 1)
-    async with db.session() as session:
-        recent = await _recent_candles(session, symbol, before, config.window)
-        if not recent:
-            return WarmingCandles([], [])
-        end = recent[-1].ts_open + timedelta(minutes=1)
-        while True:
-            start = floor_hour(end) - span
-            hours = await load_hourly_candles(session, symbol, start, end)
-            if len(hours) >= needed or not await _has_rows_before(session, symbol, start):
-                return WarmingCandles(recent, hours)
-            span *= 2
 
 
 async def has_candles_between(db: Database, symbol: str, after: datetime, before: datetime) -> bool:
@@ -156,6 +125,31 @@ async def cache_regime(cache: Cache | None, run_id: str, update: RegimeUpdate, t
     return True
 
 
-def publish_regime_gauge(update: RegimeUpdate) -> None:
-    for regime in Regime:
-        metrics.REGIME.labels(update.symbol, regime.value).set(1 if regime is update.regime else 0)
+class MarketDataStore:
+    """``stores.IndicatorStore`` on PostgreSQL (``market_data`` read only, ``regime_history``) and
+    Redis (the regime key)."""
+
+    def __init__(self, db: Database, cache: Cache | None) -> None:
+        self.db = db
+        self.cache = cache
+
+    async def recent_candles(self, symbol: str, before: datetime, limit: int) -> list[MinuteCandle]:
+        async with self.db.session() as session:
+            return await _recent_candles(session, symbol, before, limit)
+
+    async def hourly_candles(self, symbol: str, start: datetime, end: datetime) -> list[HourlyCandle]:
+        async with self.db.session() as session:
+            return await load_hourly_candles(session, symbol, start, end)
+
+    async def has_candles_before(self, symbol: str, before: datetime) -> bool:
+        async with self.db.session() as session:
+            return await _has_rows_before(session, symbol, before)
+
+    async def has_candles_between(self, symbol: str, after: datetime, before: datetime) -> bool:
+        return await has_candles_between(self.db, symbol, after, before)
+
+    async def save_regimes(self, run_id: str, updates: Sequence[RegimeUpdate]) -> None:
+        await save_regimes(self.db, run_id, updates)
+
+    async def cache_regime(self, run_id: str, update: RegimeUpdate, ttl_seconds: int) -> bool:
+        return await cache_regime(self.cache, run_id, update, ttl_seconds)

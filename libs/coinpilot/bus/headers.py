@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from coinpilot.clock import ensure_utc
+from coinpilot.runs import LIVE_RUN as LIVE_RUN
 
 MSG_ID = "Nats-Msg-Id"
 RUN_ID = "Coinpilot-Run-Id"
@@ -13,8 +14,6 @@ TRACE_ID = "Coinpilot-Trace-Id"
 EVENT_TIME = "Coinpilot-Event-Time"
 PUBLISHED_AT = "Coinpilot-Published-At"
 SCHEMA = "Coinpilot-Schema"
-
-LIVE_RUN = "live"
 
 
 def qualified_msg_id(run_id: str, msg_id: str) -> str:

@@ -19,6 +19,7 @@ from coinpilot.db import Database, RegimeHistory, upgrade
 from services.indicator import state
 from services.indicator.core import DEFAULT_CONFIG
 from services.indicator.handlers import CandleHandler
+from services.indicator.state import MarketDataStore
 from tests.support.servers import RedisProcess, create_database, drop_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -44,7 +45,11 @@ def hour(shared_data: Path) -> list[MinuteCandle]:
 
 def handler(db: Database, cache: Cache | None) -> CandleHandler:
     return CandleHandler(
-        db, cache, DEFAULT_CONFIG, regime_ttl_seconds=7200, keep_outputs=30, log=logging.getLogger("test")
+        MarketDataStore(db, cache),
+        DEFAULT_CONFIG,
+        regime_ttl_seconds=7200,
+        keep_outputs=30,
+        log=logging.getLogger("test"),
     )
 
 

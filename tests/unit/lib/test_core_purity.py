@@ -63,6 +63,7 @@ def test_the_probe_sees_an_io_import() -> None:
         "services.risk.handlers",
         "services.strategy.handlers",
         "services.executor.handler",
+        "services.indicator.handlers",
         "apps.backtest.engine",
     ],
 )
@@ -73,7 +74,13 @@ def test_the_handlers_every_mode_runs_load_no_store_client(module: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["services.risk.stores", "services.strategy.memory_book", "services.executor.memory_book"]
+    "module",
+    [
+        "services.risk.stores",
+        "services.strategy.memory_book",
+        "services.executor.memory_book",
+        "services.indicator.memory_store",
+    ],
 )
 def test_the_memory_stores_load_no_io_library(module: str) -> None:
     assert io_modules_loaded_by(module) == []
