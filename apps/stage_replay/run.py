@@ -5,13 +5,16 @@ Stages it starts from, and why:
 * ``risk`` alone: risk's inputs are all recorded (hourly candles, signals, fills, rejections),
   and what it reads from other stores is rebuilt from them (``risk_stage``). The answer is risk's
   verdict on every recorded signal, original and new, side by side.
+* ``agent`` alone: the recorded proposals reviewed again (``agent_stage``): recorded verdicts
+  answer offline where the call's inputs are unchanged, a new prompt version or model goes to the
+  provider and is recorded. Needs the database (``llm_call_records``, ``market_data``).
 * ``strategy`` or ``risk`` ``--through executor``: the trading loop from the recorded indicator
   outputs (``loop_stage``). Strategy and risk are in a loop with the executor (fills and
   rejections feed back into both), so any ledger effect needs the whole loop re-run; the
   indicator is deterministic and its outputs are recorded, so it is not re-run.
 
-Not yet: the agent alone (recorded verdicts answered offline, new prompts sent to the provider) and
-a replay published into a NATS instead of run in process (issue 22 stays open for them).
+Not yet: a replay published into a NATS instead of run in process, and the executor alone (issue
+22 stays open for them).
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from pathlib import Path
 from nats.js import JetStreamContext
 
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay import loop_stage, risk_stage
+from apps.stage_replay import agent_stage, loop_stage, risk_stage
 from apps.stage_replay.diff import StageDiff
 from apps.stage_replay.recorded import read_run
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database
 from coinpilot.replay.sources import candles_from_db
 
-STAGES = ("strategy", "risk")
+STAGES = ("strategy", "risk", "agent")
 THROUGH = ("executor",)
 #: market_data read before a loop replay's first candle: the agent's context and the indicators'.
 HISTORY = timedelta(hours=240)
@@ -43,6 +46,8 @@ def check_stages(stage: str, through: str | None) -> None:
         raise ValueError(f"--through goes to the executor (the end of the loop), not {through!r}")
     if stage == "strategy" and through is None:
         raise ValueError("the strategy's outputs depend on fills: replay it --through executor")
+    if stage == "agent" and through is not None:
+        raise ValueError("the agent replays alone; the loop through the executor starts at strategy or risk")
 
 
 async def stage_replay(
@@ -60,6 +65,10 @@ async def stage_replay(
     end: datetime | None = None,
 ) -> StageDiff:
     check_stages(stage, through)
+    if stage == "agent":
+        return await _replay_agent(
+            js, db, run_id, replay_run, settings, strategy_config, overrides, start, end
+        )
     if through is None:
         recorded = await read_run(
             js, run_id, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), start=start, end=end
@@ -89,4 +98,56 @@ async def stage_replay(
         strategy_config=strategy_config,
         overrides=overrides,
     )
+    return diff
+
+
+async def _replay_agent(
+    js: JetStreamContext,
+    db: Database | None,
+    run_id: str,
+    replay_run: str,
+    settings: ModeSettings,
+    strategy_config: Path | None,
+    overrides: dict[str, str] | None,
+    window: tuple[datetime | None, datetime | None],
+) -> StageDiff:
+    from services.agent.app import build_providers
+    from services.agent.graph import InlineReviewer
+    from services.agent.prompts import load_prompts
+    from services.agent.recording import Caller, CallSource
+    from services.agent.settings import load_params
+    from services.agent.state import CallRecordStore
+
+    if db is None:
+        raise ValueError(
+            "an agent replay reads the recorded calls and market_data: set COINPILOT_DATABASE_URL"
+        )
+    start, end = window
+    recorded = await read_run(
+        js, run_id, (*agent_stage.INPUTS, *agent_stage.OUTPUTS, *agent_stage.READS), start=start, end=end
+    )
+    agent = settings.agent
+    caller = Caller(build_providers(agent), CallSource.LIVE, CallRecordStore(db))
+    reviewer = InlineReviewer(
+        caller,
+        load_prompts(agent.prompt_version),
+        timeout_seconds=agent.ai_timeout_seconds,
+        max_tokens=agent.llm_max_tokens,
+    )
+    symbols = sorted({r.message.symbol for r in recorded if hasattr(r.message, "symbol")})
+    first = min((r.message.ts_event for r in recorded), default=None)
+    history = await candles_from_db(db, symbols, first - HISTORY, first) if first is not None else []
+    try:
+        diff, _ = await agent_stage.replay_agent(
+            recorded,
+            history,
+            original_run=run_id,
+            replay_run=replay_run,
+            settings=agent,
+            params=load_params(strategy_config),
+            reviewer=reviewer,
+            overrides=overrides,
+        )
+    finally:
+        await caller.close()
     return diff
