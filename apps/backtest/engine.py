@@ -1,15 +1,20 @@
-"""The service cores wired in one process over an in-memory bus (``coinpilot backtest``).
+"""The services' own handlers wired in one process over an in-memory bus (``coinpilot backtest``).
 
-Every decision is made by the same pure core the distributed service runs; this module only
-does what the services' handlers do around their cores, with dictionaries in place of
-PostgreSQL and Redis. The agent is the service's own handler (``services.agent.service``) over
-its in-memory stores, so its flow is written once. Candles go in one at a time in (time,
+Each stage runs the handler its service runs, over that service's memory stores instead of
+PostgreSQL and Redis: the indicator (``services.indicator.handlers``, on the live path), the
+strategy (``services.strategy.handlers``), risk (``services.risk.handlers``), the agent
+(``services.agent.service``) and the executor (``services.executor.handler``). This module only
+routes messages and keeps what a store reads from another stage (the recorded candles, the
+executor's ledger, risk's proposals, the agent's verdicts). Candles go in one at a time in (time,
 symbol) order and each candle's whole chain is handled before the next (a FIFO of messages),
-exactly as ``replay --pace lockstep`` drains the real pipeline after every candle, so both
-reach the same ledger.
+exactly as ``replay --pace lockstep`` drains the real pipeline after every candle, so both reach
+the same ledger. The speed-ups are pure optimisations, each proven by the equivalence tests
+(``tests/unit/backtest``): the vectorised indicator batch path, the float64 candidate pre-filter
+of the fast path with the strategy's hold transition (``strategy.core.absorb_holds``), and GARCH
+fits made ahead in a worker (``volatility_track``).
 
-Warm-up candles only advance the indicator (the distributed services warm it from
-``market_data``); strategy, risk, agent and executor start empty, like a fresh run id.
+Warm-up candles are history, as ``market_data`` holds it before a run (the services warm from
+it); strategy, risk, agent and executor start empty, like a fresh run id.
 """
 
 from __future__ import annotations
