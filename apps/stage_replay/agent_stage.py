@@ -29,6 +29,8 @@ from services.indicator.core import hourly_buckets
 INPUTS = ("candles.1h.*", "orders.proposed.*")
 OUTPUTS = ("ai.decisions.*",)
 READS = ("candles.1m.*",)
+#: The services whose dead letters in the run are no input here (they refused them then).
+REFUSED_BY = ("agent", "collector")
 log = logging.getLogger("coinpilot.stage_replay")
 
 

@@ -77,6 +77,8 @@ class StageDiff:
     identical_outputs: bool = False
     """Every output of the replay equals the original's, byte for byte (as JSON)."""
     ledgers: tuple[LedgerFigures, LedgerFigures] | None = None
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Recorded messages left out, by why: undecodable, or refused by a service in the run."""
 
     @property
     def changed(self) -> list[DiffRow]:
@@ -98,6 +100,7 @@ class StageDiff:
             "changed": len(self.changed),
             "identical_outputs": self.identical_outputs,
             "counts": self.counts(),
+            "skipped": self.skipped,
             "rows": [asdict(r) for r in self.rows],
         }
         if self.ledgers is not None:
@@ -111,6 +114,10 @@ class StageDiff:
             f"  {len(self.rows)} inputs, {len(self.changed)} decided differently"
             + ("; outputs identical to the original, byte for byte" if self.identical_outputs else ""),
         ]
+        if self.skipped:
+            out.append(
+                "  left out of the recording: " + ", ".join(f"{n} {why}" for why, n in self.skipped.items())
+            )
         counts = self.counts()
         for label in sorted(set(counts["original"]) | set(counts["new"])):
             out.append(

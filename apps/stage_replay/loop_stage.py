@@ -41,6 +41,8 @@ OUTPUTS = (
     "fills.*",
     "risk.alerts",
 )
+#: The services whose dead letters in the run are no input here (they refused them then).
+REFUSED_BY = ("collector",)
 
 
 class RecordingEngine(Engine):

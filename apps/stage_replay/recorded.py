@@ -8,6 +8,7 @@ of each message, which in a lockstep run is the causal order of each candle's ch
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ from coinpilot.bus.streams import stream_for_subject
 from coinpilot.contracts import (
     AiDecision,
     Contract,
+    DeadLetter,
     EntrySignal,
     ExitSignal,
     Fill,
@@ -31,6 +33,7 @@ from coinpilot.contracts import (
     OrderRejected,
     RiskAlert,
 )
+from coinpilot.errors import ContractError
 
 #: Subject prefix -> the contract it carries (the chain of a run, candles to fills).
 CONTRACTS: tuple[tuple[str, type[Contract]], ...] = (
@@ -45,6 +48,7 @@ CONTRACTS: tuple[tuple[str, type[Contract]], ...] = (
     ("ai.decisions.", AiDecision),
     ("fills.", Fill),
     ("risk.alerts", RiskAlert),
+    ("dlq.", DeadLetter),
 )
 
 
@@ -75,18 +79,43 @@ async def read_run(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    refused_by: Iterable[str] = (),
+    skipped: Counter[str] | None = None,
 ) -> list[Recorded]:
     """Every message of ``run_id`` on ``subjects`` (patterns), with event time in ``[start, end)``,
-    in the order the server stored them. A subject no stream holds any more reads as empty."""
+    in the order the server stored them. A subject no stream holds any more reads as empty.
+
+    Untrusted input stays out as it did in the run: a body that is not its subject's contract is
+    left out (counted in ``skipped`` as ``undecodable``), and so is every message a service of
+    ``refused_by`` dead-lettered in the run (a forged fill risk refused is no input to risk's
+    replay; counted as ``refused by <service>``).
+    """
+    tally: Counter[str] = Counter() if skipped is None else skipped
+    refused: dict[tuple[str, int], str] = {}
+    for service in refused_by:
+        for r in await _read_subject(js, run_id, f"dlq.{service}", None, None, tally):
+            letter = r.message
+            if isinstance(letter, DeadLetter) and letter.stream and letter.stream_sequence is not None:
+                refused[(letter.stream, letter.stream_sequence)] = service
     found: list[Recorded] = []
     for pattern in subjects:
-        found.extend(await _read_subject(js, run_id, pattern, start, end))
+        for r in await _read_subject(js, run_id, pattern, start, end, tally):
+            by = refused.get((stream_for_subject(r.subject).name, r.stream_seq))
+            if by is None:
+                found.append(r)
+            else:
+                tally[f"refused by {by}"] += 1
     found.sort(key=Recorded.order_key)
     return found
 
 
 async def _read_subject(
-    js: JetStreamContext, run_id: str, pattern: str, start: datetime | None, end: datetime | None
+    js: JetStreamContext,
+    run_id: str,
+    pattern: str,
+    start: datetime | None,
+    end: datetime | None,
+    skipped: Counter[str],
 ) -> list[Recorded]:
     stream = stream_for_subject(pattern).name
     info = await js.stream_info(stream, subjects_filter=pattern)
@@ -105,11 +134,16 @@ async def _read_subject(
                 break  # the oldest aged out of the stream meanwhile
             headers = h.of_message(msg.headers)
             contract = contract_for(msg.subject)
-            if headers.get(h.RUN_ID) == run_id and contract is not None:
+            if headers.get(h.RUN_ID) != run_id or contract is None:
+                continue
+            try:
                 message = contract.from_json(msg.data)
-                if (start is None or message.ts_event >= start) and (end is None or message.ts_event < end):
-                    meta = msg.metadata
-                    out.append(Recorded(msg.subject, meta.sequence.stream, meta.timestamp, message))
+            except ContractError:  # not the subject's contract (the run's consumers refused it too)
+                skipped["undecodable"] += 1
+                continue
+            if (start is None or message.ts_event >= start) and (end is None or message.ts_event < end):
+                meta = msg.metadata
+                out.append(Recorded(msg.subject, meta.sequence.stream, meta.timestamp, message))
     finally:
         await sub.unsubscribe()
     return out

@@ -47,6 +47,8 @@ from services.risk.stores import MemoryRiskBook, MemoryRiskCache
 INPUTS = ("candles.1h.*", "signals.*.*", "orders.rejected.*", "fills.*")
 OUTPUTS = ("orders.proposed.*", "orders.approved.*", "risk.alerts")
 READS = ("candles.1m.*",)
+#: The services whose dead letters in the run are no input here (they refused them then).
+REFUSED_BY = ("risk", "collector")
 #: The alerts risk raises itself (the others on ``risk.alerts`` come from the trust boundary).
 RISK_ALERTS = frozenset({"COOLDOWN", "DAILY_LOSS_HALT", "VOLATILITY_HIGH", "RISK_REJECTION"})
 log = logging.getLogger("coinpilot.stage_replay")

@@ -19,6 +19,8 @@ Not yet: a replay published into a NATS instead of run in process, and the execu
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -50,6 +52,35 @@ def check_stages(stage: str, through: str | None) -> None:
         raise ValueError("the agent replays alone; the loop through the executor starts at strategy or risk")
 
 
+@dataclass
+class StageReplay:
+    """One replay: which run, which stages, with what, over which event times."""
+
+    stage: str
+    through: str | None
+    run_id: str
+    replay_run: str
+    settings: ModeSettings
+    strategy_config: Path | None = None
+    overrides: dict[str, str] = field(default_factory=dict)
+    start: datetime | None = None
+    end: datetime | None = None
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    async def read(
+        self, js: JetStreamContext, subjects: tuple[str, ...], refused_by: tuple[str, ...]
+    ) -> list:
+        return await read_run(
+            js,
+            self.run_id,
+            subjects,
+            start=self.start,
+            end=self.end,
+            refused_by=refused_by,
+            skipped=self.skipped,
+        )
+
+
 async def stage_replay(
     js: JetStreamContext,
     db: Database | None,
@@ -65,52 +96,54 @@ async def stage_replay(
     end: datetime | None = None,
 ) -> StageDiff:
     check_stages(stage, through)
+    request = StageReplay(
+        stage, through, run_id, replay_run, settings, strategy_config, dict(overrides or {}), start, end
+    )
     if stage == "agent":
-        return await _replay_agent(
-            js, db, run_id, replay_run, settings, strategy_config, overrides, start, end
-        )
-    if through is None:
-        recorded = await read_run(
-            js, run_id, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), start=start, end=end
-        )
-        diff, _ = await risk_stage.replay_risk(
-            recorded,
-            original_run=run_id,
-            replay_run=replay_run,
-            settings=settings,
-            strategy_config=strategy_config,
-            overrides=overrides,
-        )
-        return diff
-    recorded = await read_run(js, run_id, (*loop_stage.INPUTS, *loop_stage.OUTPUTS), start=start, end=end)
-    candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
-    history: list[MinuteCandle] = []
-    if db is not None and candles:
-        first = min(c.ts_open for c in candles)
-        symbols = sorted({c.symbol for c in candles})
-        history = await candles_from_db(db, symbols, first - HISTORY, first)
-    diff, _ = await loop_stage.replay_loop(
+        diff = await _replay_agent(js, db, request)
+    elif through is None:
+        diff = await _replay_risk(js, request)
+    else:
+        diff = await _replay_loop(js, db, request)
+    diff.skipped = dict(sorted(request.skipped.items()))
+    return diff
+
+
+async def _replay_risk(js: JetStreamContext, r: StageReplay) -> StageDiff:
+    recorded = await r.read(
+        js, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), risk_stage.REFUSED_BY
+    )
+    diff, _ = await risk_stage.replay_risk(
         recorded,
-        history,
-        original_run=run_id,
-        replay_run=replay_run,
-        settings=settings,
-        strategy_config=strategy_config,
-        overrides=overrides,
+        original_run=r.run_id,
+        replay_run=r.replay_run,
+        settings=r.settings,
+        strategy_config=r.strategy_config,
+        overrides=r.overrides,
     )
     return diff
 
 
-async def _replay_agent(
-    js: JetStreamContext,
-    db: Database | None,
-    run_id: str,
-    replay_run: str,
-    settings: ModeSettings,
-    strategy_config: Path | None,
-    overrides: dict[str, str] | None,
-    window: tuple[datetime | None, datetime | None],
-) -> StageDiff:
+async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay) -> StageDiff:
+    recorded = await r.read(js, (*loop_stage.INPUTS, *loop_stage.OUTPUTS), loop_stage.REFUSED_BY)
+    candles = [m.message for m in recorded if isinstance(m.message, MinuteCandle)]
+    history: list[MinuteCandle] = []
+    if db is not None and candles:
+        first = min(c.ts_open for c in candles)
+        history = await candles_from_db(db, sorted({c.symbol for c in candles}), first - HISTORY, first)
+    diff, _ = await loop_stage.replay_loop(
+        recorded,
+        history,
+        original_run=r.run_id,
+        replay_run=r.replay_run,
+        settings=r.settings,
+        strategy_config=r.strategy_config,
+        overrides=r.overrides,
+    )
+    return diff
+
+
+async def _replay_agent(js: JetStreamContext, db: Database | None, r: StageReplay) -> StageDiff:
     from services.agent.app import build_providers
     from services.agent.graph import InlineReviewer
     from services.agent.prompts import load_prompts
@@ -119,14 +152,11 @@ async def _replay_agent(
     from services.agent.state import CallRecordStore
 
     if db is None:
-        raise ValueError(
-            "an agent replay reads the recorded calls and market_data: set COINPILOT_DATABASE_URL"
-        )
-    start, end = window
-    recorded = await read_run(
-        js, run_id, (*agent_stage.INPUTS, *agent_stage.OUTPUTS, *agent_stage.READS), start=start, end=end
+        raise ValueError("an agent replay reads llm_call_records and market_data: set COINPILOT_DATABASE_URL")
+    recorded = await r.read(
+        js, (*agent_stage.INPUTS, *agent_stage.OUTPUTS, *agent_stage.READS), agent_stage.REFUSED_BY
     )
-    agent = settings.agent
+    agent = r.settings.agent
     caller = Caller(build_providers(agent), CallSource.LIVE, CallRecordStore(db))
     reviewer = InlineReviewer(
         caller,
@@ -134,19 +164,19 @@ async def _replay_agent(
         timeout_seconds=agent.ai_timeout_seconds,
         max_tokens=agent.llm_max_tokens,
     )
-    symbols = sorted({r.message.symbol for r in recorded if hasattr(r.message, "symbol")})
-    first = min((r.message.ts_event for r in recorded), default=None)
+    symbols = sorted({m.message.symbol for m in recorded if hasattr(m.message, "symbol")})
+    first = min((m.message.ts_event for m in recorded), default=None)
     history = await candles_from_db(db, symbols, first - HISTORY, first) if first is not None else []
     try:
         diff, _ = await agent_stage.replay_agent(
             recorded,
             history,
-            original_run=run_id,
-            replay_run=replay_run,
+            original_run=r.run_id,
+            replay_run=r.replay_run,
             settings=agent,
-            params=load_params(strategy_config),
+            params=load_params(r.strategy_config),
             reviewer=reviewer,
-            overrides=overrides,
+            overrides=r.overrides,
         )
     finally:
         await caller.close()
