@@ -562,14 +562,6 @@ def replay(
     )
 
 
-from apps.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive)
-
-main.add_command(dlq)
-
-if __name__ == "__main__":
-    main()
-
-
 @main.command("replay-stage")
 @click.option("--run-id", required=True, help="The recorded run to replay")
 @click.option("--stage", type=click.Choice(["risk", "strategy", "agent"]), required=True,
@@ -587,6 +579,8 @@ if __name__ == "__main__":
 @click.option("--to", "end", type=click.DateTime(), help="Stop before this event time (UTC)")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the diff as JSON here")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the diff as HTML here")
+@click.option("--llm", type=click.Choice(["rules", "replay"]), default="rules", show_default=True,
+              help="The loop's agent: the offline rules, or the verdicts the run recorded")  # fmt: skip
 def replay_stage(
     run_id: str,
     stage: str,
@@ -598,6 +592,7 @@ def replay_stage(
     end: datetime | None,
     json_out: Path | None,
     html_out: Path | None,
+    llm: str,
 ) -> None:
     """Re-run one stage of a recorded run on its recorded inputs, in process, with new parameters,
     and print what it decided differently (nothing is published: the live run is not disturbed)."""
@@ -612,7 +607,7 @@ def replay_stage(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     overrides = dict(_parse_env(sets, "--set"))
-    settings = _mode_settings(overrides, "rules", "--set")
+    settings = _mode_settings(overrides, llm, "--set")
     common = _settings()
 
     async def go():  # type: ignore[no-untyped-def]
@@ -646,3 +641,11 @@ def replay_stage(
         json_out.write_text(diff.to_json())
     if html_out is not None:
         html_out.write_text(diff.to_html())
+
+
+from apps.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive)
+
+main.add_command(dlq)
+
+if __name__ == "__main__":
+    main()

@@ -30,6 +30,7 @@ from coinpilot.contracts import (
     IndicatorSnapshot,
     MinuteCandle,
 )
+from services.agent.recording import RecordStore
 
 #: The recorded inputs of the loop, and the outputs it is compared with.
 INPUTS = ("candles.1m.*", "candles.1h.*", "indicators.1m.*")
@@ -66,12 +67,14 @@ async def replay_loop(
     settings: ModeSettings,
     strategy_config: Path | None = None,
     overrides: dict[str, str] | None = None,
+    records: RecordStore | None = None,
 ) -> tuple[StageDiff, list[Fill]]:
     """The loop over the recorded indicator outputs; the diff (risk's verdict on every signal of
-    either run, the two ledgers' figures) and the new ledger."""
+    either run, the two ledgers' figures) and the new ledger. The agent reviews with the mode's
+    source: the rules reviewer, or (``--llm replay``) the verdicts recorded in ``records``."""
     candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
     outputs = [r.message for r in recorded if isinstance(r.message, HourlyCandle | IndicatorSnapshot)]
-    engine = RecordingEngine(replay_run, strategy_config, settings=settings)
+    engine = RecordingEngine(replay_run, strategy_config, settings=settings, records=records)
     result = await engine.run_recorded(history, candles, outputs)
     original = [r.message for r in recorded]
     signals = {

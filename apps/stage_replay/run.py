@@ -131,6 +131,11 @@ async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay
     if db is not None and candles:
         first = min(c.ts_open for c in candles)
         history = await candles_from_db(db, sorted({c.symbol for c in candles}), first - HISTORY, first)
+    records = None
+    if db is not None:
+        from services.agent.state import CallRecordStore
+
+        records = CallRecordStore(db)
     diff, _ = await loop_stage.replay_loop(
         recorded,
         history,
@@ -139,6 +144,7 @@ async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay
         settings=r.settings,
         strategy_config=r.strategy_config,
         overrides=r.overrides,
+        records=records,
     )
     return diff
 

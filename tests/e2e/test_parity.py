@@ -13,6 +13,9 @@ for figure.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from decimal import Decimal
 from functools import partial
@@ -195,6 +198,16 @@ async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
     assert loop_limited.ledgers[1] == ledger_figures(backtest.fills)
     assert loop_limited.ledgers[1] != loop_limited.ledgers[0], "the limit must change the ledger"
     assert "MAX_DAILY_TRADES" in loop_limited.to_html() and json.loads(loop_limited.to_json())["ledgers"]
+
+    # the command an operator runs, as a process: the same diff, written as JSON
+    out = tmp_path / "diff.json"
+    env = {**os.environ, "COINPILOT_NATS_URL": nats_url, "COINPILOT_DATABASE_URL": pg_url}
+    command = [sys.executable, "-m", "apps.cli.main", "replay-stage", "--run-id", run_id, "--stage", "risk",
+               "--strategy-config", str(tight), "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{len(limited.changed)} decided differently" in done.stdout
+    assert json.loads(out.read_text())["rows"] == json.loads(limited.to_json())["rows"]
 
 
 def one_buy_a_day(recorded: list[Recorded], original: StageDiff) -> dict[str, str]:
