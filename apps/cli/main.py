@@ -564,7 +564,7 @@ def replay(
 
 @main.command("replay-stage")
 @click.option("--run-id", required=True, help="The recorded run to replay")
-@click.option("--stage", type=click.Choice(["risk", "strategy", "agent"]), required=True,
+@click.option("--stage", type=click.Choice(["risk", "strategy", "agent", "executor"]), required=True,
               help="The stage to re-run on the run's recorded inputs")  # fmt: skip
 @click.option("--through", type=click.Choice(["executor"]),
               help="Re-run the trading loop down to the executor (the ledger effect)")  # fmt: skip

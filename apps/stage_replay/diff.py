@@ -79,6 +79,8 @@ class StageDiff:
     ledgers: tuple[LedgerFigures, LedgerFigures] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     """Recorded messages left out, by why: undecodable, or refused by a service in the run."""
+    first_difference: str | None = None
+    """Where the outputs first differ, when they do: the original and the replay's message."""
 
     @property
     def changed(self) -> list[DiffRow]:
@@ -101,6 +103,7 @@ class StageDiff:
             "identical_outputs": self.identical_outputs,
             "counts": self.counts(),
             "skipped": self.skipped,
+            "first_difference": self.first_difference,
             "rows": [asdict(r) for r in self.rows],
         }
         if self.ledgers is not None:
@@ -219,3 +222,13 @@ def ledger_figures(fills: Sequence[Fill]) -> LedgerFigures:
         fees=f"{fees:.8f}",
         final_balance=f"{ordered[-1].balance_after:.8f}" if ordered else None,
     )
+
+
+def first_difference(original: Sequence[bytes], new: Sequence[bytes]) -> str | None:
+    """The first output that differs (or is missing on one side), both sides shown; None when equal."""
+    for k in range(max(len(original), len(new))):
+        before = original[k].decode() if k < len(original) else "(none)"
+        after = new[k].decode() if k < len(new) else "(none)"
+        if before != after:
+            return f"output {k}: original {before[:600]} / replay {after[:600]}"
+    return None

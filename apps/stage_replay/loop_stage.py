@@ -18,7 +18,7 @@ from pathlib import Path
 
 from apps.backtest.engine import Engine
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import StageDiff, diff_rows, ledger_figures, verdicts_of
+from apps.stage_replay.diff import StageDiff, diff_rows, first_difference, ledger_figures, verdicts_of
 from apps.stage_replay.recorded import Recorded
 from apps.stage_replay.risk_stage import risk_outputs
 from coinpilot.contracts import (
@@ -83,6 +83,10 @@ async def replay_loop(
         if isinstance(s, EntrySignal | ExitSignal)
     }
     original_fills = [m for m in original if isinstance(m, Fill)]
+    before, after = _ordered(_loop_outputs(original)), _ordered(_loop_outputs(engine.sent))
+    differ = next((k for k, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), None)
+    if differ is None and len(before) != len(after):
+        differ = min(len(before), len(after))
     diff = StageDiff(
         stage="strategy..executor",
         original_run=original_run,
@@ -93,11 +97,23 @@ async def replay_loop(
             verdicts_of(risk_outputs(original)),
             verdicts_of(risk_outputs(engine.sent)),
         ),
-        identical_outputs=_canonical(original_fills) == _canonical(result.fills),
+        identical_outputs=differ is None,
+        first_difference=None
+        if differ is None
+        else first_difference([m.to_json() for m in before[differ:]], [m.to_json() for m in after[differ:]]),
         ledgers=(ledger_figures(original_fills), ledger_figures(result.fills)),
     )
     return diff, result.fills
 
 
-def _canonical(fills: Sequence[Fill]) -> list[bytes]:
-    return [f.to_json() for f in sorted(fills, key=lambda f: (f.ts_event, f.order_id))]
+def _loop_outputs(messages: Sequence[Contract]) -> list[Contract]:
+    """What the loop's stages publish: the strategy's signals, risk's verdicts and alerts, the fills."""
+    signals = [m for m in messages if isinstance(m, EntrySignal | ExitSignal)]
+    return [*signals, *risk_outputs(messages), *(m for m in messages if isinstance(m, Fill))]
+
+
+def _ordered(messages: Sequence[Contract]) -> list[Contract]:
+    """The messages in a stable order (event time, then id): a run's stored order interleaves
+    symbols, the in-process order does not. They are compared as values, numbers as numbers: a
+    distributed stage's state comes back from NUMERIC columns (28016.64000000 for 28016.64)."""
+    return sorted(messages, key=lambda m: (m.ts_event, m.msg_id()))

@@ -8,13 +8,15 @@ Stages it starts from, and why:
 * ``agent`` alone: the recorded proposals reviewed again (``agent_stage``): recorded verdicts
   answer offline where the call's inputs are unchanged, a new prompt version or model goes to the
   provider and is recorded. Needs the database (``llm_call_records``, ``market_data``).
+* ``executor`` alone: the recorded approved orders filled again with the replay's venue
+  settings (fee, slippage, band, initial balance), who stood behind them and the quotes taken
+  from the recording (``executor_stage``).
 * ``strategy`` or ``risk`` ``--through executor``: the trading loop from the recorded indicator
   outputs (``loop_stage``). Strategy and risk are in a loop with the executor (fills and
   rejections feed back into both), so any ledger effect needs the whole loop re-run; the
   indicator is deterministic and its outputs are recorded, so it is not re-run.
 
-Not yet: a replay published into a NATS instead of run in process, and the executor alone (issue
-22 stays open for them).
+Not yet: a replay published into a NATS instead of run in process (issue 22 stays open for it).
 """
 
 from __future__ import annotations
@@ -27,14 +29,14 @@ from pathlib import Path
 from nats.js import JetStreamContext
 
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay import agent_stage, loop_stage, risk_stage
+from apps.stage_replay import agent_stage, executor_stage, loop_stage, risk_stage
 from apps.stage_replay.diff import StageDiff
 from apps.stage_replay.recorded import read_run
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database
 from coinpilot.replay.sources import candles_from_db
 
-STAGES = ("strategy", "risk", "agent")
+STAGES = ("strategy", "risk", "agent", "executor")
 THROUGH = ("executor",)
 #: market_data read before a loop replay's first candle: the agent's context and the indicators'.
 HISTORY = timedelta(hours=240)
@@ -48,8 +50,10 @@ def check_stages(stage: str, through: str | None) -> None:
         raise ValueError(f"--through goes to the executor (the end of the loop), not {through!r}")
     if stage == "strategy" and through is None:
         raise ValueError("the strategy's outputs depend on fills: replay it --through executor")
-    if stage == "agent" and through is not None:
-        raise ValueError("the agent replays alone; the loop through the executor starts at strategy or risk")
+    if stage in ("agent", "executor") and through is not None:
+        raise ValueError(
+            f"the {stage} replays alone; the loop through the executor starts at strategy or risk"
+        )
 
 
 @dataclass
@@ -101,6 +105,8 @@ async def stage_replay(
     )
     if stage == "agent":
         diff = await _replay_agent(js, db, request)
+    elif stage == "executor":
+        diff = await _replay_executor(js, request)
     elif through is None:
         diff = await _replay_risk(js, request)
     else:
@@ -120,6 +126,15 @@ async def _replay_risk(js: JetStreamContext, r: StageReplay) -> StageDiff:
         settings=r.settings,
         strategy_config=r.strategy_config,
         overrides=r.overrides,
+    )
+    return diff
+
+
+async def _replay_executor(js: JetStreamContext, r: StageReplay) -> StageDiff:
+    subjects = (*executor_stage.INPUTS, *executor_stage.OUTPUTS, *executor_stage.READS)
+    recorded = await r.read(js, subjects, executor_stage.REFUSED_BY)
+    diff, _ = await executor_stage.replay_executor(
+        recorded, original_run=r.run_id, replay_run=r.replay_run, settings=r.settings, overrides=r.overrides
     )
     return diff
 

@@ -183,6 +183,10 @@ async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
         loop_limited = await replay(
             stage="risk", through="executor", replay_run=f"{run_id}-l1", strategy_config=tight
         )
+        executor_same = await replay(stage="executor", through=None, replay_run=f"{run_id}-e")
+        no_fee = ModeSettings.from_environment({"COINPILOT_EXECUTOR_FEE_RATE": "0"})
+        executor_free = await stage_replay(js, db, stage="executor", through=None, run_id=run_id,
+                                           replay_run=f"{run_id}-e0", settings=no_fee)  # fmt: skip
     finally:
         await nc.close()
         await db.dispose()
@@ -191,7 +195,12 @@ async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
     assert {r.order_id: r.new.label for r in limited.changed} == expected
     assert limited.counts()["new"].get("REJECTED MAX_DAILY_TRADES", 0) >= len(expected)
 
-    assert loop_same.identical_outputs and not loop_same.changed
+    assert loop_same.identical_outputs, loop_same.first_difference  # signals, verdicts, alerts, fills
+    assert not loop_same.changed
+    assert executor_same.identical_outputs and not executor_same.changed and executor_same.rows
+    assert executor_free.ledgers is not None and Decimal(executor_free.ledgers[1].fees) == 0
+    assert Decimal(executor_free.ledgers[0].fees) > 0
+    assert {r.new.outcome for r in executor_free.changed} == {"FILLED"}
     assert loop_same.ledgers is not None and loop_same.ledgers[0] == loop_same.ledgers[1]
     backtest, _ = await run_backtest(window, run_id="limited", strategy_config=tight)
     assert loop_limited.ledgers is not None
