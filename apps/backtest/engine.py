@@ -369,8 +369,9 @@ class Engine:
         if upto <= lo:
             return
         symbol = run.series.symbol
-        self.strategy_book.states[(self.run_id, symbol)] = strategy_core.absorb_holds(
-            self._strategy_state(symbol), run.series.highest("close", lo, upto), run.series.ts_event(upto - 1)
+        highest, last = run.series.highest("close", lo, upto), run.series.ts_event(upto - 1)
+        self.strategy_book.store(
+            self.run_id, strategy_core.absorb_holds(self._strategy_state(symbol), highest, last)
         )
         run.evaluated = upto - 1
 

@@ -84,7 +84,9 @@ async def replay_loop(
     }
     original_fills = [m for m in original if isinstance(m, Fill)]
     before, after = _ordered(_loop_outputs(original)), _ordered(_loop_outputs(engine.sent))
-    differ = next((k for k, (a, b) in enumerate(zip(before, after, strict=False)) if a != b), None)
+    differ = next(
+        (k for k, (a, b) in enumerate(zip(before, after, strict=False)) if a.to_json() != b.to_json()), None
+    )
     if differ is None and len(before) != len(after):
         differ = min(len(before), len(after))
     diff = StageDiff(
@@ -114,6 +116,5 @@ def _loop_outputs(messages: Sequence[Contract]) -> list[Contract]:
 
 def _ordered(messages: Sequence[Contract]) -> list[Contract]:
     """The messages in a stable order (event time, then id): a run's stored order interleaves
-    symbols, the in-process order does not. They are compared as values, numbers as numbers: a
-    distributed stage's state comes back from NUMERIC columns (28016.64000000 for 28016.64)."""
+    symbols, the in-process order does not."""
     return sorted(messages, key=lambda m: (m.ts_event, m.msg_id()))

@@ -9,14 +9,37 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_HALF_UP, Decimal
 
 from coinpilot.fill_ledger import RecordedFill
 from services.strategy.core import Position, SymbolState
 
 Key = tuple[str, str]  # (run_id, symbol)
+EIGHT_DP = Decimal("0.00000001")
 #: ``(run_id, order_id) -> RecordedFill`` (what ``trading_history`` holds), if any.
 FillReader = Callable[[str, str], RecordedFill | None]
+
+
+def as_stored(state: SymbolState) -> SymbolState:
+    """The state as ``strategy_state`` gives it back: its money NUMERIC(20,8), rounded half away
+    from zero (so a run in memory emits the figures a distributed run does, to the byte)."""
+    position = state.position
+    if position is None:
+        return state
+    return replace(
+        state,
+        position=replace(
+            position,
+            avg_price=_numeric(position.avg_price),
+            quantity=_numeric(position.quantity),
+            high_water_mark=_numeric(position.high_water_mark),
+        ),
+    )
+
+
+def _numeric(value: Decimal) -> Decimal:
+    return value.quantize(EIGHT_DP, rounding=ROUND_HALF_UP)
 
 
 @dataclass
@@ -26,6 +49,10 @@ class MemoryStrategyBook:
 
     def state(self, run_id: str, symbol: str) -> SymbolState:
         return self.states.get((run_id, symbol)) or SymbolState(symbol=symbol)
+
+    def store(self, run_id: str, state: SymbolState) -> None:
+        """Write a state outside a handler's transaction (the fast path's step over holds)."""
+        self.states[(run_id, state.symbol)] = as_stored(state)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryStrategyTx]:
@@ -50,7 +77,7 @@ class MemoryStrategyTx:
 
     async def save_states(self, states: Iterable[tuple[str, SymbolState]]) -> None:
         for run_id, state in states:
-            self.written[(run_id, state.symbol)] = state
+            self.written[(run_id, state.symbol)] = as_stored(state)
 
     async def load_all(self, run_id: str) -> list[SymbolState]:
         return [s for (r, _), s in sorted(self.book.states.items()) if r == run_id]

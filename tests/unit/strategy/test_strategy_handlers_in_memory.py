@@ -46,3 +46,21 @@ async def test_an_entry_then_its_recorded_fill_opens_the_position() -> None:
 def test_a_memory_ledgers_record_of_a_fill_equals_its_database_rows() -> None:
     bought = fill(Side.BUY, order_id=f"{SYMBOL}:2026-03-02T12:00Z:buy", at=T0)
     assert recorded_from_fill(bought) == recorded_from_row(row_of(bought))
+
+
+async def test_the_memory_book_gives_states_back_as_numeric_20_8_does() -> None:
+    """What PostgreSQL's NUMERIC(20,8) gives back (28016.64000000 for 28016.64), so a run in memory
+    emits the same bytes as a distributed one."""
+    recorded: dict[str, RecordedFill] = {}
+    strategy = handlers(recorded)
+    await strategy.on_snapshots([(RUN, snap())])
+    book = strategy.book
+    assert isinstance(book, MemoryStrategyBook)
+    pending = book.state(RUN, SYMBOL).pending_order_id
+    assert pending is not None
+    bought = fill(Side.BUY, order_id=pending, price="1005.5")
+    recorded[pending] = recorded_from_fill(bought)
+    await strategy.on_fill(RUN, bought)
+    position = book.state(RUN, SYMBOL).position
+    assert position is not None
+    assert str(position.avg_price) == "1005.50000000" and str(position.high_water_mark).endswith(".50000000")
