@@ -598,6 +598,8 @@ def replay_stage(
     and print what it decided differently (nothing is published: the live run is not disturbed)."""
     from datetime import UTC
 
+    from nats.errors import NoServersError
+
     from apps.stage_replay.run import check_stages, stage_replay
     from coinpilot.bus.connect import connect
     from coinpilot.db import Database
@@ -611,7 +613,10 @@ def replay_stage(
     common = _settings()
 
     async def go():  # type: ignore[no-untyped-def]
-        nc = await connect(common, "coinpilot-replay-stage")
+        try:
+            nc = await connect(common, "coinpilot-replay-stage", attempts=3)
+        except (OSError, NoServersError) as exc:
+            raise click.ClickException(f"NATS at {common.nats_url} did not answer: {exc}") from exc
         db = Database(common.database_url.get_secret_value()) if common.database_url else None
         try:
             return await stage_replay(

@@ -87,8 +87,10 @@ def connect_options(
     return opts
 
 
-async def connect(settings: CommonSettings, name: str = "coinpilot-cli") -> Client:
-    return await nats.connect(**connect_options(settings, name))
+async def connect(settings: CommonSettings, name: str = "coinpilot-cli", *, attempts: int = -1) -> Client:
+    """A client of ``settings``' NATS. ``attempts``: how many times to try the servers before giving
+    up (-1, the services' default, never gives up; a one-shot command gives up and says so)."""
+    return await nats.connect(**{**connect_options(settings, name), "max_reconnect_attempts": attempts})
 
 
 async def settle(nc: Client, timeout: float = 5.0) -> None:

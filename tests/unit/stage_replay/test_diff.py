@@ -4,9 +4,11 @@ command's refusal of a replay it cannot run."""
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from click.testing import CliRunner
 
 from apps.cli.main import main
@@ -47,3 +49,13 @@ def test_each_signal_gets_the_verdict_each_run_gave_it() -> None:
 def test_the_command_refuses_a_strategy_replay_without_the_loop() -> None:
     result = CliRunner().invoke(main, ["replay-stage", "--run-id", "r", "--stage", "strategy"])
     assert result.exit_code == 2 and "--through executor" in result.output
+
+
+def test_the_command_gives_up_on_a_nats_that_does_not_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-shot command says the bus is away and exits, instead of retrying for ever as a service does."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again when the block ends: nothing listens there
+    monkeypatch.setenv("COINPILOT_NATS_URL", f"nats://127.0.0.1:{port}")
+    result = CliRunner().invoke(main, ["replay-stage", "--run-id", "r", "--stage", "risk"])
+    assert result.exit_code == 1 and "did not answer" in result.output
