@@ -126,12 +126,15 @@ async def _read_subject(
         pattern, stream=stream, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     )
     out: list[Recorded] = []
+    read = 0
     try:
         for _ in range(stored):  # what the stream held when asked; later messages are not this read's
             try:
                 msg = await sub.next_msg(timeout=10.0)
             except TimeoutError:
-                break  # the oldest aged out of the stream meanwhile
+                await check_aged_out(js, stream, pattern, read, stored)
+                break
+            read += 1
             headers = h.of_message(msg.headers)
             contract = contract_for(msg.subject)
             if headers.get(h.RUN_ID) != run_id or contract is None:
@@ -147,3 +150,16 @@ async def _read_subject(
     finally:
         await sub.unsubscribe()
     return out
+
+
+class IncompleteRead(RuntimeError):
+    """The stream stopped delivering a subject's messages before all were read (and they are still
+    there): a replay over part of a run would compare the wrong things, so it stops instead."""
+
+
+async def check_aged_out(js: JetStreamContext, stream: str, pattern: str, read: int, stored: int) -> None:
+    """Return when the unread messages aged out of the stream meanwhile (retention); else raise."""
+    info = await js.stream_info(stream, subjects_filter=pattern)  # raises while NATS is away
+    left = sum((info.state.subjects or {}).values())
+    if left >= stored:
+        raise IncompleteRead(f"read {read} of the {stored} messages on {pattern} in {stream}; stopped")

@@ -11,7 +11,7 @@ from decimal import Decimal
 import nats
 import pytest
 
-from apps.stage_replay.recorded import read_run
+from apps.stage_replay.recorded import IncompleteRead, check_aged_out, read_run
 from coinpilot.bus import ensure_streams
 from coinpilot.bus import headers as h
 from coinpilot.bus.publisher import Bus
@@ -104,5 +104,22 @@ async def test_what_the_run_refused_or_cannot_decode_stays_out_and_is_counted(na
         assert skipped == Counter({"refused by risk": 1, "undecodable": 1})
         for_agent = await read_run(js, run_id, ("candles.1h.*",), refused_by=("agent",))
         assert [r.message for r in for_agent] == [hour("KRW-BTC", 0), forged, hour("KRW-BTC", 2)]
+    finally:
+        await nc.close()
+
+
+async def test_a_read_that_stops_short_of_messages_still_stored_is_an_error(nats_url: str) -> None:
+    """When delivery stops before every counted message came (NATS away mid-read), the read fails
+    rather than hand a replay part of a run; messages that aged out meanwhile only shorten it."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js)
+        symbol = f"KRW-T{uuid.uuid4().hex[:6].upper()}"
+        await Bus(js, "operator").publish(hour(symbol, 0), run_id="short")
+        pattern = f"candles.1h.{symbol}"
+        with pytest.raises(IncompleteRead, match=f"read 0 of the 1 messages on {pattern}"):
+            await check_aged_out(js, "CANDLES", pattern, 0, 1)
+        await check_aged_out(js, "CANDLES", pattern, 0, 2)  # one of two aged out: nothing to refuse
     finally:
         await nc.close()
