@@ -31,7 +31,7 @@ from nats.js import JetStreamContext
 from apps.backtest.settings import ModeSettings
 from apps.stage_replay import agent_stage, executor_stage, loop_stage, risk_stage
 from apps.stage_replay.diff import StageDiff
-from apps.stage_replay.recorded import read_run
+from apps.stage_replay.recorded import Recorded, read_run
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database
 from coinpilot.replay.sources import candles_from_db
@@ -73,7 +73,8 @@ class StageReplay:
 
     async def read(
         self, js: JetStreamContext, subjects: tuple[str, ...], refused_by: tuple[str, ...]
-    ) -> list:
+    ) -> list[Recorded]:
+        """The run's messages on ``subjects`` in the window, less what ``refused_by`` refused."""
         return await read_run(
             js,
             self.run_id,
