@@ -38,7 +38,6 @@ from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_ro
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, LedgerRows, VolatilityReading
 from services.risk.core import RiskState as CoreState
-from services.risk.core import reference_equity_ttl as reference_equity_ttl
 from services.risk.params import RiskParams
 from services.risk.stores import PriceMemory
 
