@@ -23,7 +23,7 @@ import bisect
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -197,20 +197,8 @@ class Engine:
         self._remember(candles)
 
     async def run(self, candles: Sequence[MinuteCandle], progress: Progress | None = None) -> BacktestResult:
-        ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
-        last_hour: datetime | None = None
-        for i, candle in enumerate(ordered):
-            await self.on_candle(candle)
-            hour = floor_hour(candle.ts_event)
-            if hour != last_hour:
-                self._mark_equity(candle.ts_event)
-                last_hour = hour
-            if progress is not None and (i % 5000 == 0 or i == len(ordered) - 1):
-                progress(i + 1, len(ordered))
-        if ordered:
-            self._mark_equity(ordered[-1].ts_event)
-        self.result.counters.candles += len(ordered)
-        return self.result
+        """The live path: every candle through the indicator service's own handler."""
+        return await self._run_candles(candles, self.on_candle, progress)
 
     async def run_batch(
         self,
@@ -264,12 +252,25 @@ class Engine:
         progress: Progress | None,
     ) -> BacktestResult:
         """Each candle in (time, symbol) order: recorded, its messages drained, equity marked."""
-        ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
-        last_hour: datetime | None = None
-        for i, candle in enumerate(ordered):
+
+        async def handle(candle: MinuteCandle) -> None:
             self.last_close[candle.symbol] = candle.close
             self.seen.setdefault(candle.symbol, []).append(candle)
             await self._drain(groups.pop((candle.ts_open, candle.symbol), []))
+
+        return await self._run_candles(candles, handle, progress)
+
+    async def _run_candles(
+        self,
+        candles: Sequence[MinuteCandle],
+        handle: Callable[[MinuteCandle], Awaitable[None]],
+        progress: Progress | None,
+    ) -> BacktestResult:
+        """``handle`` each candle in (time, symbol) order; equity marked at each new hour and at the end."""
+        ordered = sorted(candles, key=lambda c: (c.ts_open, c.symbol))
+        last_hour: datetime | None = None
+        for i, candle in enumerate(ordered):
+            await handle(candle)
             hour = floor_hour(candle.ts_event)
             if hour != last_hour:
                 self._mark_equity(candle.ts_event)
