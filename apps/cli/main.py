@@ -581,6 +581,11 @@ def replay(
 @click.option("--html", "html_out", type=click.Path(path_type=Path), help="Write the diff as HTML here")
 @click.option("--llm", type=click.Choice(["rules", "replay"]), default="rules", show_default=True,
               help="The loop's agent: the offline rules, or the verdicts the run recorded")  # fmt: skip
+@click.option(
+    "--into", help="Publish the replay into this NATS (e.g. staging) instead of running it in process"
+)
+@click.option("--drain-timeout", type=float, default=120.0, show_default=True,
+              help="--into: seconds the target's pipeline may take to drain one candle")  # fmt: skip
 def replay_stage(
     run_id: str,
     stage: str,
@@ -593,9 +598,14 @@ def replay_stage(
     json_out: Path | None,
     html_out: Path | None,
     llm: str,
+    into: str | None,
+    drain_timeout: float,
 ) -> None:
     """Re-run one stage of a recorded run on its recorded inputs, in process, with new parameters,
-    and print what it decided differently (nothing is published: the live run is not disturbed)."""
+    and print what it decided differently (nothing is published: the live run is not disturbed).
+
+    With --into, the run's candles are published under the replay's run id into that NATS, whose
+    deployed services (configured with the what-if) re-run the pipeline; the diff is the same."""
     from datetime import UTC
 
     from nats.errors import NoServersError
@@ -604,6 +614,13 @@ def replay_stage(
     from coinpilot.bus.connect import connect
     from coinpilot.db import Database
 
+    lo = start.replace(tzinfo=UTC) if start else None
+    hi = end.replace(tzinfo=UTC) if end else None
+    if into is not None:
+        _reject_overrides_into(strategy_config, sets)
+        diff = _replay_into(into, stage, run_id, replay_run or f"{run_id}-replay", lo, hi, drain_timeout)
+        _write_diff(diff, json_out, html_out)
+        return
     try:
         check_stages(stage, through)
     except ValueError as exc:
@@ -629,8 +646,8 @@ def replay_stage(
                 settings=settings,
                 strategy_config=strategy_config,
                 overrides=overrides | ({"strategy_config": str(strategy_config)} if strategy_config else {}),
-                start=start.replace(tzinfo=UTC) if start else None,
-                end=end.replace(tzinfo=UTC) if end else None,
+                start=lo,
+                end=hi,
             )
         finally:
             await nc.close()
@@ -641,6 +658,86 @@ def replay_stage(
         diff = asyncio.run(go())
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    _write_diff(diff, json_out, html_out)
+
+
+def _reject_overrides_into(strategy_config: Path | None, sets: tuple[str, ...]) -> None:
+    ctx = click.get_current_context()
+    given = [
+        name
+        for name, passed in (
+            ("--strategy-config", strategy_config is not None),
+            ("--set", bool(sets)),
+            ("--llm", ctx.get_parameter_source("llm") is not click.core.ParameterSource.DEFAULT),
+            ("--through", ctx.params.get("through") is not None),
+        )
+        if passed
+    ]
+    if given:
+        raise click.UsageError(
+            f"{', '.join(given)} cannot go with --into: the target's services re-run the whole pipeline "
+            "with the settings they were deployed with (deploy the target with the what-if)"
+        )
+
+
+def _replay_into(
+    into: str,
+    stage: str,
+    run_id: str,
+    replay_run: str,
+    start: datetime | None,
+    end: datetime | None,
+    drain_timeout: float,
+):  # type: ignore[no-untyped-def]
+    from nats.errors import NoServersError
+
+    from apps.stage_replay.distributed import NoRecordedCandles, Target, replay_into
+    from coinpilot.bus import ensure_streams
+    from coinpilot.bus.connect import connect
+    from coinpilot.db import Database
+
+    common = _settings()
+
+    async def go():  # type: ignore[no-untyped-def]
+        clients = []
+        db = Database(common.database_url.get_secret_value()) if common.database_url else None
+        try:
+            for url in (common.nats_url, into):
+                try:
+                    clients.append(
+                        await connect(
+                            common.model_copy(update={"nats_url": url}), "coinpilot-replay-stage", attempts=3
+                        )
+                    )
+                except (OSError, NoServersError) as exc:
+                    raise click.ClickException(f"NATS at {url} did not answer: {exc}") from exc
+            source, target = (c.jetstream() for c in clients)
+            await ensure_streams(target)
+            click.echo(f"publishing run {run_id!r} into {into} as {replay_run!r}")
+            return await replay_into(
+                source,
+                Target(target, drain_timeout=drain_timeout),
+                db,
+                stage=stage,
+                run_id=run_id,
+                replay_run=replay_run,
+                start=start,
+                end=end,
+                target_name=into,
+            )
+        finally:
+            for c in clients:
+                await c.close()
+            if db is not None:
+                await db.dispose()
+
+    try:
+        return asyncio.run(go())
+    except (ValueError, NoRecordedCandles) as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _write_diff(diff, json_out: Path | None, html_out: Path | None) -> None:  # type: ignore[no-untyped-def]
     click.echo("\n".join(diff.lines()))
     if json_out is not None:
         json_out.write_text(diff.to_json())

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from apps.stage_replay.diff import DiffRow, StageDiff, Verdict
+from apps.stage_replay.diff import DiffRow, StageDiff, decision_verdict
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import AiDecision, Contract, HourlyCandle, MinuteCandle, OrderProposed
 from services.agent.core import AgentParams
@@ -32,13 +32,6 @@ READS = ("candles.1m.*",)
 #: The services whose dead letters in the run are no input here (they refused them then).
 REFUSED_BY = ("agent", "collector")
 log = logging.getLogger("coinpilot.stage_replay")
-
-
-def verdict_of(decision: AiDecision | None) -> Verdict:
-    if decision is None:
-        return Verdict("NONE")
-    reason = None if decision.reason_code is None else str(decision.reason_code)
-    return Verdict(str(decision.decision), reason, message=decision.reasoning)
 
 
 async def replay_agent(
@@ -80,8 +73,8 @@ async def replay_agent(
             p.symbol,
             p.ts_event.isoformat(),
             str(p.side),
-            verdict_of(original.get(p.order_id)),
-            verdict_of(new.get(p.order_id)),
+            decision_verdict(original.get(p.order_id)),
+            decision_verdict(new.get(p.order_id)),
         )
         for p in proposals
     ]

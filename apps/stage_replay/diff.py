@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from coinpilot.contracts import (
+    AiDecision,
     Contract,
     EntrySignal,
     ExitSignal,
@@ -171,6 +172,24 @@ class StageDiff:
             "<th>original</th><th>amount</th><th>message</th><th>replay</th><th>amount</th><th>message</th></tr>"
             f"{rows}</table>{ledgers}</body></html>"
         )
+
+
+def decision_verdict(decision: AiDecision | None) -> Verdict:
+    """The agent's answer to one proposal."""
+    if decision is None:
+        return Verdict(NONE)
+    reason = None if decision.reason_code is None else str(decision.reason_code)
+    return Verdict(str(decision.decision), reason, message=decision.reasoning)
+
+
+def execution_verdict(message: Fill | OrderRejected | None) -> Verdict:
+    """The executor's answer to one approved order."""
+    if message is None:
+        return Verdict(NONE)
+    if isinstance(message, Fill):
+        filled = f"{message.quantity} at {message.fill_price}, fee {message.fee}"
+        return Verdict("FILLED", amount=str(message.amount), message=filled)
+    return Verdict("REJECTED", str(message.reason), message=message.message)
 
 
 def signal_order_id(signal: EntrySignal | ExitSignal) -> str:

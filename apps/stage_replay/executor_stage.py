@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import DiffRow, StageDiff, Verdict, ledger_figures
+from apps.stage_replay.diff import DiffRow, StageDiff, Verdict, execution_verdict, ledger_figures
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import (
     AiDecision,
@@ -40,15 +40,6 @@ OUTPUTS = ("fills.*", "orders.rejected.*")
 READS = ("orders.proposed.*", "ai.decisions.*", "candles.1m.*")
 #: The services whose dead letters in the run are no input here (they refused them then).
 REFUSED_BY = ("executor", "collector")
-
-
-def answer_of(message: Fill | OrderRejected | None) -> Verdict:
-    if message is None:
-        return Verdict("NONE")
-    if isinstance(message, Fill):
-        filled = f"{message.quantity} at {message.fill_price}, fee {message.fee}"
-        return Verdict("FILLED", amount=str(message.amount), message=filled)
-    return Verdict("REJECTED", str(message.reason), message=message.message)
 
 
 async def replay_executor(
@@ -100,8 +91,8 @@ async def replay_executor(
             o.symbol,
             o.ts_event.isoformat(),
             str(o.side),
-            answer_of(original.get(o.order_id)),
-            refused.get(o.order_id) or answer_of(new.get(o.order_id)),
+            execution_verdict(original.get(o.order_id)),
+            refused.get(o.order_id) or execution_verdict(new.get(o.order_id)),
         )
         for o in orders
     ]

@@ -18,18 +18,10 @@ from pathlib import Path
 
 from apps.backtest.engine import Engine
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import StageDiff, diff_rows, first_difference, ledger_figures, verdicts_of
+from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.pipeline_diff import pipeline_diff
 from apps.stage_replay.recorded import Recorded
-from apps.stage_replay.risk_stage import risk_outputs
-from coinpilot.contracts import (
-    Contract,
-    EntrySignal,
-    ExitSignal,
-    Fill,
-    HourlyCandle,
-    IndicatorSnapshot,
-    MinuteCandle,
-)
+from coinpilot.contracts import Contract, Fill, HourlyCandle, IndicatorSnapshot, MinuteCandle
 from services.agent.recording import RecordStore
 
 #: The recorded inputs of the loop, and the outputs it is compared with.
@@ -68,53 +60,32 @@ async def replay_loop(
     strategy_config: Path | None = None,
     overrides: dict[str, str] | None = None,
     records: RecordStore | None = None,
+    recompute: bool = False,
+    candles: Sequence[MinuteCandle] | None = None,
 ) -> tuple[StageDiff, list[Fill]]:
     """The loop over the recorded indicator outputs; the diff (risk's verdict on every signal of
     either run, the two ledgers' figures) and the new ledger. The agent reviews with the mode's
-    source: the rules reviewer, or (``--llm replay``) the verdicts recorded in ``records``."""
-    candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
-    outputs = [r.message for r in recorded if isinstance(r.message, HourlyCandle | IndicatorSnapshot)]
+    source: the rules reviewer, or (``--llm replay``) the verdicts recorded in ``records``.
+
+    ``recompute``: the run's indicator outputs are no longer recorded (``INDICATORS`` keeps the
+    shortest history), so the indicator's batch path computes them again from ``history`` and
+    ``candles`` (the run's, from the stream or ``market_data``); it is deterministic, so they are
+    the outputs the run had."""
+    if candles is None:
+        candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
     engine = RecordingEngine(replay_run, strategy_config, settings=settings, records=records)
-    result = await engine.run_recorded(history, candles, outputs)
-    original = [r.message for r in recorded]
-    signals = {
-        (s.ts_event, s.symbol, s.kind): s
-        for s in (*original, *engine.sent)
-        if isinstance(s, EntrySignal | ExitSignal)
-    }
-    original_fills = [m for m in original if isinstance(m, Fill)]
-    before, after = _ordered(_loop_outputs(original)), _ordered(_loop_outputs(engine.sent))
-    differ = next(
-        (k for k, (a, b) in enumerate(zip(before, after, strict=False)) if a.to_json() != b.to_json()), None
-    )
-    if differ is None and len(before) != len(after):
-        differ = min(len(before), len(after))
-    diff = StageDiff(
-        stage="strategy..executor",
+    if recompute:  # the indicator outputs aged out of the stream: computed again, as the run did
+        result = await engine.run_batch(history, candles)
+    else:
+        outputs = [r.message for r in recorded if isinstance(r.message, HourlyCandle | IndicatorSnapshot)]
+        result = await engine.run_recorded(history, candles, outputs)
+    diff = pipeline_diff(
+        "risk",
+        [r.message for r in recorded],
+        engine.sent,
+        label="strategy..executor",
         original_run=original_run,
         replay_run=replay_run,
-        overrides=dict(overrides or {}),
-        rows=diff_rows(
-            [signals[k] for k in sorted(signals)],
-            verdicts_of(risk_outputs(original)),
-            verdicts_of(risk_outputs(engine.sent)),
-        ),
-        identical_outputs=differ is None,
-        first_difference=None
-        if differ is None
-        else first_difference([m.to_json() for m in before[differ:]], [m.to_json() for m in after[differ:]]),
-        ledgers=(ledger_figures(original_fills), ledger_figures(result.fills)),
+        overrides=overrides,
     )
     return diff, result.fills
-
-
-def _loop_outputs(messages: Sequence[Contract]) -> list[Contract]:
-    """What the loop's stages publish: the strategy's signals, risk's verdicts and alerts, the fills."""
-    signals = [m for m in messages if isinstance(m, EntrySignal | ExitSignal)]
-    return [*signals, *risk_outputs(messages), *(m for m in messages if isinstance(m, Fill))]
-
-
-def _ordered(messages: Sequence[Contract]) -> list[Contract]:
-    """The messages in a stable order (event time, then id): a run's stored order interleaves
-    symbols, the in-process order does not."""
-    return sorted(messages, key=lambda m: (m.ts_event, m.msg_id()))

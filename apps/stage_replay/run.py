@@ -16,7 +16,8 @@ Stages it starts from, and why:
   rejections feed back into both), so any ledger effect needs the whole loop re-run; the
   indicator is deterministic and its outputs are recorded, so it is not re-run.
 
-Not yet: a replay published into a NATS instead of run in process (issue 22 stays open for it).
+Published into a NATS (``--into``) instead of run in process: ``distributed`` (from the run's
+candles, through the target's deployed services, whose settings are the what-if).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from nats.js import JetStreamContext
 from apps.backtest.settings import ModeSettings
 from apps.stage_replay import agent_stage, executor_stage, loop_stage, risk_stage
 from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.distributed import run_candles
 from apps.stage_replay.recorded import Recorded, read_run
-from coinpilot.contracts import MinuteCandle
+from coinpilot.contracts import IndicatorSnapshot, MinuteCandle
 from coinpilot.db import Database
 from coinpilot.replay.sources import candles_from_db
 
@@ -143,6 +145,11 @@ async def _replay_executor(js: JetStreamContext, r: StageReplay) -> StageDiff:
 async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay) -> StageDiff:
     recorded = await r.read(js, (*loop_stage.INPUTS, *loop_stage.OUTPUTS), loop_stage.REFUSED_BY)
     candles = [m.message for m in recorded if isinstance(m.message, MinuteCandle)]
+    recompute = not any(isinstance(m.message, IndicatorSnapshot) for m in recorded)
+    if recompute:  # aged out of INDICATORS (the shortest retention): the indicator runs again
+        r.skipped["indicator outputs aged out of the stream: recomputed from the candles"] += 1
+        if not candles:
+            candles = await run_candles(js, db, r.run_id, start=r.start, end=r.end, skipped=r.skipped)
     history: list[MinuteCandle] = []
     if db is not None and candles:
         first = min(c.ts_open for c in candles)
@@ -161,6 +168,8 @@ async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay
         strategy_config=r.strategy_config,
         overrides=r.overrides,
         records=records,
+        recompute=recompute,
+        candles=candles,
     )
     return diff
 

@@ -17,6 +17,8 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import asdict
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from pathlib import Path
@@ -51,6 +53,7 @@ BOUNDARY = RiskParams.from_config(load_strategy_config()).day_boundary
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 REPLAY_HOURS = 36.0
+ISO = "%Y-%m-%dT%H:%M:%S"  # as the command's --from and --to take it
 
 
 def canonical(fill: Fill) -> str:
@@ -100,6 +103,7 @@ async def run_distributed(
     return await distributed_ledger(pg_url, run_id)
 
 
+@pytest.mark.timeout(900)  # two replays through the services, and the in-process replays between them
 async def test_a_lockstep_replay_through_the_services_books_the_backtest_ledger(
     nats_url: str, pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -115,8 +119,13 @@ async def test_a_lockstep_replay_through_the_services_books_the_backtest_ledger(
     assert [canonical(f) for f in booked] == [canonical(f) for f in expected]
     await the_runs_report_is_the_backtests(pg_url, run_id, replay, report)
     await trace_shows_the_whole_chain(nats_url, pg_url, booked, run_id)
-    await a_stage_replay_reproduces_the_run_and_answers_a_what_if(
+    loop_limited, tight = await a_stage_replay_reproduces_the_run_and_answers_a_what_if(
         nats_url, pg_url, run_id, Window(warm, replay), tmp_path
+    )
+    window = (replay[0].ts_open, replay[-1].ts_open + timedelta(minutes=2))
+    await aged_out_inputs_are_read_from_the_database(nats_url, pg_url, run_id, window)
+    await a_replay_published_into_a_nats_is_the_in_process_one(
+        nats_url, pg_url, redis_url, run_id, window, tight, loop_limited, tmp_path
     )
 
 
@@ -160,7 +169,7 @@ async def trace_shows_the_whole_chain(nats_url: str, pg_url: str, booked: list[F
 
 async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
     nats_url: str, pg_url: str, run_id: str, window: Window, tmp_path: Path
-) -> None:
+) -> tuple[StageDiff, Path]:
     """Issue 22, in process, over the run just recorded: risk replayed alone and the trading loop
     replayed through the executor reproduce it byte for byte with unchanged parameters; with a
     daily limit of one BUY, risk changes exactly the verdicts the limit must change (counted here
@@ -217,6 +226,72 @@ async def a_stage_replay_reproduces_the_run_and_answers_a_what_if(
     assert done.returncode == 0, done.stderr
     assert f"{len(limited.changed)} decided differently" in done.stdout
     assert json.loads(out.read_text())["rows"] == json.loads(limited.to_json())["rows"]
+    return loop_limited, tight
+
+
+async def aged_out_inputs_are_read_from_the_database(
+    nats_url: str, pg_url: str, run_id: str, window: tuple[datetime, datetime]
+) -> None:
+    """Retention took the run's candles and indicator outputs (INDICATORS keeps 3 days, CANDLES 14):
+    the loop replay reads the candles from market_data and computes the indicators again, and still
+    reproduces the run's outputs byte for byte (signals, orders and fills are kept longer)."""
+    nc = await nats.connect(nats_url)
+    db = Database(pg_url)
+    try:
+        js = nc.jetstream()
+        for stream in ("INDICATORS", "CANDLES"):
+            await js.purge_stream(stream)
+        same = await stage_replay(js, db, stage="strategy", through="executor", run_id=run_id,
+                                  replay_run=f"{run_id}-aged", settings=ModeSettings.from_environment(),
+                                  start=window[0], end=window[1])  # fmt: skip
+    finally:
+        await nc.close()
+        await db.dispose()
+    assert same.identical_outputs, same.first_difference
+    assert same.ledgers is not None and same.ledgers[0] == same.ledgers[1] and same.ledgers[0].fills >= 4
+    assert same.skipped == {
+        "indicator outputs aged out of the stream: recomputed from the candles": 1,
+        "read from market_data (aged out of the stream)": 1,
+    }
+
+
+async def a_replay_published_into_a_nats_is_the_in_process_one(
+    nats_url: str,
+    pg_url: str,
+    redis_url: str,
+    run_id: str,
+    window: tuple[datetime, datetime],
+    tight: Path,
+    in_process: StageDiff,
+    tmp_path: Path,
+) -> None:
+    """Issue 22, distributed: the services redeployed with the one-BUY-a-day YAML (the target's
+    what-if), `replay-stage --into` publishes the run's candles (read from market_data: the stream
+    no longer holds them) into their NATS under a new run id; its diff is the in-process loop's with
+    that YAML, row for row and ledger for ledger, the new ledger is the one the services booked for
+    that run, and the original run is untouched."""
+    before = await distributed_ledger(pg_url, run_id)
+    workdir = tmp_path / "staging"
+    workdir.mkdir()
+    stack = EmbeddedStack(workdir, nats_url=nats_url, database_url=pg_url, redis_url=redis_url)
+    services = start_services(stack, workdir, extra_env={"COINPILOT_STRATEGY_CONFIG": str(tight)})
+    out = tmp_path / "distributed.json"
+    env = {**os.environ, "COINPILOT_NATS_URL": nats_url, "COINPILOT_DATABASE_URL": pg_url}
+    command = [sys.executable, "-m", "apps.cli.main", "replay-stage", "--run-id", run_id, "--stage", "risk",
+               "--into", nats_url, "--as", f"{run_id}-d1", "--json", str(out),
+               "--from", f"{window[0]:{ISO}}", "--to", f"{window[1]:{ISO}}"]  # fmt: skip
+    try:
+        await wait_ready(services)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    finally:
+        stop_services(services)
+    assert done.returncode == 0, done.stderr
+    diff = json.loads(out.read_text())
+    expected = json.loads(in_process.to_json())
+    assert diff["rows"] == expected["rows"] and diff["counts"] == expected["counts"]
+    assert diff["ledgers"] == expected["ledgers"]
+    assert diff["ledgers"]["new"] == asdict(ledger_figures(await distributed_ledger(pg_url, f"{run_id}-d1")))
+    assert await distributed_ledger(pg_url, run_id) == before
 
 
 def one_buy_a_day(recorded: list[Recorded], original: StageDiff) -> dict[str, str]:
