@@ -1,0 +1,64 @@
+"""Upbit's exchange REST API: signed requests, rate limits, typed answers and typed failures.
+
+The client only talks to the exchange; the executor's order state machine decides what to send.
+"""
+
+from services.executor.upbit.auth import Credentials
+from services.executor.upbit.client import DEFAULT_BASE_URL, RetryPolicy, UpbitClient
+from services.executor.upbit.errors import (
+    Blocked,
+    DuplicateIdentifier,
+    ExchangeUnavailable,
+    MalformedAnswer,
+    OffTickPrice,
+    OrderNotFound,
+    OrderRefused,
+    OutcomeUnknown,
+    RateLimited,
+    RequestRefused,
+    Unauthorized,
+    UpbitError,
+)
+from services.executor.upbit.models import (
+    Account,
+    Chance,
+    Instrument,
+    Order,
+    OrderState,
+    OrdType,
+    Side,
+    TimeInForce,
+    Trade,
+)
+from services.executor.upbit.rate_limit import RateLimiter, Remaining, parse_remaining_req
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Account",
+    "Blocked",
+    "Chance",
+    "Credentials",
+    "DuplicateIdentifier",
+    "ExchangeUnavailable",
+    "Instrument",
+    "MalformedAnswer",
+    "OffTickPrice",
+    "OrdType",
+    "Order",
+    "OrderNotFound",
+    "OrderRefused",
+    "OrderState",
+    "OutcomeUnknown",
+    "RateLimited",
+    "RateLimiter",
+    "Remaining",
+    "RequestRefused",
+    "RetryPolicy",
+    "Side",
+    "TimeInForce",
+    "Trade",
+    "Unauthorized",
+    "UpbitClient",
+    "UpbitError",
+    "parse_remaining_req",
+]
