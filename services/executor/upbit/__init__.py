@@ -30,16 +30,26 @@ from services.executor.upbit.models import (
     TimeInForce,
     Trade,
 )
+from services.executor.upbit.orders import (
+    Booking,
+    IncompleteAnswer,
+    Outcome,
+    Remainder,
+    booking_delta,
+    booking_of,
+)
 from services.executor.upbit.rate_limit import RateLimiter, Remaining, parse_remaining_req
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "Account",
     "Blocked",
+    "Booking",
     "Chance",
     "Credentials",
     "DuplicateIdentifier",
     "ExchangeUnavailable",
+    "IncompleteAnswer",
     "Instrument",
     "MalformedAnswer",
     "OffTickPrice",
@@ -48,9 +58,11 @@ __all__ = [
     "OrderNotFound",
     "OrderRefused",
     "OrderState",
+    "Outcome",
     "OutcomeUnknown",
     "RateLimited",
     "RateLimiter",
+    "Remainder",
     "Remaining",
     "RequestRefused",
     "RetryPolicy",
@@ -60,5 +72,7 @@ __all__ = [
     "Unauthorized",
     "UpbitClient",
     "UpbitError",
+    "booking_delta",
+    "booking_of",
     "parse_remaining_req",
 ]

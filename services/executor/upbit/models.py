@@ -85,6 +85,8 @@ class Order:
     created_at: datetime
     time_in_force: TimeInForce | None = None
     trades: tuple[Trade, ...] = ()
+    reported_executed_funds: Decimal | None = None
+    """Upbit's own ``executed_funds`` (newer answers carry it, listings included), if present."""
 
     @property
     def is_open(self) -> bool:
@@ -92,8 +94,10 @@ class Order:
 
     @property
     def executed_funds(self) -> Decimal:
-        """Quote currency traded, summed over ``trades`` (0 when the answer has none)."""
-        return sum((t.funds for t in self.trades), ZERO)
+        """Quote currency traded: the trades' ``funds`` summed, else Upbit's ``executed_funds``, else 0."""
+        if self.trades:
+            return sum((t.funds for t in self.trades), ZERO)
+        return self.reported_executed_funds if self.reported_executed_funds is not None else ZERO
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +238,7 @@ def parse_order(raw: Any) -> Order:
         created_at=_time(raw, "created_at"),
         time_in_force=TimeInForce(tif) if tif else None,
         trades=tuple(parse_trade(t) for t in trades),
+        reported_executed_funds=_opt_dec(raw, "executed_funds"),
     )
 
 

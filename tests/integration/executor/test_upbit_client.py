@@ -39,6 +39,7 @@ from services.executor.upbit import (
     UpbitClient,
 )
 from services.executor.upbit.auth import encode_params, query_hash
+from services.executor.upbit.orders import Outcome, booking_of
 from tests.support.fake_upbit import FakeUpbit
 from tests.support.servers import free_port
 
@@ -242,6 +243,34 @@ async def test_limit_ioc_cancels_what_it_cannot_fill_at_once(fake: FakeUpbit, up
     order = await upbit.get_order(identifier="BTC:ioc")
     assert order.state is OrderState.CANCEL and order.executed_volume == D("0.01")
     assert fake.holding("KRW").locked == 0
+
+
+async def test_bookings_of_the_answers_add_up_to_the_exchanges_balances_exactly(
+    fake: FakeUpbit, upbit: UpbitClient
+) -> None:
+    chance = await upbit.chance(BTC)
+    await upbit.buy_market(BTC, D(1_500_000), identifier="L1")  # ends cancel, 0.5 KRW unspent
+    await upbit.place_limit(BTC, Side.ASK, D(99_900_000), D("0.02"), identifier="L2")  # half fills
+    await upbit.cancel_order(identifier="L2")
+    await upbit.place_limit(BTC, Side.BID, D(100_100_000), D("0.03"), identifier="L3")  # half fills, rests
+    fake.set_book(BTC, asks=[("100000000", "1")])  # the resting half fills at its limit price
+    await upbit.sell_market(BTC, D("0.05"), identifier="L4")
+    orders = [await upbit.get_order(identifier=i) for i in ("L1", "L2", "L3", "L4")]
+    bookings = [
+        booking_of(o, chance.ask_min_total if o.side is Side.ASK else chance.bid_min_total) for o in orders
+    ]
+
+    assert [b.outcome for b in bookings] == [
+        Outcome.FILLED,
+        Outcome.PARTIALLY_CANCELLED,
+        Outcome.FILLED,
+        Outcome.FILLED,
+    ]
+    assert fake.holding("KRW").balance == D(10_000_000) + sum(b.cash_delta for b in bookings)
+    assert fake.holding("BTC").balance == D("0.5") + sum(b.volume_delta for b in bookings)
+    assert fake.holding("KRW").locked == 0 and fake.holding("BTC").locked == 0
+    assert sum(len(b.trade_uuids) for b in bookings) == len(fake.trades)
+    assert sum(b.fee for b in bookings) == sum(t.fee for t in fake.trades)
 
 
 # -- refusals --------------------------------------------------------------------------------------
