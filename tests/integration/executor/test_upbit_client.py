@@ -80,7 +80,7 @@ async def fake() -> AsyncIterator[FakeUpbit]:
 def _client(fake: FakeUpbit, **kwargs: object) -> UpbitClient:
     options: dict[str, object] = {
         "base_url": fake.url,
-        "timeout": httpx.Timeout(2.0, connect=1.0),
+        "timeout": httpx.Timeout(10.0, connect=5.0),
         "retry": RetryPolicy(max_retries=3, backoff_base_seconds=0.01, backoff_cap_seconds=0.05),
     }
     options.update(kwargs)
@@ -391,16 +391,16 @@ async def test_a_slow_query_times_out_as_transient(fake: FakeUpbit) -> None:
 
 
 async def test_an_order_accepted_then_unanswered_is_outcome_unknown_and_found_once_by_identifier(
-    fake: FakeUpbit,
+    fake: FakeUpbit, upbit: UpbitClient
 ) -> None:
     fake.accept_then_hang()
-    async with _client(fake, timeout=httpx.Timeout(0.3, connect=1.0)) as upbit:
+    async with _client(fake, timeout=httpx.Timeout(0.5, connect=5.0)) as hasty:
         with pytest.raises(OutcomeUnknown) as caught:
-            await upbit.buy_market(BTC, D(10_000), identifier="BTC:lost-answer")
-        assert caught.value.identifier == "BTC:lost-answer"
-        found = await upbit.get_order(identifier="BTC:lost-answer")
-        with pytest.raises(DuplicateIdentifier):  # a blind resend could not double it either
-            await upbit.buy_market(BTC, D(10_000), identifier="BTC:lost-answer")
+            await hasty.buy_market(BTC, D(10_000), identifier="BTC:lost-answer")
+    assert caught.value.identifier == "BTC:lost-answer"
+    found = await upbit.get_order(identifier="BTC:lost-answer")
+    with pytest.raises(DuplicateIdentifier):  # a blind resend could not double it either
+        await upbit.buy_market(BTC, D(10_000), identifier="BTC:lost-answer")
     assert [o.uuid for o in fake.orders_by_identifier("BTC:lost-answer")] == [found.uuid]
     assert found.state is OrderState.DONE and found.executed_funds == D(10_000)
 
