@@ -319,7 +319,16 @@ class UpbitClient:
             try:
                 return response.json()
             except ValueError as e:
-                raise MalformedAnswer("malformed_answer", f"{call.endpoint}: answer is not JSON") from e
+                if call.identifier is not None:
+                    raise OutcomeUnknown(
+                        "malformed_answer",
+                        f"order {call.identifier} answered {status}, not JSON",
+                        status,
+                        identifier=call.identifier,
+                    ) from e
+                raise MalformedAnswer(
+                    "malformed_answer", f"{call.endpoint}: answer is not JSON", status
+                ) from e
         error = _error_of(response)
         if status == 418:
             raise Blocked(error.name, error.message, status)
