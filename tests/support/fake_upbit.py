@@ -413,6 +413,9 @@ class FakeUpbit:
                     body = json.loads(raw)
                 except ValueError as e:
                     raise Refusal(400, "validation_error", "The body is not JSON.") from e
+                if not isinstance(body, dict):
+                    body = None
+                    raise Refusal(400, "validation_error", "The body is not a JSON object.")
             fault = self._take_fault(method, path)
             if fault is not None and fault.delay:
                 await asyncio.sleep(fault.delay)
