@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import httpx
 import nats
+from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
 from coinpilot.bus.permissions import OPERATOR
@@ -118,13 +121,18 @@ class NatsCluster:
     passwords: dict[str, str] = field(default_factory=new_nats_passwords, repr=False)
     nodes: list[NatsProcess] = field(default_factory=list)
 
+    monitor_ports: list[int] = field(default_factory=list)
+
     def __post_init__(self) -> None:
         route_ports = [free_port() for _ in range(self.size)]
+        self.monitor_ports = [free_port() for _ in range(self.size)]
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
         self.nodes = [
             NatsProcess(
                 passwords=self.passwords,
                 args=(
+                    "-m",
+                    str(self.monitor_ports[i]),
                     "--server_name",
                     self.node_name(i),
                     "--cluster_name",
@@ -180,6 +188,34 @@ class NatsCluster:
             await wait_for(answers, timeout=timeout, interval=0.2)
         finally:
             await nc.close()
+
+    async def meta_leader(self) -> str:
+        """The server name of the JetStream meta leader, as a live node's ``/jsz`` reports it."""
+        async with httpx.AsyncClient(timeout=2) as client:
+            for node, port in zip(self.nodes, self.monitor_ports, strict=True):
+                if node.proc is None:
+                    continue
+                with contextlib.suppress(httpx.HTTPError):
+                    jsz = (await client.get(f"http://127.0.0.1:{port}/jsz")).json()
+                    leader = (jsz.get("meta_cluster") or {}).get("leader")
+                    if leader:
+                        return str(leader)
+        raise RuntimeError("no live node knows a meta leader")
+
+    async def move_leader(self, js: JetStreamContext, stream: str, to: str, timeout: float = 30.0) -> None:
+        """Make ``to`` (a node's server name) the leader of ``stream``: step its leader down with
+        ``to`` preferred until ``to`` leads."""
+
+        async def leads() -> bool:
+            info = await js.stream_info(stream)
+            if info.cluster is not None and info.cluster.leader == to:
+                return True
+            request = json.dumps({"placement": {"preferred": to}}).encode()
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js._nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=2)
+            return False
+
+        await wait_for(leads, timeout=timeout, interval=0.5)
 
     def close(self) -> None:
         for node in self.nodes:
