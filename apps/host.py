@@ -203,8 +203,8 @@ class ServiceHost:
             except Exception as exc:
                 if len(self.watch.violations) > refused:
                     raise IdentityError(
-                        "the JetStream streams are missing or differ from bus/streams.py (or from "
-                        f"COINPILOT_STREAM_REPLICAS={self.settings.stream_replicas}) and this "
+                        "the JetStream streams are missing or differ from bus/streams.py or "
+                        "COINPILOT_STREAM_REPLICAS and this "
                         f"identity may not change them ({self.watch.violations[-1]}): "
                         "run `coinpilot nats setup` as the operator"
                     ) from exc

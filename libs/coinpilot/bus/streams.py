@@ -3,10 +3,11 @@
 One stream per noun (STYLE 2.5). Every stream keeps a duplicate window so a re-publish with the
 same ``Nats-Msg-Id`` is stored once; that is what makes at-least-once publishing safe.
 
-Every stream has the same number of replicas, ``COINPILOT_STREAM_REPLICAS`` (1 on a single
-server; 3 on a JetStream cluster of three or more nodes survives the loss of one). Consumers
-inherit it. A value the server cannot place (more than 1 on a single server, more than the
-cluster's nodes) is refused with :class:`StreamReplicasError`, not left as fewer copies.
+Every stream has the same number of replicas, ``COINPILOT_STREAM_REPLICAS``: 1 on a single
+server, 3 on a JetStream cluster of three or more nodes (survives the loss of one); unset, the
+streams keep what they have (1 for new ones). Consumers inherit it. A value the server cannot
+place (more than 1 on a single server, more than the cluster's nodes) is refused with
+:class:`StreamReplicasError`, not left as fewer copies.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def stream_for_subject(subject: str) -> StreamSpec:
     raise KeyError(f"no stream captures {subject!r}")
 
 
-def configured_replicas() -> int:
-    """``COINPILOT_STREAM_REPLICAS`` as the settings read it (1 when unset)."""
+def configured_replicas() -> int | None:
+    """``COINPILOT_STREAM_REPLICAS`` as the settings read it; None when it is not set."""
     from coinpilot.settings import CommonSettings
 
     return CommonSettings().stream_replicas
@@ -106,29 +107,31 @@ async def ensure_streams(
 ) -> list[str]:
     """Create missing streams and bring existing ones to the declared config; returns what changed.
 
-    ``replicas``: copies of every stream; None takes ``COINPILOT_STREAM_REPLICAS``, so every
-    caller (services, ``coinpilot nats setup``, a replay) asks for the same and none of them
-    scales the streams back down.
+    ``replicas``: copies of every stream; None takes ``COINPILOT_STREAM_REPLICAS``. With neither,
+    existing streams keep the replicas they have (new ones get 1): a command run without the
+    setting (a replay from a laptop) never scales a replicated stream down.
     """
     if replicas is None:
         replicas = configured_replicas()
-    if not 1 <= replicas <= MAX_REPLICAS:
+    if replicas is not None and not 1 <= replicas <= MAX_REPLICAS:
         raise StreamReplicasError(f"stream replicas must be 1..{MAX_REPLICAS}, not {replicas}")
     changed: list[str] = []
     for spec in specs:
-        wanted = spec.config(replicas)
+        copies = replicas or 1
         try:
             try:
                 info = await js.stream_info(spec.name)
             except NotFoundError:
-                await js.add_stream(wanted)
+                await js.add_stream(spec.config(copies))
                 changed.append(f"created {spec.name}")
                 continue
+            copies = replicas or info.config.num_replicas or 1
+            wanted = spec.config(copies)
             if _differs(info.config, wanted):
                 await js.update_stream(wanted)
                 changed.append(f"updated {spec.name}")
         except APIError as exc:
-            refusal = _refusal(spec.name, replicas, exc)
+            refusal = _refusal(spec.name, copies, exc)
             if refusal is None:
                 raise
             raise refusal from exc

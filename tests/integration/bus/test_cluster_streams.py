@@ -60,6 +60,20 @@ async def test_replicas_default_to_the_setting(nc: Client, monkeypatch: pytest.M
     assert (await nc.jetstream().stream_info(spec.name)).config.num_replicas == 3
 
 
+async def test_without_the_setting_replicated_streams_keep_their_replicas(
+    nc: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command run without COINPILOT_STREAM_REPLICAS (a replay from a laptop) never scales
+    the cluster's streams down; new streams get one copy."""
+    js = nc.jetstream()
+    kept, new = a_stream(), a_stream()
+    await ensure_streams(js, (kept,), replicas=3)
+    monkeypatch.delenv("COINPILOT_STREAM_REPLICAS", raising=False)
+    assert await ensure_streams(js, (kept, new)) == [f"created {new.name}"]
+    assert (await js.stream_info(kept.name)).config.num_replicas == 3
+    assert (await js.stream_info(new.name)).config.num_replicas == 1
+
+
 async def test_a_single_replica_stream_is_scaled_up_in_place(nc: Client) -> None:
     js = nc.jetstream()
     spec = a_stream()
