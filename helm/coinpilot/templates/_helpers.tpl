@@ -146,6 +146,8 @@ capabilities:
 {{- $perIdentity := include "coinpilot.natsIdentitiesEnabled" $root -}}
 - name: COINPILOT_NATS_URL
   value: {{ include "coinpilot.natsUrl" $root | quote }}
+- name: COINPILOT_STREAM_REPLICAS
+  value: {{ $root.Values.nats.streamReplicas | quote }}
 {{- if $root.Values.nats.credsSecret }}
 - name: COINPILOT_NATS_CREDS_FILE
   value: /etc/coinpilot/nats-creds/{{ ternary (printf "%s.creds" $identity) "nats.creds" (eq $perIdentity "true") }}

@@ -65,7 +65,13 @@ def tls_context(settings: CommonSettings) -> ssl.SSLContext | None:
 def connect_options(
     settings: CommonSettings, name: str, watch: PermissionWatch | None = None
 ) -> dict[str, Any]:
-    """Options for ``nats.connect``; the same ones are handed to FastStream's broker."""
+    """Options for ``nats.connect``; the same ones are handed to FastStream's broker.
+
+    ``COINPILOT_NATS_URL`` may list a cluster's nodes, comma-separated; the client also learns the
+    other nodes from the server it reaches. When that node dies the client reconnects to another
+    one (a second apart, for ever) and resubscribes; what was in flight fails as a transient
+    error and is retried with the same ``Nats-Msg-Id`` (``tests/e2e/test_nats_cluster.py``).
+    """
     opts: dict[str, Any] = {
         "servers": [s.strip() for s in settings.nats_url.split(",")],
         "name": name,
