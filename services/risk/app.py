@@ -29,6 +29,7 @@ from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, pa
 from coinpilot.symbols import quote_currency
 from services.risk import handlers as handlers_module
 from services.risk import metrics, rehearsal, state
+from services.risk.control import control_consumer
 from services.risk.handlers import RiskHandlers
 from services.risk.settings import RiskSettings
 
@@ -113,6 +114,7 @@ def build(rt: Runtime) -> ServiceDefinition:
             Consumer(FILLS, FILLS_DURABLE, on_fill, parser_for(Fill)),
             Consumer(CANDLES, CANDLES_DURABLE, on_candle, parser_for(HourlyCandle)),
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
+            control_consumer(db),  # control.halt: the kill switch (services/risk/control.py)
         ],
         tasks=[refit_at_start],
         on_start=start,

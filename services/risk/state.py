@@ -35,6 +35,7 @@ from coinpilot.contracts import OrderApproved, OrderProposed
 from coinpilot.db import Database, TransactionBook, claim_on
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
+from coinpilot.kill_switch import Halt
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, LedgerRows, VolatilityReading
 from services.risk.core import RiskState as CoreState
@@ -97,15 +98,21 @@ FOR UPDATE
 """
 
 # One row per held position of any currency (at least one row), each with the run's balance in
-# $2 (NULL when the executor has not opened the account yet) and the close market_data recorded
-# for the signal's symbol $3 and minute $4 (NULL when none is, or when $3 is NULL).
+# $2 (NULL when the executor has not opened the account yet), the close market_data recorded
+# for the signal's symbol $3 and minute $4 (NULL when none is, or when $3 is NULL) and the run's
+# kill switch (``coinpilot.kill_switch``: NULLs when it is off).
 _READ_LEDGER = """
 SELECT account.balance, position.symbol, position.quantity, position.avg_price, position.currency,
        (SELECT close_price FROM market_data
-        WHERE symbol = $3 AND interval = '1m' AND timestamp = $4) AS recorded_close
+        WHERE symbol = $3 AND interval = '1m' AND timestamp = $4) AS recorded_close,
+       halt.source AS halt_source, halt.reason AS halt_reason, halt.halted_at
 FROM (VALUES (true)) AS one
 LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency = $2
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
+LEFT JOIN LATERAL (
+    SELECT source, reason, halted_at FROM trading_halts
+    WHERE run_id = $1 AND cleared_at IS NULL ORDER BY halted_at LIMIT 1
+) AS halt ON true
 """
 
 # Both rows in one statement, and the order the step approved (``order_proposals``, $13..$19, all
@@ -276,8 +283,8 @@ async def read_ledger(
     symbol: str | None = None,
     minute: datetime | None = None,
 ) -> LedgerRows:
-    """Cash and positions of the run as the executor last committed them, and the recorded close of
-    ``symbol``'s candle that opened at ``minute`` (one round trip)."""
+    """Cash and positions of the run as the executor last committed them, the recorded close of
+    ``symbol``'s candle that opened at ``minute`` and the run's active halt (one round trip)."""
     rows = await conn.fetch(_READ_LEDGER, run_id, currency, symbol, minute)
     held = [row["symbol"] for row in rows if row["symbol"] is not None]
     positions = {
@@ -285,7 +292,11 @@ async def read_ledger(
         for row in rows
         if row["symbol"] is not None and row["currency"] == currency
     }
-    return LedgerRows(rows[0]["balance"], held, positions, rows[0]["recorded_close"])
+    first = rows[0]
+    halt = None
+    if first["halt_source"] is not None:
+        halt = Halt(run_id, first["halt_source"], first["halt_reason"], ensure_utc(first["halted_at"]))
+    return LedgerRows(first["balance"], held, positions, first["recorded_close"], halt)
 
 
 class PgRiskTx:

@@ -115,3 +115,6 @@ class AlertType(StrEnum):
     CANDLE_REJECTED = "CANDLE_REJECTED"
     ORDER_REFUSED = "ORDER_REFUSED"
     FILL_MISMATCH = "FILL_MISMATCH"
+    # live trading (issue 23): the ledger differs from the exchange; the kill switch was set
+    RECONCILIATION_MISMATCH = "RECONCILIATION_MISMATCH"
+    TRADING_HALT = "TRADING_HALT"
