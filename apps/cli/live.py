@@ -5,7 +5,9 @@
   also halts new entries and publishes the CRITICAL alert.
 * ``halt [--reason R]`` sets the kill switch (risk refuses entries ``TRADING_HALTED``; exits pass)
   and publishes a CRITICAL ``TRADING_HALT`` alert; ``halt --clear`` lifts it (only an operator
-  can); ``halt --status`` shows it.
+  can); ``halt --status`` shows it. ``halt --flatten`` also publishes one ``KILL_SWITCH`` exit per
+  open position (``coinpilot.kill_switch.flatten_exit``), decided on the symbol's latest recorded
+  minute; risk approves it like any exit and the executor sells the ledger's quantity at its quote.
 
 The database is the switch: these commands write ``trading_halts`` directly, so they work while
 NATS or risk is down (the alert is then skipped, with a warning). Upbit keys come from
@@ -124,6 +126,47 @@ def reconcile(run_id: str | None, halt_on: bool, base_url: str | None) -> None:
         raise SystemExit(DISCREPANCY)
 
 
+_OPEN_POSITIONS = """
+SELECT symbol, quantity, avg_price, position_id, opened_at, regime, high_water_mark
+FROM positions WHERE run_id = $1 AND quantity > 0 ORDER BY symbol
+"""
+_LATEST_CANDLE = """
+SELECT timestamp, open_price, high_price, low_price, close_price, volume FROM market_data
+WHERE symbol = $1 AND interval = '1m' ORDER BY timestamp DESC LIMIT 1
+"""
+
+
+async def flatten_exits(db: Any, run_id: str) -> tuple[list[Any], list[str]]:
+    """The exits closing every open position of the run, each decided on its symbol's latest
+    recorded minute; and the symbols that have no recorded candle (nothing to quote: skipped)."""
+    from datetime import timedelta
+
+    from coinpilot.clock import ensure_utc
+    from coinpilot.contracts import MinuteCandle
+    from coinpilot.kill_switch import OpenPosition, flatten_exit
+
+    exits, skipped = [], []
+    async with db.transaction() as conn:
+        rows = await conn.fetch(_OPEN_POSITIONS, run_id)
+        for row in rows:
+            position = OpenPosition(
+                row["symbol"], row["quantity"], row["avg_price"], row["position_id"],
+                ensure_utc(row["opened_at"]), row["regime"], row["high_water_mark"],
+            )  # fmt: skip
+            c = await conn.fetchrow(_LATEST_CANDLE, position.symbol)
+            if c is None:
+                skipped.append(position.symbol)
+                continue
+            start = ensure_utc(c["timestamp"])
+            candle = MinuteCandle(
+                symbol=position.symbol, ts_open=start, ts_event=start + timedelta(minutes=1),
+                open=c["open_price"], high=c["high_price"], low=c["low_price"], close=c["close_price"],
+                volume=c["volume"],
+            )  # fmt: skip
+            exits.append(flatten_exit(position, candle))
+    return exits, skipped
+
+
 @click.command()
 @click.option("--reason", default="operator halt", show_default=True, help="Why (shown by risk's rejections)")
 @click.option("--clear", is_flag=True, help="Lift the halt (only an operator can)")
@@ -132,7 +175,7 @@ def reconcile(run_id: str | None, halt_on: bool, base_url: str | None) -> None:
 @click.option(
     "--flatten",
     is_flag=True,
-    help="Also close every open position through the normal exit path (not implemented yet: refused)",
+    help="Also close every open position: one KILL_SWITCH exit each on signals.exit (risk approves exits)",
 )
 def halt(reason: str, clear: bool, status: bool, run_id: str | None, flatten: bool) -> None:
     """Kill switch: stop new entries (exits still pass) until `coinpilot halt --clear`."""
@@ -141,10 +184,8 @@ def halt(reason: str, clear: bool, status: bool, run_id: str | None, flatten: bo
     from coinpilot.db import halts as store
     from services.risk.control import halt_alert
 
-    if flatten:
-        raise click.UsageError(
-            "--flatten is not implemented yet: close positions with exits (see the README)"
-        )
+    if (clear or status) and flatten:
+        raise click.UsageError("--flatten goes with a halt, not with --clear or --status")
     if clear and status:
         raise click.UsageError("--clear and --status exclude each other")
     common = _common()
@@ -160,13 +201,35 @@ def halt(reason: str, clear: bool, status: bool, run_id: str | None, flatten: bo
                 cleared = await store.clear_halt(db, run, f"operator:{getpass.getuser()}", wall_clock_now())
                 return [f"run {run}: " + (f"cleared: {cleared.describe()}" if cleared else "was not halted")]
             current, is_new = await store.set_halt(db, run, "operator", reason, wall_clock_now())
-            if not is_new:
-                return [f"run {run}: already halted: {current.describe()}"]
+            out = [
+                f"run {run}: " + (current.describe() if is_new else f"already halted: {current.describe()}")
+            ]
+            if not is_new and not flatten:
+                return out
+            exits, skipped = await flatten_exits(db, run) if flatten else ([], [])
             async with _alert_bus(common) as bus:
-                await _publish(bus, halt_alert(current), run)
-            return [f"run {run}: {current.describe()}"]
+                if is_new:
+                    await _publish(bus, halt_alert(current), run)
+                if bus is None and exits:
+                    raise click.ClickException("NATS unreachable: no exit published (the halt is set)")
+                for signal in exits:
+                    assert bus is not None
+                    await bus.publish(signal, run_id=run)
+                    minutes = (wall_clock_now() - signal.ts_event).total_seconds() / 60
+                    out.append(
+                        f"flatten {signal.symbol}: exit of {signal.quantity} (position {signal.position_id}) "
+                        f"published, decided on the close {signal.price} of the minute "
+                        f"{signal.snapshot.candle.ts_open:%Y-%m-%d %H:%M}Z ({minutes:.0f} min ago)"
+                    )
+            out += [f"flatten {symbol}: no recorded candle to quote, not closed" for symbol in skipped]
+            if flatten and not exits and not skipped:
+                out.append("flatten: no open position")
+            return out
         finally:
             await db.dispose()
 
-    for line in asyncio.run(go()):
+    lines = asyncio.run(go())
+    for line in lines:
         click.echo(line)
+    if any(line.endswith("not closed") for line in lines):
+        raise SystemExit(1)

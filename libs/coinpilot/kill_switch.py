@@ -7,6 +7,10 @@ closed. It is set by reconciliation (``services/executor/reconcile.py``), by an 
 and cleared only by an operator (``coinpilot halt --clear``). Setting it while it is on keeps the
 first halt (its reason is what tripped it); cleared halts stay as the history.
 
+``--flatten`` closes every open position through the normal exit path: one ``ExitSignal``
+(``KILL_SWITCH``) per position on ``signals.exit.<SYM>``, which risk approves like any exit and the
+executor fills at its own quote (:func:`flatten_exit`).
+
 Pure: the halt as data. Its SQL is ``coinpilot.db.halts``.
 """
 
@@ -14,7 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
+
+from coinpilot.contracts import ExitReason, ExitSignal, IndicatorSnapshot, MinuteCandle, Regime
 
 
 class HaltSource(StrEnum):
@@ -42,3 +49,57 @@ class Halt:
         if self.cleared_at is None:
             return since
         return f"{since} (cleared {self.cleared_at.isoformat()} by {self.cleared_by})"
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPosition:
+    """A ``positions`` row of the ledger, as an exit needs it."""
+
+    symbol: str
+    quantity: Decimal
+    avg_price: Decimal
+    position_id: str
+    opened_at: datetime
+    regime: str | None = None
+    high_water_mark: Decimal | None = None
+
+
+# Every indicator value of a snapshot; a flatten exit computes none of them and says so.
+_INDICATORS = (
+    "regime_diff_pct", "rsi_14", "rsi_7", "rsi_7_prev", "rsi_7_min_lookback", "ma_20",
+    "bb_mid", "bb_upper", "bb_lower", "vol_ratio", "bb_touch_recovery",
+)  # fmt: skip
+
+
+def flatten_exit(position: OpenPosition, candle: MinuteCandle) -> ExitSignal:
+    """The exit that closes ``position``, decided on ``candle`` (the latest recorded minute).
+
+    Its event time is the candle's close, so the executor quotes that candle's close (the decision
+    minute, as for the strategy's exits) and the order id is the one a strategy exit of that minute
+    would have: JetStream keeps one of the two, and the executor fills a position once either way.
+    The snapshot carries the candle and no indicator (all named in ``missing``), nothing made up.
+    """
+    entry_regime = Regime(position.regime) if position.regime in Regime.__members__ else Regime.UNKNOWN
+    snapshot = IndicatorSnapshot(
+        symbol=position.symbol,
+        ts_event=candle.ts_event,
+        candle=candle,
+        regime=Regime.UNKNOWN,
+        bars_seen=1,
+        missing=_INDICATORS,
+    )
+    hwm = max(position.high_water_mark or position.avg_price, candle.close)
+    return ExitSignal(
+        ts_event=candle.ts_event,
+        symbol=position.symbol,
+        price=candle.close,
+        exit_reason=ExitReason.KILL_SWITCH,
+        entry_regime=entry_regime,
+        regime=Regime.UNKNOWN,
+        avg_price=position.avg_price,
+        quantity=position.quantity,
+        high_water_mark=hwm,
+        opened_at=position.opened_at,
+        position_id=position.position_id,
+        snapshot=snapshot,
+    )

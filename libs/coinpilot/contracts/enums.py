@@ -44,6 +44,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "TAKE_PROFIT"
     RSI_OVERBOUGHT = "RSI_OVERBOUGHT"
     TIME_LIMIT = "TIME_LIMIT"
+    KILL_SWITCH = "KILL_SWITCH"  # an operator's `coinpilot halt --flatten` (issue 23)
 
 
 class RejectReason(StrEnum):

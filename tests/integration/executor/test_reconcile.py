@@ -265,7 +265,7 @@ def test_coinpilot_halt_sets_shows_and_clears_the_switch(
     assert "by operator:" in cleared.output
     assert "not halted" in runner.invoke(cli, ["halt", "--status"], env=env).output
     assert "was not halted" in runner.invoke(cli, ["halt", "--clear"], env=env).output
-    assert runner.invoke(cli, ["halt", "--flatten"], env=env).exit_code == 2
+    assert runner.invoke(cli, ["halt", "--clear", "--flatten"], env=env).exit_code == 2
 
 
 async def test_coinpilot_reconcile_prints_each_currency_and_exits_1_on_a_discrepancy(
@@ -298,3 +298,99 @@ async def test_coinpilot_reconcile_prints_each_currency_and_exits_1_on_a_discrep
     assert lines[0].startswith(f"run {ledger}: HALTED: entries halted by reconcile")
     assert "1 discrepancies" in lines[1]
     assert any(line.strip().startswith("KRW: ledger 1000000") and "DISCREPANCY" in line for line in lines)
+
+
+FLAT_SYMBOL = "KRW-DOT"  # no other test records this market's candles
+FLAT_MINUTE = T0 - timedelta(minutes=1)
+
+
+async def _open_dot_position(db: Database, run_id: str) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO account_state (run_id, currency, balance, initial_balance) VALUES ($1, 'KRW', 0, 0)",
+            run_id,
+        )
+        await conn.execute(
+            "INSERT INTO positions (run_id, symbol, quantity, avg_price, position_id, currency, regime, "
+            "high_water_mark, opened_at) VALUES ($1, $2, 100, 9000, 'KRW-DOT:2026-03-02T10:00Z:buy', 'KRW', "
+            "'BULL', 9500, $3)",
+            run_id,
+            FLAT_SYMBOL,
+            T0 - timedelta(hours=2),
+        )
+        await conn.execute(
+            "INSERT INTO market_data (symbol, interval, timestamp, open_price, high_price, low_price, "
+            "close_price, volume) VALUES ($1, '1m', $2, 9900, 10100, 9800, 10000, 5) "
+            "ON CONFLICT DO NOTHING",
+            FLAT_SYMBOL,
+            FLAT_MINUTE,
+        )
+
+
+def test_coinpilot_halt_flatten_closes_every_position_through_risk_and_the_executor(
+    pg_url: str, executor_nats: NatsProcess, run_id: str
+) -> None:
+    from coinpilot.contracts import ExitReason, ExitSignal, Fill
+    from services.executor.app import execute_order
+    from services.executor.core import FillParams
+    from services.executor.venue import PaperVenue
+
+    async def setup() -> None:
+        db = Database(pg_url)
+        try:
+            await _open_dot_position(db, run_id)
+        finally:
+            await db.dispose()
+
+    asyncio.run(setup())
+    env = {
+        "COINPILOT_DATABASE_URL": pg_url,
+        "COINPILOT_NATS_URL": executor_nats.url,
+        "COINPILOT_RUN_ID": run_id,
+    }
+    done = CliRunner().invoke(cli, ["halt", "--flatten", "--reason", "flatten test"], env=env)
+    assert done.exit_code == 0, done.output
+    assert (
+        f"flatten {FLAT_SYMBOL}: exit of 100.00000000 (position KRW-DOT:2026-03-02T10:00Z:buy)" in done.output
+    )
+
+    async def follow() -> tuple[object, object, int]:
+        db = Database(pg_url)
+        nc = await nats.connect(executor_nats.url)
+        try:
+            js = nc.jetstream()
+            sub = await js.subscribe(f"signals.exit.{FLAT_SYMBOL}", stream="SIGNALS", ordered_consumer=True)
+            msg = await sub.next_msg(timeout=5)
+            assert h.of_message(msg.headers)[h.RUN_ID] == run_id
+            signal = ExitSignal.from_json(msg.data)
+            assert (signal.exit_reason, signal.price, signal.ts_event) == (
+                ExitReason.KILL_SWITCH,
+                D(10000),
+                FLAT_MINUTE + timedelta(minutes=1),
+            )
+            (approved,) = await risk_over(db).on_signal(run_id, signal)  # exits pass while halted
+            assert isinstance(approved, OrderApproved)
+            fill = await execute_order(
+                db, PaperVenue(FillParams(fee_rate=D(0))), approved, run_id=run_id, trace_id=None,
+                initial_balance=D(0),
+            )  # fmt: skip
+            async with db.transaction() as conn:
+                left = await conn.fetchval("SELECT count(*) FROM positions WHERE run_id = $1", run_id)
+                await conn.execute(
+                    "DELETE FROM market_data WHERE symbol = $1 AND timestamp = $2", FLAT_SYMBOL, FLAT_MINUTE
+                )
+            return signal, fill, left
+        finally:
+            await nc.close()
+            await db.dispose()
+
+    _, fill, left = asyncio.run(follow())
+    assert isinstance(fill, Fill), fill
+    assert (fill.side, fill.quantity, fill.fill_price, fill.exit_reason, left) == (
+        "SELL",
+        D(100),
+        D(10000),
+        "KILL_SWITCH",
+        0,
+    )
+    assert fill.realized_pnl == D(100_000)  # (10,000 - 9,000) x 100, fee-free venue
