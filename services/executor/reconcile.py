@@ -365,12 +365,16 @@ async def periodic(
     run_id: str,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rounds: int | None = None,
+    start_now: bool = True,
 ) -> None:
-    """Reconcile now and every ``interval_seconds`` until cancelled (or ``rounds`` done).
+    """Reconcile now (``start_now``, else after one interval) and every ``interval_seconds`` until
+    cancelled (or ``rounds`` done; ``rounds=1`` is the guarded start-up reconciliation).
 
     A failure of one round (exchange or database unavailable) is logged and the next round runs;
     ``Blocked`` (418) and ``Unauthorized`` halt entries with a CRITICAL alert.
     """
+    if not start_now:
+        await sleep(settings.interval_seconds)
     done = 0
     while rounds is None or done < rounds:
         try:

@@ -394,3 +394,33 @@ def test_coinpilot_halt_flatten_closes_every_position_through_risk_and_the_execu
         0,
     )
     assert fill.realized_pnl == D(100_000)  # (10,000 - 9,000) x 100, fee-free venue
+
+
+async def test_periodic_survives_a_failed_round_and_a_418_halts_entries_with_an_alert(
+    executor_db: Database, fake: FakeUpbit, client: UpbitClient, js: JetStreamContext, ledger: str
+) -> None:
+    settings = reconcile.ReconcileSettings(tolerances={"KRW": D(1)}, interval_seconds=60)
+    bus = Bus(js, "executor")
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    fake.fail_next(503, path="/v1/accounts")  # round 1: exchange unavailable; round 2 reconciles
+    await reconcile.periodic(executor_db, client, bus, settings, run_id=ledger, sleep=sleep, rounds=2)
+    assert sleeps == [60.0]
+    async with executor_db.transaction() as conn:
+        assert (
+            await conn.fetchval("SELECT count(*) FROM reconciliations WHERE run_id = $1 AND ok", ledger) == 1
+        )
+    assert await active_halt(executor_db, ledger) is None
+
+    fake.block()  # 418: Upbit blocked us; nothing read can be trusted
+    await reconcile.periodic(
+        executor_db, client, bus, settings, run_id=ledger, sleep=sleep, rounds=1, start_now=False
+    )
+    assert sleeps == [60.0, 60.0]  # waited one interval first, then the one round
+    halt = await active_halt(executor_db, ledger)
+    assert halt is not None and halt.source == "reconcile" and "Blocked" in halt.reason
+    (alert,) = await alerts_of(js, ledger)
+    assert (alert.type, alert.level) == (AlertType.TRADING_HALT, AlertLevel.CRITICAL)
