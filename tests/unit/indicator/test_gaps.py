@@ -7,9 +7,10 @@ from datetime import timedelta
 from itertools import pairwise
 
 import pytest
+import yaml
 
 from coinpilot.contracts import EntryReason, IndicatorSnapshot, MinuteCandle, Regime
-from coinpilot.strategy_config import load_strategy_config
+from coinpilot.strategy_config import SHIPPED_CONFIG, load_strategy_config, parse_strategy_config
 from services.indicator.core import (
     DEFAULT_CONFIG,
     history_messages,
@@ -18,6 +19,7 @@ from services.indicator.core import (
     run_candles,
     warm_state,
 )
+from services.indicator.settings import config_from_strategy
 from services.strategy.params import StrategyParams
 from services.strategy.rules import evaluate_entry
 
@@ -96,3 +98,14 @@ def test_entries_are_not_blocked_after_a_one_minute_gap_but_are_after_an_outage(
         else:
             assert following[: params.warmup_bars - 1] == [EntryReason.WARMING_UP] * (params.warmup_bars - 1)
             assert EntryReason.WARMING_UP not in following[params.warmup_bars - 1 :]
+
+
+def test_the_bound_comes_from_the_yaml_and_zero_fills_nothing(gapped) -> None:
+    raw = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    assert raw["data"]["max_filled_gap_minutes"] == BOUND == 15
+    raw["data"]["max_filled_gap_minutes"] = 0
+    config = config_from_strategy(parse_strategy_config(raw))
+    assert config.max_filled_gap == 0
+    at = CUTS[0][0]  # the first 1-minute gap
+    out = [m for m in history_messages(gapped[: at + 2], config) if isinstance(m, IndicatorSnapshot)]
+    assert (out[at].gap_minutes, out[at].bars_seen, out[at - 1].bars_seen) == (1, 1, 200)
