@@ -33,6 +33,7 @@ from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, wall_clock_now
 from coinpilot.contracts import OrderApproved, OrderProposed
 from coinpilot.db import Database, TransactionBook, claim_on
+from coinpilot.db.market import load_hourly_candles
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
 from coinpilot.kill_switch import Halt
@@ -331,6 +332,16 @@ def pg_risk_book(db: Database) -> TransactionBook[PgRiskTx]:
     return TransactionBook(db, PgRiskTx)
 
 
+async def recorded_hourly_closes(
+    db: Database, symbol: str, start: datetime, end: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """``refit.RecordedHours`` on ``market_data``: the hourly closes of the 1m rows opened in
+    ``[start, end)`` (the collector's table, read only), oldest first."""
+    async with db.session() as session:
+        hours = await load_hourly_candles(session, symbol, start, end)
+    return [(hour.ts_open, hour.close) for hour in hours]
+
+
 # -- Redis --------------------------------------------------------------------------------------
 
 
@@ -551,6 +562,26 @@ class RiskCache:
             async with c.client.pipeline(transaction=True) as pipe:
                 pipe.zremrangebyscore(key, score, score)
                 pipe.zadd(key, {member: score})
+                pipe.zremrangebyrank(key, 0, -(keep + 1))
+                await pipe.execute()
+
+        await self._must("hourly closes", run)
+        return self.cache is not None
+
+    async def add_hourly_closes(
+        self, run_id: str, symbol: str, hours: Sequence[tuple[datetime, Decimal]], keep: int
+    ) -> bool:
+        """:meth:`add_hourly_close` of each hour, in one transaction (one round trip)."""
+        if not hours:
+            return self.cache is not None
+        key = hourly_closes_key(symbol, run_id)
+        scored = [(int(ensure_utc(ts_open).timestamp()), close) for ts_open, close in hours]
+
+        async def run(c: Cache) -> None:
+            async with c.client.pipeline(transaction=True) as pipe:
+                for score, close in scored:
+                    pipe.zremrangebyscore(key, score, score)
+                    pipe.zadd(key, {f"{score}:{format(close, 'f')}": score})
                 pipe.zremrangebyrank(key, 0, -(keep + 1))
                 await pipe.execute()
 
