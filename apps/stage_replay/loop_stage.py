@@ -18,7 +18,7 @@ from pathlib import Path
 
 from apps.backtest.engine import Engine
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.diff import BYTES, StageDiff
 from apps.stage_replay.pipeline_diff import pipeline_diff
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import Contract, Fill, HourlyCandle, IndicatorSnapshot, MinuteCandle
@@ -64,6 +64,7 @@ async def replay_loop(
     recompute: bool = False,
     candles: Sequence[MinuteCandle] | None = None,
     hours: RecordedHours | None = None,
+    identity: str = BYTES,
 ) -> tuple[StageDiff, list[Fill]]:
     """The loop over the recorded indicator outputs; the diff (risk's verdict on every signal of
     either run, the two ledgers' figures) and the new ledger. The agent reviews with the mode's
@@ -92,5 +93,6 @@ async def replay_loop(
         original_run=original_run,
         replay_run=replay_run,
         overrides=overrides,
+        identity=identity,
     )
     return diff, result.fills

@@ -32,8 +32,8 @@ from nats.js import JetStreamContext
 
 from apps.backtest.settings import ModeSettings
 from apps.stage_replay import agent_stage, executor_stage, loop_stage, risk_stage
-from apps.stage_replay.diff import StageDiff
-from apps.stage_replay.distributed import run_candles
+from apps.stage_replay.diff import BYTES, NUMBERS, StageDiff
+from apps.stage_replay.distributed import FROM_MARKET_DATA, run_candles
 from apps.stage_replay.recorded import Recorded, read_run
 from coinpilot.contracts import IndicatorSnapshot, MinuteCandle
 from coinpilot.db import Database
@@ -174,6 +174,7 @@ async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay
         recompute=recompute,
         candles=candles,
         hours=recorded_hours(db),
+        identity=NUMBERS if r.skipped[FROM_MARKET_DATA] else BYTES,
     )
     return diff
 
