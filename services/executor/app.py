@@ -15,7 +15,7 @@ from services.executor import rehearsal, state
 from services.executor.handler import execute
 from services.executor.live.checks import Caps
 from services.executor.live.venue import LiveParams, UpbitVenue
-from services.executor.settings import ExecutorSettings
+from services.executor.settings import ExecutorSettings, LiveSettings
 from services.executor.upbit import Credentials, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
 
@@ -48,37 +48,12 @@ def build(rt: Runtime) -> ServiceDefinition:
         raise ConfigError("the executor needs PostgreSQL (COINPILOT_DATABASE_URL)")
     db = rt.db
     settings = ExecutorSettings()
+    live = LiveSettings()
     paper = PaperVenue(settings.params())
     venue: FillVenue = paper
     client: UpbitClient | None = None
-    if settings.venue == "upbit":
-        access, secret = settings.require_live()  # ConfigError: the process does not start
-
-        async def publish_alert(alert: RiskAlert, run_id: str) -> None:
-            await rt.bus.publish(alert, run_id=run_id)
-
-        client = UpbitClient(
-            Credentials(access, secret),
-            base_url=settings.upbit_base_url,
-            timeout=httpx.Timeout(settings.upbit_timeout_seconds, connect=5.0),
-        )
-        venue = UpbitVenue(
-            db,
-            client,
-            LiveParams(
-                caps=Caps(per_order=settings.max_order_krw, per_day=settings.max_daily_krw),
-                poll_interval=settings.poll_interval_seconds,
-                poll_attempts=settings.poll_attempts,
-                not_found_grace=settings.not_found_grace(),
-            ),
-            alerts=publish_alert,
-        )
-        rt.log.warning(
-            "LIVE TRADING on Upbit (%s): caps %s per order, %s per day",
-            settings.upbit_base_url,
-            settings.max_order_krw,
-            settings.max_daily_krw,
-        )
+    if live.venue == "upbit":
+        client, venue = upbit_venue(rt, db, live)
 
     async def on_order(d: Delivery[OrderApproved]) -> Sequence[Contract]:
         answer = await execute_order(
@@ -113,3 +88,31 @@ def build(rt: Runtime) -> ServiceDefinition:
         on_start=rehearse,
         on_stop=close_client,
     )
+
+
+def upbit_venue(rt: Runtime, db: Database, live: LiveSettings) -> tuple[UpbitClient, UpbitVenue]:
+    """The live venue and its client; ``ConfigError`` (the process does not start) unless live
+    trading is explicitly enabled with both keys."""
+    access, secret = live.require_live()
+
+    async def publish_alert(alert: RiskAlert, run_id: str) -> None:
+        await rt.bus.publish(alert, run_id=run_id)
+
+    client = UpbitClient(
+        Credentials(access, secret),
+        base_url=live.upbit_base_url,
+        timeout=httpx.Timeout(live.upbit_timeout_seconds, connect=5.0),
+    )
+    params = LiveParams(
+        caps=Caps(per_order=live.max_order_krw, per_day=live.max_daily_krw),
+        poll_interval=live.poll_interval_seconds,
+        poll_attempts=live.poll_attempts,
+        not_found_grace=live.not_found_grace(),
+    )
+    rt.log.warning(
+        "LIVE TRADING on Upbit (%s): caps %s per order, %s per day",
+        live.upbit_base_url,
+        live.max_order_krw,
+        live.max_daily_krw,
+    )
+    return client, UpbitVenue(db, client, params, alerts=publish_alert)

@@ -1,6 +1,6 @@
 """Executor settings (env prefix ``COINPILOT_EXECUTOR_``); ``params()`` is all the core sees.
 
-``venue`` is ``paper`` unless set to ``upbit``, and live trading is refused at start-up
+``LiveSettings.venue`` is ``paper`` unless set to ``upbit``, and live trading is refused at start-up
 (``require_live``) unless ``COINPILOT_LIVE_TRADING=true`` *and* both Upbit keys are set. The keys
 are ``SecretStr``: their repr, str and any log show ``**********``.
 """
@@ -44,6 +44,16 @@ class ExecutorSettings(BaseSettings):
     initial_balance: Decimal = Field(
         default=DEFAULT_INITIAL_BALANCE, gt=0, description="Cash of a new account, in its quote currency"
     )
+
+    def params(self) -> FillParams:
+        return FillParams(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps, price_band=self.price_band)
+
+
+class LiveSettings(BaseSettings):
+    """Where orders go (same prefix, ``COINPILOT_EXECUTOR_``): the service reads these, a backtest
+    never does (it always fills on paper)."""
+
+    model_config = SettingsConfigDict(env_prefix="COINPILOT_EXECUTOR_", extra="ignore", frozen=True)
 
     venue: Literal["paper", "upbit"] = Field(
         default="paper", description="Where orders go: the paper ledger, or Upbit (real money)"
@@ -95,6 +105,3 @@ class ExecutorSettings(BaseSettings):
 
     def not_found_grace(self) -> timedelta:
         return timedelta(seconds=self.not_found_grace_seconds)
-
-    def params(self) -> FillParams:
-        return FillParams(fee_rate=self.fee_rate, slippage_bps=self.slippage_bps, price_band=self.price_band)

@@ -13,8 +13,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from coinpilot.contracts import OrderApproved, RejectReason, Side
 from services.executor.core import EIGHT_DP, Execution, Rejection
+from services.executor.live.rows import Progress, VenueOrderRow
 from services.executor.live.states import VenueState, state_of
-from services.executor.live.store import Progress, VenueOrderRow
 from services.executor.upbit.models import CLOSED_STATES, Order, OrdType, to_wire
 from services.executor.upbit.orders import booking_of
 

@@ -10,16 +10,16 @@ on one order cannot both move it; the machine itself is ``states``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from coinpilot.db import Database
 from coinpilot.errors import TransientError
+from services.executor.live.rows import Progress, VenueOrderRow
 from services.executor.live.states import VenueState, check_move
 
-ZERO = Decimal(0)
+__all__ = ["Progress", "StaleRow", "VenueOrderRow"]
 
 _COLUMNS = (
     "run_id, order_id, identifier, market, side, ord_type, amount, volume, min_total, state, "
@@ -61,49 +61,6 @@ WHERE run_id = $1 AND order_id = $2 AND state = $3
 """
 
 _FORGET_UNSENT = "DELETE FROM venue_orders WHERE run_id = $1 AND order_id = $2 AND state = 'intended'"
-
-
-@dataclass(frozen=True, slots=True)
-class VenueOrderRow:
-    """One order as the venue recorded it."""
-
-    run_id: str
-    order_id: str
-    identifier: str
-    market: str
-    side: str
-    ord_type: str
-    amount: Decimal | None
-    volume: Decimal | None
-    min_total: Decimal
-    state: VenueState = VenueState.INTENDED
-    exchange_uuid: str | None = None
-    exchange_state: str | None = None
-    executed_volume: Decimal = ZERO
-    funds: Decimal = ZERO
-    paid_fee: Decimal = ZERO
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    remainder: Decimal | None = None
-    dust: bool = False
-    last_error: str | None = None
-    created_at: datetime | None = None
-    sent_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """What one answer of the exchange says about an order, as the row records it."""
-
-    state: VenueState
-    exchange_uuid: str | None = None
-    exchange_state: str | None = None
-    executed_volume: Decimal = ZERO
-    funds: Decimal = ZERO
-    paid_fee: Decimal = ZERO
-    trades: list[dict[str, Any]] = field(default_factory=list)
-    remainder: Decimal | None = None
-    dust: bool = False
-    last_error: str | None = None
 
 
 def _row(record: Any) -> VenueOrderRow:

@@ -26,13 +26,15 @@ from coinpilot.contracts import (
 )
 from coinpilot.db import Database
 from coinpilot.errors import ConfigError, TransientError
-from services.executor.app import execute_order
+from coinpilot.runtime import Runtime
+from coinpilot.settings import CommonSettings
+from services.executor.app import build, execute_order
 from services.executor.core import FillParams
 from services.executor.live import store
 from services.executor.live.checks import Caps
 from services.executor.live.states import VenueState, identifier_for
 from services.executor.live.venue import LiveParams, OutcomePending, UpbitVenue, VenueHalted
-from services.executor.settings import ExecutorSettings
+from services.executor.settings import LiveSettings
 from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
 from tests.support.fake_upbit import FakeUpbit
@@ -343,6 +345,22 @@ async def test_a_418_halts_the_venue_with_one_critical_alert_and_the_orders_wait
     assert fake.count("POST", "/v1/orders") == 1
 
 
+async def test_the_executor_refuses_to_start_live_without_the_switch(
+    monkeypatch: pytest.MonkeyPatch, executor_db: Database
+) -> None:
+    monkeypatch.delenv("COINPILOT_LIVE_TRADING", raising=False)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "upbit")
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY", "access-key-value-123")
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY", "secret-key-value-456")
+    rt = Runtime(
+        "executor", CommonSettings(), bus=None, db=executor_db, cache=None, log=logging.getLogger("t")
+    )  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="COINPILOT_LIVE_TRADING=true"):
+        build(rt)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "paper")
+    assert build(rt).name == "executor"  # paper needs neither
+
+
 def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "COINPILOT_LIVE_TRADING",
@@ -351,16 +369,16 @@ def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: p
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "upbit")
-    assert ExecutorSettings().venue == "upbit"
+    assert LiveSettings().venue == "upbit"
     with pytest.raises(ConfigError, match="COINPILOT_LIVE_TRADING"):
-        ExecutorSettings().require_live()
+        LiveSettings().require_live()
     monkeypatch.setenv("COINPILOT_LIVE_TRADING", "true")
     monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY", "access-key-value-123")
     with pytest.raises(ConfigError, match="SECRET_KEY") as missing:
-        ExecutorSettings().require_live()
+        LiveSettings().require_live()
     assert "access-key-value-123" not in str(missing.value)
     monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY", "secret-key-value-456")
-    settings = ExecutorSettings()
+    settings = LiveSettings()
     access, secret = settings.require_live()
     assert (access.get_secret_value(), secret.get_secret_value()) == (
         "access-key-value-123",
@@ -370,7 +388,7 @@ def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: p
     assert "access-key-value-123" not in shown and "secret-key-value-456" not in shown
     monkeypatch.setenv("COINPILOT_LIVE_TRADING", "false")
     with pytest.raises(ConfigError):
-        ExecutorSettings().require_live()
+        LiveSettings().require_live()
 
 
 async def test_no_key_or_token_reaches_logs_messages_metrics_or_the_database(

@@ -23,7 +23,7 @@ from services.executor.live.states import (
     identifier_for,
     state_of,
 )
-from services.executor.live.store import VenueOrderRow
+from services.executor.live.rows import VenueOrderRow
 from services.executor.upbit.models import parse_order
 from tests.unit.executor.factories import T0, buy_order, sell_order
 
