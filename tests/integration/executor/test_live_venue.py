@@ -127,23 +127,30 @@ async def test_paper_and_upbit_book_the_same_fills_when_the_book_is_the_recorded
 ) -> None:
     paper = PaperVenue(FillParams(fee_rate=FEE))
     upbit = make_venue()
-    buy = buy_order("98765000", "1234567")
-    sell = btc_sell("99123000", "0.01250004", buy)
+    btc = buy_order("98765000", "1234567")
+    eth = buy_order("4321000", "777777", symbol="KRW-ETH", at=T0 + timedelta(minutes=3))
+    orders = [
+        btc,
+        eth,
+        btc_sell("99123000", "0.01250004", btc),
+        sell_order("4299000", opened_by=eth.order_id, quantity="0.17999930", avg_price="4321000",
+                   high_water_mark="4400000", symbol="KRW-ETH", at=T0 + timedelta(hours=6)),
+    ]  # fmt: skip
     fake.set_book(BTC, asks=[("98765000", "5")], bids=[("99123000", "5")])
+    fake.set_book("KRW-ETH", asks=[("4321000", "50")], bids=[("4299000", "50")])
 
     answers: dict[str, list[Fill | OrderRejected]] = {}
     for name, venue in (("paper", paper), ("upbit", upbit)):
-        run_id = f"parity-{name}"
-        answers[name] = [await run(approvals, venue, buy, run_id), await run(approvals, venue, sell, run_id)]
+        answers[name] = [await run(approvals, venue, order, f"parity-{name}") for order in orders]
 
     assert all(isinstance(a, Fill) for a in answers["upbit"]), answers["upbit"]
     assert [a.to_json() for a in answers["upbit"]] == [a.to_json() for a in answers["paper"]]
-    assert answers["upbit"][0].quantity == D("0.01250004")
+    assert [a.quantity for a in answers["upbit"]] == [D("0.01250004"), D("0.17999930")] * 2
     assert await ledger_of(executor_db, "parity-upbit") == await ledger_of(executor_db, "parity-paper")
     # and the ledger is what the exchange holds
     cash, held = await ledger_of(executor_db, "parity-upbit")
     assert (cash, held) == (fake.holding("KRW").balance, fake.holding("BTC").balance) == (cash, D(0))
-    assert len(fake.orders) == 2
+    assert fake.holding("ETH").balance == 0 and len(fake.orders) == 4
 
 
 # -- partial fills -----------------------------------------------------------------------------
