@@ -45,10 +45,13 @@ from services.executor.upbit import (
     Blocked,
     DuplicateIdentifier,
     ExchangeUnavailable,
+    IncompleteAnswer,
+    MalformedAnswer,
     OrderNotFound,
     OrderRefused,
     OutcomeUnknown,
     RateLimited,
+    RequestRefused,
     Unauthorized,
     UpbitClient,
 )
@@ -123,7 +126,13 @@ class UpbitVenue:
     # -- placing ---------------------------------------------------------------------------------
 
     async def _place(self, order: OrderApproved, ledger: Ledger, run_id: str) -> VenueOrderRow | Rejection:
-        chance = await self.client.chance(order.symbol)
+        try:
+            chance = await self.client.chance(order.symbol)
+        except RequestRefused as e:
+            if isinstance(e, Unauthorized):
+                raise
+            # e.g. a market the exchange does not list: nothing was sent
+            return Rejection(order, RejectReason.VENUE_REFUSED, f"upbit {e.name}: {e.message}")
         buy = order.side is Side.BUY
         min_total = chance.bid_min_total if buy else chance.ask_min_total
         spent = await store.spent_since(self.db, _day_start(self._clock())) if buy else Decimal(0)
@@ -206,6 +215,9 @@ class UpbitVenue:
                     answer = await self.client.get_order(uuid=row.exchange_uuid)
                 else:
                     answer = await self.client.get_order(identifier=row.identifier)
+            except (MalformedAnswer, IncompleteAnswer) as e:
+                # the order may have executed: never dead-letter it, read it again on the retry
+                raise OutcomePending(f"order {order.order_id}: unreadable answer ({e}), read again") from e
             except OrderNotFound:
                 if row.exchange_uuid is not None or self._maybe_early(row):
                     raise OutcomePending(
@@ -224,7 +236,11 @@ class UpbitVenue:
                     ),
                 )
                 continue
-            row = await self._record(order, row, progress_of(answer, row.min_total, order.reference_price))
+            try:
+                progress = progress_of(answer, row.min_total, order.reference_price)
+            except IncompleteAnswer as e:
+                raise OutcomePending(f"order {order.order_id}: {e}") from e
+            row = await self._record(order, row, progress)
         if row.state in FINAL:
             return answer_of(order, row)
         raise OutcomePending(

@@ -303,6 +303,15 @@ async def test_an_order_the_exchange_refuses_is_rejected_with_its_name_and_not_r
     assert await ledger_of(executor_db, run_id) == (START, D(0))
 
 
+async def test_a_market_the_exchange_does_not_list_is_rejected_before_anything_is_sent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, run_id: str
+) -> None:
+    order = buy_order("500", "100000", symbol="KRW-XRP")
+    answer = await run(approvals, make_venue(), order, run_id)
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_REFUSED
+    assert "market_does_not_exist" in answer.message and fake.count("POST", "/v1/orders") == 0
+
+
 async def test_caps_refuse_a_buy_before_anything_is_sent(
     fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
 ) -> None:
