@@ -215,9 +215,6 @@ class UpbitVenue:
                     answer = await self.client.get_order(uuid=row.exchange_uuid)
                 else:
                     answer = await self.client.get_order(identifier=row.identifier)
-            except (MalformedAnswer, IncompleteAnswer) as e:
-                # the order may have executed: never dead-letter it, read it again on the retry
-                raise OutcomePending(f"order {order.order_id}: unreadable answer ({e}), read again") from e
             except OrderNotFound:
                 if row.exchange_uuid is not None or self._maybe_early(row):
                     raise OutcomePending(
@@ -236,6 +233,11 @@ class UpbitVenue:
                     ),
                 )
                 continue
+            except (MalformedAnswer, RequestRefused) as e:
+                if isinstance(e, Unauthorized):
+                    raise
+                # the order may have executed: never dead-letter it, read it again on the retry
+                raise OutcomePending(f"order {order.order_id}: lookup failed ({e}), read again") from e
             try:
                 progress = progress_of(answer, row.min_total, order.reference_price)
             except IncompleteAnswer as e:

@@ -271,6 +271,20 @@ async def test_a_5xx_on_sending_is_looked_up_never_resent(
     assert fake.count("POST", "/v1/orders") == 1 and fake.orders == []
 
 
+async def test_a_failed_lookup_of_a_sent_order_is_read_again_never_dead_lettered(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.fail_next(400, method="GET", path="/v1/order", name="validation_error")
+    buy = buy_order("100000000", "1000000")
+    venue = make_venue()
+    with pytest.raises(OutcomePending):  # a TransientError: the consumer retries in place
+        await run(approvals, venue, buy, run_id)
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and fake.count("POST", "/v1/orders") == 1
+    assert await fills_booked(executor_db, run_id) == 1
+
+
 async def test_a_429_on_sending_is_transient_and_the_retry_places_the_order_once(
     fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
 ) -> None:
