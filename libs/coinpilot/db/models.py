@@ -441,7 +441,7 @@ class VenueOrder(Base):
         CheckConstraint(
             "state IN ('intended', 'submitted', 'open', 'done', 'cancelled', 'failed')", name="state"
         ),
-        Index("idx_venue_orders_run_created", "run_id", "created_at"),
+        Index("idx_venue_orders_created", "created_at"),  # the day's BUYs, every run (caps)
     )
 
     run_id: Mapped[str] = run_id_column(primary_key=True)

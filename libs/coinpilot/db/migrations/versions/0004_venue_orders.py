@@ -62,9 +62,9 @@ def upgrade() -> None:
         sa.UniqueConstraint("identifier", name="uq_venue_orders_identifier"),
         sa.CheckConstraint(f"state IN {STATES}", name="ck_venue_orders_state"),
     )
-    op.create_index("idx_venue_orders_run_created", "venue_orders", ["run_id", "created_at"])
+    op.create_index("idx_venue_orders_created", "venue_orders", ["created_at"])  # the day's BUYs (caps)
 
 
 def downgrade() -> None:
-    op.drop_index("idx_venue_orders_run_created", table_name="venue_orders")
+    op.drop_index("idx_venue_orders_created", table_name="venue_orders")
     op.drop_table("venue_orders")
