@@ -44,6 +44,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "TAKE_PROFIT"
     RSI_OVERBOUGHT = "RSI_OVERBOUGHT"
     TIME_LIMIT = "TIME_LIMIT"
+    KILL_SWITCH = "KILL_SWITCH"  # an operator's `coinpilot halt --flatten` (issue 23)
 
 
 class RejectReason(StrEnum):
@@ -122,5 +123,8 @@ class AlertType(StrEnum):
     CANDLE_REJECTED = "CANDLE_REJECTED"
     ORDER_REFUSED = "ORDER_REFUSED"
     FILL_MISMATCH = "FILL_MISMATCH"
+    # live trading (issue 23): the ledger differs from the exchange; the kill switch was set
+    RECONCILIATION_MISMATCH = "RECONCILIATION_MISMATCH"
+    TRADING_HALT = "TRADING_HALT"
     # the live venue: the exchange blocked us (HTTP 418), no further orders (issue 23)
     VENUE_BLOCKED = "VENUE_BLOCKED"

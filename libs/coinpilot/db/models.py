@@ -476,6 +476,43 @@ class VenueOrder(Base):
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
 
 
+class TradingHalt(Base):
+    """The kill switch: while a run has a row with ``cleared_at`` NULL, risk refuses new entries.
+
+    Set by reconciliation (a ledger/exchange difference beyond dust), by an operator (``coinpilot
+    halt``) or by the operator's ``control.halt`` message; cleared only by an operator. Cleared rows
+    stay as the history (``coinpilot.kill_switch``).
+    """
+
+    __tablename__ = "trading_halts"
+    __table_args__ = (Index("idx_trading_halts_run_halted", "run_id", text("halted_at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    run_id: Mapped[str] = run_id_column()
+    source: Mapped[str] = mapped_column(String(32), nullable=False, comment="reconcile / operator / subject")
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    halted_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    cleared_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    cleared_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Reconciliation(Base):
+    """One comparison of the ledger with the exchange's accounts (``services/executor/reconcile.py``)."""
+
+    __tablename__ = "reconciliations"
+    __table_args__ = (Index("idx_reconciliations_run_checked", "run_id", text("checked_at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    run_id: Mapped[str] = run_id_column()
+    checked_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    venue: Mapped[str] = mapped_column(String(32), nullable=False)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    discrepancies: Mapped[int] = mapped_column(Integer, nullable=False, server_default=ZERO)
+    report: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, comment="per currency: ledger, exchange, difference, tolerance, verdict"
+    )
+
+
 TABLES: tuple[type[Base], ...] = (
     MarketData,
     TradingHistory,
@@ -495,5 +532,7 @@ TABLES: tuple[type[Base], ...] = (
     InboxEntry,
     OrderProposal,
     VenueOrder,
+    TradingHalt,
+    Reconciliation,
 )
 """Every model, in creation order."""
