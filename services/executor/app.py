@@ -11,8 +11,9 @@ from coinpilot.contracts import Contract, Fill, OrderApproved, OrderRejected, Ri
 from coinpilot.db import Database
 from coinpilot.errors import ConfigError
 from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, parser_for
-from services.executor import rehearsal, state
+from services.executor import reconcile, rehearsal, state
 from services.executor.handler import execute
+from services.executor.live import store
 from services.executor.live.checks import Caps
 from services.executor.live.venue import LiveParams, UpbitVenue
 from services.executor.settings import ExecutorSettings, LiveSettings
@@ -52,6 +53,7 @@ def build(rt: Runtime) -> ServiceDefinition:
     paper = PaperVenue(settings.params())
     venue: FillVenue = paper
     client: UpbitClient | None = None
+    reconcile_settings = reconcile.ReconcileSettings()
     if live.venue == "upbit":
         client, venue = upbit_venue(rt, db, live)
 
@@ -68,13 +70,38 @@ def build(rt: Runtime) -> ServiceDefinition:
             rt.log.warning("order %s rejected: %s %s", answer.order_id, answer.reason, answer.message)
         return [answer]
 
-    async def rehearse(rt: Runtime) -> None:
-        """Warm the order path before the first order (see ``rehearsal``); a failure only costs that."""
+    async def start(rt: Runtime) -> None:
+        """Warm the order path before the first order (see ``rehearsal``; a failure only costs
+        that); live, reconcile the ledger with the exchange once before it (guarded)."""
         try:
             # always the paper venue: a rehearsal must never send an order to an exchange
             await rehearsal.rehearse_orders(db, paper, settings.initial_balance)
         except Exception as exc:
             rt.log.warning("order rehearsal failed, the first order pays the warm-up: %r", exc)
+        if client is not None:
+            # the ledger's KRW account opens with INITIAL_BALANCE (live: the account's KRW) before
+            # the first reconciliation, not at the first order, so the two can be compared at once
+            async with db.transaction() as conn:
+                await state.lock_account(conn, rt.settings.run_id, "KRW", settings.initial_balance)
+            await reconcile.periodic(
+                db, client, rt.bus, reconcile_settings, run_id=rt.settings.run_id, rounds=1, defer=in_flight
+            )
+
+    async def in_flight() -> str | None:
+        count = await store.unsettled(db, rt.settings.run_id)
+        return f"{count} live order(s) not settled in the ledger yet" if count else None
+
+    async def reconcile_periodically(rt: Runtime) -> None:
+        assert client is not None
+        await reconcile.periodic(
+            db,
+            client,
+            rt.bus,
+            reconcile_settings,
+            run_id=rt.settings.run_id,
+            start_now=False,
+            defer=in_flight,
+        )
 
     async def close_client(rt: Runtime) -> None:
         if client is not None:
@@ -85,7 +112,8 @@ def build(rt: Runtime) -> ServiceDefinition:
         consumers=[
             Consumer(subject=SUBJECT, durable=DURABLE, handler=on_order, parse=parser_for(OrderApproved))
         ],
-        on_start=rehearse,
+        on_start=start,
+        tasks=[reconcile_periodically] if client is not None else [],
         on_stop=close_client,
     )
 

@@ -63,9 +63,22 @@ class LiveSettings(BaseSettings):
         validation_alias=AliasChoices("COINPILOT_LIVE_TRADING", "COINPILOT_EXECUTOR_LIVE_TRADING"),
         description="The explicit switch without which venue=upbit refuses to start",
     )
-    upbit_access_key: SecretStr | None = Field(default=None, description="Upbit API access key (secret)")
-    upbit_secret_key: SecretStr | None = Field(default=None, description="Upbit API secret key (secret)")
-    upbit_base_url: str = Field(default="https://api.upbit.com", description="Upbit's REST API")
+    # the names `coinpilot reconcile` reads are taken too, so one pair of keys serves both
+    upbit_access_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY", "COINPILOT_UPBIT_ACCESS_KEY"),
+        description="Upbit API access key (secret)",
+    )
+    upbit_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY", "COINPILOT_UPBIT_SECRET_KEY"),
+        description="Upbit API secret key (secret)",
+    )
+    upbit_base_url: str = Field(
+        default="https://api.upbit.com",
+        validation_alias=AliasChoices("COINPILOT_EXECUTOR_UPBIT_BASE_URL", "COINPILOT_UPBIT_BASE_URL"),
+        description="Upbit's REST API",
+    )
     upbit_timeout_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -60,6 +60,15 @@ UPDATE venue_orders SET
 WHERE run_id = $1 AND order_id = $2 AND state = $3
 """
 
+# Orders whose outcome the ledger does not hold yet: in flight, or executed and not booked.
+_UNSETTLED = """
+SELECT count(*) FROM venue_orders AS v
+WHERE v.run_id = $1 AND (
+    v.state IN ('intended', 'submitted', 'open')
+    OR (v.state = 'done' AND NOT EXISTS (
+        SELECT 1 FROM trading_history AS t WHERE t.run_id = v.run_id AND t.order_id = v.order_id)))
+"""
+
 _FORGET_UNSENT = "DELETE FROM venue_orders WHERE run_id = $1 AND order_id = $2 AND state = 'intended'"
 
 
@@ -143,6 +152,13 @@ async def spent_since(db: Database, since: datetime) -> Decimal:
     async with db.transaction() as conn:
         value = await conn.fetchval(_SPENT_SINCE, since)
     return Decimal(value)
+
+
+async def unsettled(db: Database, run_id: str) -> int:
+    """Orders of the run the ledger cannot agree with the exchange on yet: sent (or maybe sent) and
+    not final, or executed and not booked. Reconciliation waits while there are any."""
+    async with db.transaction() as conn:
+        return int(await conn.fetchval(_UNSETTLED, run_id))
 
 
 class StaleRow(TransientError):

@@ -18,8 +18,9 @@ Failures (the executor's README has the table): 429/5xx/connection -> ``Transien
 consumer retries in place; a request the exchange certainly did not take leaves no row); an answer
 lost after sending -> the row says ``submitted`` without uuid and the retry looks it up by
 identifier; refused -> ``failed`` and a rejection with Upbit's error name; 418 (or 401/403) ->
-the venue halts: a CRITICAL ``VENUE_BLOCKED`` alert, and every order (this one too) waits in place
-as a ``TransientError`` until an operator restarts the executor.
+the venue halts: the run's kill switch is set (risk refuses entries until an operator clears it),
+a CRITICAL ``VENUE_BLOCKED`` alert, and every order (this one too) waits in place as a
+``TransientError`` until an operator restarts the executor.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from decimal import Decimal
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import AlertLevel, AlertType, OrderApproved, RejectReason, RiskAlert, Side
 from coinpilot.db import Database
+from coinpilot.db.halts import set_halt
 from coinpilot.errors import TransientError
+from coinpilot.kill_switch import HaltSource
 from services.executor import metrics
 from services.executor.core import Execution, Ledger, Rejection
 from services.executor.live import checks, store
@@ -268,12 +271,21 @@ class UpbitVenue:
     # -- halting ---------------------------------------------------------------------------------
 
     async def _halt(self, order: OrderApproved, run_id: str, error: Blocked | Unauthorized) -> None:
-        """No further orders until an operator restarts the executor; a CRITICAL alert says why."""
+        """No further orders until an operator restarts the executor, and the run's kill switch set
+        (risk refuses entries until an operator clears it, across restarts); a CRITICAL alert says why."""
         first = self.halted is None
         self.halted = f"upbit {error.status} {error.name}"
         metrics.VENUE_HALTED.set(1)
         log.critical("live venue halted on order %s: %s", order.order_id, self.halted)
-        if not first or self._alerts is None:
+        if not first:
+            return
+        try:
+            await set_halt(
+                self.db, run_id, HaltSource.VENUE, f"{self.halted} on order {order.order_id}", self._clock()
+            )
+        except Exception as exc:  # the in-memory halt holds whether or not the row is written
+            log.error("could not set the kill switch after the venue halted: %r", exc)
+        if self._alerts is None:
             return
         alert = RiskAlert(
             ts_event=order.ts_event,

@@ -165,6 +165,10 @@ async def test_kill_9_between_sending_and_recording_books_the_order_once(
     assert cash == fake.holding("KRW").balance == fills[0].balance_after
     text = log.read_text(errors="replace")
     assert "venue order" in text  # the process logged its orders (at DEBUG, requests too)
+    # start-up reconciliation: the first found the ledger (opened with the account's KRW) equal to
+    # the exchange; the restarted one waited for the order in flight
+    assert "ledger equals the exchange" in text and "ledger differs" not in text
+    assert "reconciliation deferred: 1 live order(s) not settled" in text
     for secret in (fake.access_key, fake.secret_key, *fake.tokens_seen):
         assert secret not in text
 

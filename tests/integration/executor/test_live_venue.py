@@ -25,9 +25,11 @@ from coinpilot.contracts import (
     RiskAlert,
 )
 from coinpilot.db import Database
+from coinpilot.db.halts import active_halt
 from coinpilot.errors import ConfigError, TransientError
 from coinpilot.runtime import Runtime
 from coinpilot.settings import CommonSettings
+from services.executor import reconcile
 from services.executor.app import build, execute_order
 from services.executor.core import FillParams
 from services.executor.live import store
@@ -222,6 +224,7 @@ async def test_an_order_accepted_then_unanswered_is_looked_up_and_booked_once_af
     row = await store.fetch(executor_db, run_id, buy.order_id)
     assert row is not None and (row.state, row.exchange_uuid) == (VenueState.SUBMITTED, None)
     assert await fills_booked(executor_db, run_id) == 0
+    assert await store.unsettled(executor_db, run_id) == 1  # reconciliation waits for it
 
     restarted = make_venue()
     fill = await run(approvals, restarted, buy, run_id)
@@ -232,6 +235,7 @@ async def test_an_order_accepted_then_unanswered_is_looked_up_and_booked_once_af
     assert len(fake.orders_by_identifier(identifier_for(run_id, buy.order_id))) == 1
     assert fake.count("POST", "/v1/orders") == 1
     assert await fills_booked(executor_db, run_id) == 1
+    assert await store.unsettled(executor_db, run_id) == 0
     assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
 
 
@@ -369,6 +373,8 @@ async def test_a_418_halts_the_venue_with_one_critical_alert_and_the_orders_wait
     ]
     assert "418" in alerts[0][0].message
     assert await fills_booked(executor_db, run_id) == 0
+    halt = await active_halt(executor_db, run_id)  # risk refuses entries until an operator clears it
+    assert halt is not None and halt.source == "venue" and "418" in halt.reason
     # after an operator's restart the blocked order is answered from its row, never sent again
     answer = await run(approvals, make_venue(), buy, run_id)
     assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_REFUSED
@@ -389,6 +395,51 @@ async def test_the_executor_refuses_to_start_live_without_the_switch(
         build(rt)
     monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "paper")
     assert build(rt).name == "executor"  # paper needs neither
+
+
+class AlertBus(list[RiskAlert]):
+    async def publish(self, msg: RiskAlert, *, run_id: str, trace_id: str | None = None) -> None:
+        self.append(msg)
+
+
+async def test_reconciliation_waits_while_a_live_order_is_not_settled_in_the_ledger(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    """An order the exchange executed and the ledger has not booked yet would read as a difference
+    (and halt entries): the service's reconciliation skips its round while there is one."""
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.accept_then_hang()
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(OutcomePending):
+        await run(approvals, make_venue(timeout=0.5), buy, run_id)
+    venue = make_venue()
+    bus = AlertBus()
+
+    async def in_flight() -> str | None:
+        count = await store.unsettled(executor_db, run_id)
+        return f"{count} unsettled" if count else None
+
+    async def reconcile_round() -> None:
+        await reconcile.periodic(
+            executor_db,
+            venue.client,
+            bus,
+            reconcile.ReconcileSettings(),
+            run_id=run_id,
+            rounds=1,
+            defer=in_flight,
+        )
+
+    async def recorded() -> int:
+        async with executor_db.transaction() as conn:
+            return await conn.fetchval("SELECT count(*) FROM reconciliations WHERE run_id = $1", run_id)
+
+    await reconcile_round()
+    assert await recorded() == 0 and bus == [] and await active_halt(executor_db, run_id) is None
+    await run(approvals, venue, buy, run_id)  # the redelivery books it
+    await reconcile_round()
+    assert await recorded() == 1 and bus == []  # the ledger equals the exchange: no alert, no halt
+    assert await active_halt(executor_db, run_id) is None
 
 
 def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
