@@ -447,6 +447,8 @@ def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: p
         "COINPILOT_LIVE_TRADING",
         "COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY",
         "COINPILOT_EXECUTOR_UPBIT_SECRET_KEY",
+        "COINPILOT_UPBIT_ACCESS_KEY",
+        "COINPILOT_UPBIT_SECRET_KEY",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "upbit")
@@ -470,6 +472,11 @@ def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: p
     monkeypatch.setenv("COINPILOT_LIVE_TRADING", "false")
     with pytest.raises(ConfigError):
         LiveSettings().require_live()
+    # the names `coinpilot reconcile` reads serve too
+    monkeypatch.setenv("COINPILOT_LIVE_TRADING", "true")
+    monkeypatch.delenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY")
+    monkeypatch.setenv("COINPILOT_UPBIT_SECRET_KEY", "secret-key-value-789")
+    assert LiveSettings().require_live()[1].get_secret_value() == "secret-key-value-789"
 
 
 async def test_no_key_or_token_reaches_logs_messages_metrics_or_the_database(
