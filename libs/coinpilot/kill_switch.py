@@ -28,6 +28,7 @@ class HaltSource(StrEnum):
     RECONCILE = "reconcile"
     OPERATOR = "operator"
     SUBJECT = "subject"
+    VENUE = "venue"  # the live venue: the exchange blocked us (418) or refused our keys
 
 
 @dataclass(frozen=True, slots=True)

@@ -366,19 +366,26 @@ async def periodic(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rounds: int | None = None,
     start_now: bool = True,
+    defer: Callable[[], Awaitable[str | None]] | None = None,
 ) -> None:
     """Reconcile now (``start_now``, else after one interval) and every ``interval_seconds`` until
     cancelled (or ``rounds`` done; ``rounds=1`` is the guarded start-up reconciliation).
 
     A failure of one round (exchange or database unavailable) is logged and the next round runs;
-    ``Blocked`` (418) and ``Unauthorized`` halt entries with a CRITICAL alert.
+    ``Blocked`` (418) and ``Unauthorized`` halt entries with a CRITICAL alert. ``defer``, when it
+    returns a reason, skips a round (the live venue: an order in flight, or executed and not yet
+    booked, would read as a difference).
     """
     if not start_now:
         await sleep(settings.interval_seconds)
     done = 0
     while rounds is None or done < rounds:
         try:
-            await reconcile_once(db, client, bus, settings, run_id=run_id)
+            deferred = await defer() if defer is not None else None
+            if deferred is not None:
+                log.info("reconciliation deferred: %s", deferred)
+            else:
+                await reconcile_once(db, client, bus, settings, run_id=run_id)
         except (Blocked, Unauthorized) as exc:
             log.critical("reconciliation refused by the exchange: %s", exc)
             try:

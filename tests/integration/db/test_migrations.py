@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
     "job_runs",
     "inbox",
     "order_proposals",
+    "venue_orders",
     "trading_halts",
     "reconciliations",
 }

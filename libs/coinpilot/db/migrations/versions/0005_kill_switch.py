@@ -8,7 +8,7 @@ comparison of the ledger with the exchange's accounts (``coinpilot trace`` shows
 Written out in full, not imported from ``coinpilot.db.models`` (a migration is a frozen record).
 
 Revision ID: 0005
-Revises: 0003 (re-chain onto 0004 when the live venue's migration is merged)
+Revises: 0004
 Create Date: 2026-12-04
 """
 
@@ -21,7 +21,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
