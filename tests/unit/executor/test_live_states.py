@@ -13,6 +13,7 @@ from coinpilot.contracts import Regime, RejectReason
 from services.executor.core import Execution, Ledger, Position
 from services.executor.live.answers import answer_of, execution_of, failure, progress_of
 from services.executor.live.checks import Caps, refuse
+from services.executor.live.rows import VenueOrderRow
 from services.executor.live.states import (
     FINAL,
     TRANSITIONS,
@@ -23,7 +24,6 @@ from services.executor.live.states import (
     identifier_for,
     state_of,
 )
-from services.executor.live.rows import VenueOrderRow
 from services.executor.upbit.models import parse_order
 from tests.unit.executor.factories import T0, buy_order, sell_order
 
