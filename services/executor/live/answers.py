@@ -61,12 +61,30 @@ def execution_of(order: OrderApproved, row: VenueOrderRow) -> Execution:
     more decimals than the ledger)."""
     rounding = ROUND_CEILING if order.side is Side.BUY else ROUND_FLOOR
     volume = row.executed_volume
+    funds = executed_funds(row)
     return Execution(
-        fill_price=(row.funds / volume).quantize(EIGHT_DP, rounding=rounding),
+        fill_price=(funds / volume).quantize(EIGHT_DP, rounding=rounding),
         quantity=volume,
-        amount=row.funds.quantize(EIGHT_DP, rounding=rounding),
+        amount=funds.quantize(EIGHT_DP, rounding=rounding),
         fee=row.paid_fee.quantize(EIGHT_DP, rounding=ROUND_CEILING),
     )
+
+
+def executed_funds(row: VenueOrderRow) -> Decimal:
+    """What the order's trades cost or brought, exact: the sum of the row's trades when they add
+    up to the executed volume, else the row's ``funds``.
+
+    ``funds`` is stored at the ledger's 8 decimals (``NUMERIC(20,8)``), rounded by PostgreSQL to the
+    nearest unit, in the account's favour half the time; an exchange's funds can have more
+    decimals (a price with decimals times an 8-decimal volume: USDT markets, KRW coins under
+    100 KRW). Rounded once, here, against the account, the ledger books what paper books for the
+    same trades, to the unit (tests/e2e/test_live_replay.py)."""
+    trades = row.trades
+    if not trades or not all(t.get("volume") and t.get("funds") for t in trades):
+        return row.funds
+    if sum((Decimal(t["volume"]) for t in trades), Decimal(0)) != row.executed_volume:
+        return row.funds
+    return sum((Decimal(t["funds"]) for t in trades), Decimal(0))
 
 
 def answer_of(order: OrderApproved, row: VenueOrderRow) -> Execution | Rejection:

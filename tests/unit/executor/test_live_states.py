@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -199,3 +200,25 @@ def test_a_sell_is_never_capped_but_a_position_under_the_minimum_is_dust() -> No
     assert dust is not None and dust.reason is RejectReason.BELOW_EXCHANGE_MINIMUM
     nothing = refuse(order, Ledger("KRW", D(0)), CAPS, D(0), D(5000), FEE)
     assert nothing is not None and nothing.reason is RejectReason.NO_POSITION
+
+
+def test_funds_with_more_decimals_than_the_ledger_are_rounded_once_against_the_account() -> None:
+    """The row stores funds at 8 dp, rounded to nearest by PostgreSQL (1799999.99995150 here, in
+    the account's favour); the exact funds are the trades', and the ledger books them as paper does:
+    the amount rounded up for a BUY, the average price exactly the trade's."""
+    trades = [{"uuid": "t1", "price": "27513.86", "volume": "65.42157298", "funds": "1799999.9999515028"}]
+    row = _row(
+        S.DONE, executed_volume=D("65.42157298"), funds=D("1799999.99995150"), paid_fee=D("899.99999998"),
+        trades=trades,
+    )  # fmt: skip
+    buy = execution_of(buy_order("27513.86", "1800000"), row)
+    assert (buy.fill_price, buy.amount) == (D("27513.86000000"), D("1799999.99995151"))
+    sell_row = replace(row, side="ask", ord_type="market", amount=None, volume=D("65.42157298"))
+    exit_order = sell_order(
+        "27513.86", opened_by="o", quantity="65.42157298", avg_price="27000", high_water_mark="28000"
+    )
+    sell = execution_of(exit_order, sell_row)
+    assert (sell.fill_price, sell.amount) == (D("27513.86000000"), D("1799999.99995150"))
+    # trades that do not add up to what executed (a listing without them): the stored funds
+    partial = execution_of(buy_order("27513.86", "1800000"), replace(row, trades=trades[:0]))
+    assert partial.amount == D("1799999.99995150")
