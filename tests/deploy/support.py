@@ -101,6 +101,13 @@ SETTINGS_ENV = frozenset(
         "N8N_URL",
         "N8N_WEBHOOK_SECRET",
         "UPBIT_BASE_URL",
+        "EXECUTOR_VENUE",
+        "LIVE_TRADING",
+        "UPBIT_ACCESS_KEY",
+        "UPBIT_SECRET_KEY",
+        "EXECUTOR_MAX_ORDER_KRW",
+        "EXECUTOR_MAX_DAILY_KRW",
+        "RECONCILE_INTERVAL_SECONDS",
     )
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from functools import cache
@@ -24,6 +25,7 @@ from helm_python.errors import HelmError
 
 from coinpilot.bus.permissions import IDENTITIES, authorization_conf, password_env
 from coinpilot.runtime import SERVICES
+from services.executor.settings import LiveSettings
 from tests.deploy.support import CHART, coinpilot_invocations, resolve_cli
 from tests.support.servers import nats_server_binary
 
@@ -33,6 +35,11 @@ CRD_KINDS = {"ServiceMonitor"}
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SINGLE_WRITERS = {"collector", "risk", "executor"}
 SCALING = {"indicator", "strategy", "agent", "notifier"}
+# the executor on Upbit: the switch, the keys from an existing Secret, caps
+LIVE = {
+    "venue": "upbit",
+    "live": {"enabled": True, "keysSecret": "upbit-keys", "maxOrderKrw": 2000000, "maxDailyKrw": 10000000},
+}
 # the official NATS chart's pods (release `nats`, namespace `messaging`, three replicas)
 CLUSTER_URLS = [f"nats://nats-{i}.nats-headless.messaging.svc.cluster.local:4222" for i in range(3)]
 
@@ -104,6 +111,7 @@ VARIANTS = {
     "external-nats-cluster": lambda: {
         "nats": {"bundled": {"enabled": False}, "url": ",".join(CLUSTER_URLS), "streamReplicas": 3},
     },
+    "live-executor": lambda: with_values(production_values(), ("services.executor", LIVE)),
 }
 
 
@@ -116,7 +124,7 @@ def variant_objects() -> Iterator[tuple[str, dict[str, Any]]]:
 # ---- lint and Kubernetes schemas ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", ["default", "production"])
+@pytest.mark.parametrize("variant", ["default", "production", "live-executor"])
 def test_the_chart_lints_cleanly_in_strict_mode(variant: str) -> None:
     report = helm.lint(str(CHART), VARIANTS[variant](), strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
@@ -174,6 +182,22 @@ BAD_VALUES = [
         "/services/agent/resources/limits/memory",
     ),
     ("a database URL of another driver", {"secrets": {"databaseUrl": "mysql://x"}}, "/secrets/databaseUrl"),
+    ("an unknown venue", {"services": {"executor": {"venue": "binance"}}}, "/services/executor/venue"),
+    (
+        "an Upbit key given as a value",
+        {"services": {"executor": {"live": {"accessKey": "my-access-key"}}}},
+        "accessKey",
+    ),
+    (
+        "a live executor scaled to two",
+        {"services": {"executor": {**LIVE, "replicas": 2}}},
+        "/services/executor/replicas",
+    ),
+    (
+        "a daily cap of nothing",
+        {"services": {"executor": {"live": {"maxDailyKrw": 0}}}},
+        "/services/executor/live/maxDailyKrw",
+    ),
 ]
 
 
@@ -219,6 +243,21 @@ TEMPLATE_FAILURES = [
         "an external database without URL",
         {"timescaledb": {"bundled": {"enabled": False}}},
         "secrets.databaseUrl is required",
+    ),
+    (
+        "the Upbit venue without the live switch",
+        {"services": {"executor": {"venue": "upbit", "live": {"keysSecret": "upbit-keys"}}}},
+        "services.executor.venue=upbit trades real money: set services.executor.live.enabled=true",
+    ),
+    (
+        "the Upbit venue without a keys Secret",
+        {"services": {"executor": {"venue": "upbit", "live": {"enabled": True}}}},
+        "services.executor.venue=upbit needs services.executor.live.keysSecret",
+    ),
+    (
+        "the live switch on a paper executor",
+        {"services": {"executor": {"live": {"enabled": True, "keysSecret": "upbit-keys"}}}},
+        "services.executor.live.enabled=true but services.executor.venue is paper",
     ),
 ]
 
@@ -329,6 +368,64 @@ def test_no_servicemonitor_or_hpa_by_default() -> None:
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def executor_env(values: dict[str, Any]) -> dict[str, Any]:
+    (executor,) = [d for d in of_kind(objects(values), "Deployment").values() if component(d) == "executor"]
+    return env_of(executor["spec"]["template"]["spec"]["containers"][0])
+
+
+def test_the_executor_trades_on_paper_unless_the_live_venue_is_configured() -> None:
+    for values in ({}, production_values()):
+        env = executor_env(values)
+        assert env["COINPILOT_EXECUTOR_VENUE"] == "paper"
+        assert not {k for k in env if "LIVE" in k or "KEY" in k or "_KRW" in k or "RECONCILE" in k}
+
+
+def test_the_live_executor_gets_the_switch_the_keys_by_reference_and_the_caps_and_nobody_else_does() -> None:
+    values = VARIANTS["live-executor"]()
+    env = executor_env(values)
+    assert env["COINPILOT_EXECUTOR_VENUE"] == "upbit" and env["COINPILOT_LIVE_TRADING"] == "true"
+    for name, key in (("ACCESS", "UPBIT_ACCESS_KEY"), ("SECRET", "UPBIT_SECRET_KEY")):
+        assert env[f"COINPILOT_UPBIT_{name}_KEY"] == {"secretKeyRef": {"name": "upbit-keys", "key": key}}
+    assert (env["COINPILOT_EXECUTOR_MAX_ORDER_KRW"], env["COINPILOT_EXECUTOR_MAX_DAILY_KRW"]) == (
+        "2000000",
+        "10000000",
+    )
+    assert env["COINPILOT_RECONCILE_INTERVAL_SECONDS"] == "300"
+    assert env["COINPILOT_UPBIT_BASE_URL"] == "https://api.upbit.com"
+    env = {k: v for k, v in env.items() if "VENUE" in k or "LIVE" in k or "_KEY" in k or "_KRW" in k}
+    docs = objects(values)
+    for deployment in of_kind(docs, "Deployment").values():
+        if component(deployment) != "executor":
+            others = set(env_of(deployment["spec"]["template"]["spec"]["containers"][0]))
+            assert not others & set(env), component(deployment)  # nothing of the executor's venue
+    assert of_kind(docs, "Secret") == {}  # production brings its own; the keys are in neither
+
+
+def test_the_live_executors_environment_starts_it_live(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the pod would have (the Secret's keys resolved) is what LiveSettings needs to go live."""
+    env = executor_env(VARIANTS["live-executor"]())
+    keys = {"COINPILOT_UPBIT_ACCESS_KEY": "access", "COINPILOT_UPBIT_SECRET_KEY": "secret"}
+    for name, value in {**{k: v for k, v in env.items() if isinstance(v, str)}, **keys}.items():
+        monkeypatch.setenv(name, value)
+    settings = LiveSettings()
+    assert (settings.venue, settings.live_trading) == ("upbit", True)
+    assert (settings.max_order_krw, settings.max_daily_krw) == (2_000_000, 10_000_000)
+    settings.require_live()  # both keys and the switch: the executor starts live
+
+
+def test_a_second_live_executor_is_refused_even_without_the_schema(tmp_path: Path) -> None:
+    """``helm install --skip-schema-validation`` skips values.schema.json: the template still
+    refuses two executors on one Upbit account."""
+    chart = tmp_path / "coinpilot"
+    shutil.copytree(CHART, chart)
+    (chart / "values.schema.json").unlink()
+    values = {"services": {"executor": {**LIVE, "replicas": 2}}}
+    with helm.Chart.load(str(chart)) as unchecked, pytest.raises(HelmError) as raised:
+        unchecked.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    refused = "services.executor.replicas (2) with venue=upbit: one executor per Upbit account"
+    assert refused in str(raised.value)
 
 
 def test_the_strategy_config_is_a_mounted_configmap_named_by_the_environment() -> None:

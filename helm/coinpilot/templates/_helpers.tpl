@@ -224,6 +224,9 @@ capabilities:
   value: {{ .Values.config.llm.mode | quote }}
 - name: COINPILOT_UPBIT_BASE_URL
   value: {{ .Values.config.upbitBaseUrl | quote }}
+{{- if eq $service "executor" }}
+{{ include "coinpilot.executorVenueEnv" . }}
+{{- end }}
 {{- if and .Values.config.n8nUrl (eq $service "notifier") }}
 - name: COINPILOT_N8N_URL
   value: {{ .Values.config.n8nUrl | quote }}
@@ -243,6 +246,49 @@ capabilities:
 {{- with .Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The executor's venue: paper, or Upbit (real money) with the explicit switch, the keys by
+secretKeyRef from an existing Secret, and the caps. A live venue that is not fully and explicitly
+configured fails the render, as does a second replica (one executor per Upbit account). */}}
+{{- define "coinpilot.executorVenueEnv" -}}
+{{- $svc := .Values.services.executor -}}
+{{- $live := $svc.live -}}
+{{- if eq $svc.venue "upbit" -}}
+{{- if not $live.enabled -}}
+{{- fail "services.executor.venue=upbit trades real money: set services.executor.live.enabled=true as well to mean it" -}}
+{{- end -}}
+{{- if not $live.keysSecret -}}
+{{- fail "services.executor.venue=upbit needs services.executor.live.keysSecret: the name of an existing Secret holding the Upbit keys (the chart never takes keys as values)" -}}
+{{- end -}}
+{{- if gt (int $svc.replicas) 1 -}}
+{{- fail (printf "services.executor.replicas (%v) with venue=upbit: one executor per Upbit account (two would trade it from two ledgers)" $svc.replicas) -}}
+{{- end -}}
+{{- else if $live.enabled -}}
+{{- fail "services.executor.live.enabled=true but services.executor.venue is paper: set venue=upbit to trade live, or live.enabled=false" -}}
+{{- end -}}
+- name: COINPILOT_EXECUTOR_VENUE
+  value: {{ $svc.venue | quote }}
+{{- if eq $svc.venue "upbit" }}
+- name: COINPILOT_LIVE_TRADING
+  value: "true"
+- name: COINPILOT_UPBIT_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $live.keysSecret }}
+      key: {{ $live.accessKeyKey }}
+- name: COINPILOT_UPBIT_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $live.keysSecret }}
+      key: {{ $live.secretKeyKey }}
+- name: COINPILOT_EXECUTOR_MAX_ORDER_KRW
+  value: {{ $live.maxOrderKrw | int64 | quote }}
+- name: COINPILOT_EXECUTOR_MAX_DAILY_KRW
+  value: {{ $live.maxDailyKrw | int64 | quote }}
+- name: COINPILOT_RECONCILE_INTERVAL_SECONDS
+  value: {{ $live.reconcileIntervalSeconds | quote }}
 {{- end }}
 {{- end }}
 
