@@ -234,7 +234,9 @@ class Membership:
         while not self._stopping:
             await asyncio.sleep(self.times.heartbeat_seconds)
             try:
-                async with asyncio.timeout(self.times.heartbeat_seconds * 2):
+                async with asyncio.timeout(
+                    max(2 * self.times.heartbeat_seconds, self.times.lease_seconds / 2)
+                ):
                     await self.tick()
             except asyncio.CancelledError:
                 raise
