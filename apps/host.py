@@ -352,15 +352,19 @@ class ServiceHost:
     async def _watch_consumers(self) -> None:
         js = self.broker.config.connection_state.stream
         while not self._closing.is_set():
+            partitioned = iter(self._partitioned)
             for rt, definition in zip(self.runtimes, self.definitions, strict=True):
-                for consumer in definition.consumers:
-                    spec = stream_for_subject(consumer.subject)
+                durables = (
+                    next(partitioned).durables()
+                    if self._runs_partitioned(definition)
+                    else [(c.subject, c.durable) for c in definition.consumers]
+                )
+                for subject, durable in durables:
+                    spec = stream_for_subject(subject)
                     with contextlib.suppress(Exception):
-                        info = await js.consumer_info(spec.name, consumer.durable)
-                        m.CONSUMER_PENDING.labels(rt.service, consumer.durable).set(info.num_pending or 0)
-                        m.CONSUMER_ACK_PENDING.labels(rt.service, consumer.durable).set(
-                            info.num_ack_pending or 0
-                        )
+                        info = await js.consumer_info(spec.name, durable)
+                        m.CONSUMER_PENDING.labels(rt.service, durable).set(info.num_pending or 0)
+                        m.CONSUMER_ACK_PENDING.labels(rt.service, durable).set(info.num_ack_pending or 0)
             with contextlib.suppress(Exception):
                 await self.ready_checks()
             await self._pause(5)

@@ -144,9 +144,8 @@ class Membership:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        async with self._lock:
-            for p in sorted(self.owned):
-                await self._release(p)
+        async with self._lock:  # all at once: each waits out its open pull request
+            await asyncio.gather(*(self._release(p) for p in sorted(self.owned)))
             with contextlib.suppress(Exception):
                 await self.kv.delete(f"{MEMBERS}.{self.member}")
 

@@ -18,6 +18,7 @@ PostgreSQL and read under its row lock on every message).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -128,10 +129,13 @@ class PartitionedConsumers:
             loops.append(loop)
         self._changed()
 
+    def durables(self) -> list[tuple[str, str]]:
+        """(subject pattern, durable) of every partition durable this replica reads now."""
+        return [(loop.consumer.subject, loop.consumer.durable) for ls in self.loops.values() for loop in ls]
+
     async def release(self, p: int) -> None:
         """Hand ``p`` over: its runs in hand finish and are acked, the rest handed back."""
-        for loop in self.loops.pop(p, []):
-            await loop.stop(drain=True)
+        await asyncio.gather(*(loop.stop(drain=True) for loop in self.loops.pop(p, [])))
         self._forget(self.symbols_of(p))
         self._changed()
 
