@@ -8,7 +8,10 @@ test listens to every ack the consumers send (``$JS.ACK.<stream>.<durable>...<st
 and checks that, per symbol and consumer, the first ack of each message comes in stream order and
 every message is acked.
 
-With ``kill``: the replica that owns the busiest partition of each stage is killed with SIGKILL
+With ``join``: two replicas per stage, and a third of each started a third of the way in: the
+partitions rebalance (the old owners hand over, nothing handled twice), same checks.
+
+With ``kill-9``: the replica that owns the busiest partition of each stage is killed with SIGKILL
 mid-replay and not restarted; its lease expires, another replica takes the partition over (its
 durable reset to the ack floor) and the lockstep replay goes on: same ledger, order kept, DLQ empty.
 """
@@ -128,8 +131,10 @@ async def subjects_by_sequence(js, stream: str, pattern: str) -> dict[int, str]:
     return got
 
 
-async def spread(js, stage: str, within: float = 30.0) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Wait until the stage's partitions are spread over its replicas (3, 3, 2); returns the counts."""
+async def spread(js, stage: str, members: int, within: float = 30.0) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Wait until the stage's partitions are spread over ``members`` replicas (8 over 3: 3, 3, 2);
+    returns each owner's count."""
+    balanced = sorted(PARTITIONS // members + (1 if i < PARTITIONS % members else 0) for i in range(members))
     kv = await js.key_value(bucket_name(stage))
     deadline = time.monotonic() + within
     while True:
@@ -137,7 +142,7 @@ async def spread(js, stage: str, within: float = 30.0) -> dict[str, int]:  # typ
         for p in range(PARTITIONS):
             with contextlib.suppress(KeyNotFoundError):
                 owners[(await kv.get(f"l.{p}")).value.decode()] += 1
-        if sorted(owners.values()) == [2, 3, 3]:
+        if sorted(owners.values()) == balanced:
             return dict(owners)
         assert time.monotonic() < deadline, f"{stage} partitions not spread: {dict(owners)}"
         await asyncio.sleep(0.2)
@@ -162,11 +167,14 @@ def check_order(acks: list[tuple[str, str, int]], subjects: dict[str, dict[int, 
     return dict(repeats)
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["steady", "kill-9"])
+@pytest.mark.parametrize("mode", ["steady", "kill-9", "join"])
 async def test_three_replicas_per_stage_book_the_backtest_ledger_in_order(
-    nats_url: str, pg_url: str, private_redis: RedisProcess, tmp_path: Path, kill: bool
+    nats_url: str, pg_url: str, private_redis: RedisProcess, tmp_path: Path, mode: str
 ) -> None:
-    """A Redis of its own: the ledger's Redis state (risk's closes, the HWMs) starts empty."""
+    """``join``: two replicas per stage at first, the third started mid-replay (a rebalance).
+    A Redis of its own: the ledger's Redis state (risk's closes, the HWMs) starts empty."""
+    kill, join = mode == "kill-9", mode == "join"
+    first = REPLICAS - 1 if join else REPLICAS
     warm, replay = split_window(load_candles(sample_files()))
     symbols = sorted({c.symbol for c in replay})
     run_id = f"partitions-{uuid.uuid4().hex[:8]}"
@@ -189,7 +197,7 @@ async def test_three_replicas_per_stage_book_the_backtest_ledger_in_order(
         if name in PARTITIONED
         else start_service(name, stack, tmp_path, extra_env=env)
         for name in SERVICES
-        for i in range(REPLICAS if name in PARTITIONED else 1)
+        for i in range(first if name in PARTITIONED else 1)
     ]
     by_name = {p.name: p for p in processes}
     acks = AckLog()
@@ -209,21 +217,32 @@ async def test_three_replicas_per_stage_book_the_backtest_ledger_in_order(
         killed.append(owner)
 
     kill_at = {len(replay) // 3: "indicator", 2 * len(replay) // 3: "strategy"} if kill else {}
+    join_at = len(replay) // 3 if join else None
+    joined: list[ServiceProcess] = []
 
     def progress(done: int, total: int) -> None:
+        nonlocal join_at
         for at, stage in list(kill_at.items()):
             if done >= at:
                 del kill_at[at]
                 pending.append(asyncio.create_task(kill_owner(stage)))
+        if join_at is not None and done >= join_at:
+            join_at = None
+            joined.extend(start_replica(stage, REPLICAS - 1, stack, tmp_path, env) for stage in PARTITIONED)
+            processes.extend(joined)
 
     try:
         await wait_ready(processes)
         for stage in PARTITIONED:
-            assert set(await spread(js, stage)) == {f"{stage}-{i}" for i in range(REPLICAS)}
+            assert set(await spread(js, stage, first)) == {f"{stage}-{i}" for i in range(first)}
         await replay_candles(
             js, replay, run_id=run_id, pace=parse_pace("lockstep"), drain_timeout=60, progress=progress
         )
         await asyncio.gather(*pending)
+        if join:
+            assert len(joined) == len(PARTITIONED), "the replay ended before the third replicas joined"
+            for stage in PARTITIONED:
+                assert set(await spread(js, stage, REPLICAS)) == {f"{stage}-{i}" for i in range(REPLICAS)}
         await nc.flush()
     finally:
         await ack_sub.unsubscribe()
@@ -240,7 +259,7 @@ async def test_three_replicas_per_stage_book_the_backtest_ledger_in_order(
         }
         repeats = check_order(acks.acks, subjects)
         if not kill:
-            assert not repeats, f"a steady run handles every message once: {repeats}"
+            assert not repeats, f"without a death every message is handled once: {repeats}"
         for durable, at in killed_at.items():  # printed for the note, not asserted (a loaded machine)
             after = min(t for t, d in acks.at if d == durable and t > at)
             print(f"takeover of {durable}: kill -9 to the new owner's first ack {after - at:.1f} s")
