@@ -201,8 +201,8 @@ class Membership:
     async def _take(self, p: int, started: float) -> None:
         try:
             revision = await self.kv.create(f"{LEASES}.{p}", self.member.encode())
-        except KeyWrongLastSequenceError:
-            return  # someone else was faster; the next tick sees it
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            return  # someone else was faster, or it changed meanwhile; the next tick sees it
         self.owned[p] = revision
         self.renewed_at[p] = started
         log.info("%s took partition %d", self.member, p)
