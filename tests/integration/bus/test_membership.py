@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.js.api import DeliverPolicy
 
 from coinpilot.bus.membership import LeaseTimes, Membership, bucket_name, open_bucket
+from tests.support.proxy import TcpProxy
 
 TIMES = LeaseTimes(lease_seconds=3.0, heartbeat_seconds=0.5, margin=0.5)
 RESET_SLACK = 1.0  # what the server's expiry sweep may add to the bound
@@ -61,7 +62,7 @@ class Member:
 
 
 async def start_member(url: str, stage: str, name: str, n: int, ledger: Ledger) -> Member:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
     kv = await open_bucket(js, stage, TIMES)
 
@@ -209,3 +210,39 @@ async def test_a_joining_member_gets_its_share_and_a_leaving_one_hands_over(nats
         for member in (a, b):
             await member.nc.close()
         await audit.close()
+
+
+async def test_a_member_cut_off_from_nats_stops_before_another_takes_over(nats_url: str) -> None:
+    """The hard case: the owner is alive but cannot reach NATS (its connection cut), so it cannot
+    renew, nor hear that its leases expired. It stops by its own clock before the server lets the
+    other member take them; when it is back it rejoins and gets its share again."""
+    n, stage, ledger = 6, stage_name(), Ledger()
+    upstream = nats_url.rsplit(":", 1)
+    proxy = TcpProxy("127.0.0.1", int(upstream[1])).start()
+    a = await start_member(nats_url, stage, "a", n, ledger)
+    b = await start_member(f"nats://127.0.0.1:{proxy.port}", stage, "b", n, ledger)
+    audit = await nats.connect(nats_url)
+    history = History()
+    try:
+        await history.start(audit.jetstream(), stage)
+        await settle(ledger, ["a", "b"], n, within=5)
+        theirs = {p for p, o in ledger.owners_now().items() if o == "b"}
+        proxy.refuse()
+        cut_at = time.monotonic()
+        await settle(ledger, ["a"], n, within=TIMES.takeover_bound + RESET_SLACK + 2)
+        stops = [at for at, m, p, what in ledger.events if m == "b" and what == "stop" and at > cut_at]
+        assert len(stops) == len(theirs), "b gave up each of its partitions by its own clock"
+        assert max(stops) - cut_at <= TIMES.lease_seconds - TIMES.margin + 0.5
+        ledger.assert_never_two_owners()
+        proxy.restore()
+        await settle(ledger, ["a", "b"], n, within=10)
+        await asyncio.sleep(2 * TIMES.heartbeat_seconds)
+        ledger.assert_never_two_owners()
+        assert set(history.assert_never_two_owners()) >= theirs  # b's leases passed to a by expiry
+    finally:
+        for member in (a, b):
+            with contextlib.suppress(Exception):
+                await member.membership.stop()
+            await member.nc.close()
+        await audit.close()
+        proxy.close()
