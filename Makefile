@@ -24,7 +24,7 @@ services:
 test: $(STAMP) services
 	$(VENV)/bin/ruff check .
 	$(PY) -m coinpilot.proto --check
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=15
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -45,8 +45,10 @@ async def pg_url() -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """The machine's Redis, on a DB index of this session's own (COINPILOT_TEST_REDIS_DB, default 1)."""
-    return f"redis://127.0.0.1:6379/{os.environ.get('COINPILOT_TEST_REDIS_DB', '1')}"
+    """The machine's Redis, on a DB index of this session's own: COINPILOT_TEST_REDIS_DB (default 1),
+    plus the pytest-xdist worker's number, so parallel workers never share (or flush) one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return f"redis://127.0.0.1:6379/{int(os.environ.get('COINPILOT_TEST_REDIS_DB', '1')) + int(worker)}"
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ of the fast path with the strategy's hold transition (``strategy.core.absorb_hol
 fits made ahead in a worker (``volatility_track``).
 
 Warm-up candles are history, as ``market_data`` holds it before a run (the services warm from
-it); strategy, risk, agent and executor start empty, like a fresh run id.
+it: the indicator its windows, risk its GARCH windows at each symbol's first hour); strategy, risk,
+agent and executor otherwise start empty, like a fresh run id.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from services.indicator.memory_store import MemoryIndicatorStore
 from services.risk import core as risk_core
 from services.risk.core import LedgerRows
 from services.risk.handlers import RiskHandlers
+from services.risk.refit import Window, history_span
 from services.risk.stores import MemoryRiskBook
 from services.strategy import core as strategy_core
 from services.strategy.handlers import StrategyHandlers
@@ -182,6 +184,7 @@ class Engine:
             book=self.risk_book,
             fit=self.volatility.refit_fit,
             log=log,
+            history=self._recorded_hours,
         )
         self.venue = PaperVenue(executor_settings.params())
         self.executor = MemoryExecutorBook(self._provenance, self._recorded_close)
@@ -293,9 +296,9 @@ class Engine:
         :meth:`run_batch` (tests/unit/backtest/test_fast_path.py).
         """
         traded_hours = {s.symbol: s.traded_hours(window.start) for s in window.series.values()}
-        ahead = (
-            FitsAhead(self.vol).start() if expected_fits(self.vol, traded_hours) >= FIT_AHEAD_MIN else None
-        )
+        recorded = {s.symbol: s.hours_before(window.start) for s in window.series.values()}
+        fits = expected_fits(self.vol, traded_hours, recorded)
+        ahead = FitsAhead(self.vol).start() if fits >= FIT_AHEAD_MIN else None
         try:
             runs = [
                 SymbolRun.prepare(s, window.start, self.indicator_config, self.strategy_params)
@@ -305,7 +308,10 @@ class Engine:
             self._runs = {r.series.symbol: r for r in runs}
             timeline = Timeline.merge(runs)
             if ahead is not None:
-                ahead.submit({r.series.symbol: r.traded_hours() for r in runs})
+                ahead.submit(
+                    {r.series.symbol: r.traded_hours() for r in runs},
+                    {r.series.symbol: self._seeding_hours(r) for r in runs},
+                )
                 self.volatility.fit = ahead
             result = await self._run_timeline(runs, timeline, progress)
             if ahead is not None:
@@ -461,6 +467,24 @@ class Engine:
             i = bisect.bisect_left(seen, minute, key=lambda c: c.ts_open)
             found = seen[i : i + 1] if i < len(seen) and seen[i].ts_open == minute else []
         return found[0].close if found else None
+
+    async def _recorded_hours(self, symbol: str, start: datetime, end: datetime) -> Window:
+        """Risk's ``market_data`` read (``refit.RecordedHours``): the closes of the hours opened in
+        ``[start, end)`` of the candles recorded so far."""
+        run = self._runs.get(symbol)
+        if run is not None:
+            return run.recorded_hours(start, end)
+        seen = self.seen.get(symbol, [])
+        lo = bisect.bisect_left(seen, start, key=lambda c: c.ts_open)
+        hi = bisect.bisect_left(seen, end, key=lambda c: c.ts_open)
+        return [(h.ts_open, h.close) for h in indicator_core.hourly_buckets(seen[lo:hi])]
+
+    def _seeding_hours(self, run: SymbolRun) -> Window:
+        """The recorded hours risk seeds ``run``'s window with at its first traded hour."""
+        hours = run.traded_hours()
+        if not hours:
+            return []
+        return run.recorded_hours(*history_span(hours[0][0], self.vol))
 
     def _recorded_fill(self, run_id: str, order_id: str) -> RecordedFill | None:
         return self.recorded.get(order_id)

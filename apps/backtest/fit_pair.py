@@ -25,21 +25,27 @@ from multiprocessing.connection import Connection
 from apps.backtest.volatility_track import Fitter, HourlyClose, VolatilityTrack, fit_in_line
 from coinpilot.analytics.volatility import VolatilityState
 from coinpilot.strategy_config import VolatilityConfig
+from services.risk.refit import Window
 
 Planned = tuple[str, list[Decimal], datetime]  # (symbol, closes, now)
 FitId = tuple[str, datetime]  # (symbol, now): one fit per symbol and hour
 _MISSING = object()
 
 
-def planned_fits(config: VolatilityConfig, hours: dict[str, list[HourlyClose]]) -> list[Planned]:
-    """The fits a run over ``hours`` makes if every fit succeeds, in the order it makes them."""
+def planned_fits(
+    config: VolatilityConfig,
+    hours: dict[str, list[HourlyClose]],
+    recorded: dict[str, Window] | None = None,
+) -> list[Planned]:
+    """The fits a run over ``hours`` (after each symbol's ``recorded`` hours) makes if every fit
+    succeeds, in the order it makes them."""
     plan: list[Planned] = []
 
     def succeed(symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState:
         plan.append((symbol, closes, now))
         return VolatilityState(symbol, 0.0, False, now, len(closes) - 1, config.vol_threshold_hourly_pct)
 
-    track = VolatilityTrack(config, succeed)
+    track = VolatilityTrack(config, succeed, recorded=dict(recorded or {}))
     for symbol, series in hours.items():
         for ts_open, close, now in series:
             track.on_hour(symbol, ts_open, close, now)
@@ -61,9 +67,10 @@ class PairFitter:
         hours: dict[str, list[HourlyClose]],
         inherited: tuple[Connection, ...],
         fit: Fitter | None = None,
+        recorded: dict[str, Window] | None = None,
     ) -> None:
         self._fit = fit or fit_in_line(config)  # ``fit``: both processes' fitter (tests count with it)
-        plan = planned_fits(config, hours)
+        plan = planned_fits(config, hours, recorded)
         self._theirs = {(symbol, now): closes for symbol, closes, now in plan[1::2]}
         self._received: dict[FitId, VolatilityState | None] = {}
         self._conn: Connection | None = None

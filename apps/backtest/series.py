@@ -123,6 +123,10 @@ class SymbolSeries:
         traded = self.ts_ms[self.index_at(start) :]
         return len(np.unique(traded // 3_600_000))
 
+    def hours_before(self, start: datetime) -> int:
+        """How many hours hold a candle opening before ``start``."""
+        return len(np.unique(self.ts_ms[: self.index_at(start)] // 3_600_000))
+
     def candles(self, lo: int, hi: int) -> list[MinuteCandle]:
         return [self.candle(i) for i in range(lo, hi)]
 

@@ -75,6 +75,12 @@ class SymbolRun:
             for k in self.history.closes_at[i]
         ]
 
+    def recorded_hours(self, start: datetime, end: datetime) -> list[tuple[datetime, Decimal]]:
+        """``(open, close)`` of the closed hours opened in ``[start, end)`` (what ``market_data``
+        answers ``refit.RecordedHours`` with, for hours before the one being handled)."""
+        lo, hi = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+        return [(_utc(b.start_ms), b.close) for b in self.history.bars if lo <= b.start_ms < hi]
+
     def position_of(self, i: int) -> int:
         return int(self.positions[i - self.first])
 

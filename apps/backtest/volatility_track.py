@@ -8,6 +8,11 @@ computes indicators, then streams each fit as it is made), and the engine's trac
 from there (:class:`FitsAhead`) instead of fitting in line. A fit the worker did not make for
 exactly the same closes is made in line, so the result never depends on the worker. Once its
 fits are made, the worker renders the report's chart (``charts_ahead``).
+
+Like the service, a run's GARCH windows start from recorded history: the hours before a symbol's
+first traded hour (``recorded``, the candles before the window, read as ``market_data`` would
+answer ``refit.history_span``) seed its window with that first hour, in the engine's risk handler
+and in every replay of its refits here alike.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from apps.backtest.charts_ahead import ChartAhead, serve
 from coinpilot.analytics.volatility import VolatilityFitError, VolatilityState, fit_volatility
 from coinpilot.strategy_config import VolatilityConfig
 from services.risk import refit
-from services.risk.refit import Refit, RefitResult
+from services.risk.refit import Refit, RefitResult, Window
 from services.risk.stores import MemoryRiskCache
 
 HOUR = timedelta(hours=1)
@@ -63,6 +68,9 @@ class VolatilityTrack:
     fit: Fitter
     cache: MemoryRiskCache = field(default_factory=MemoryRiskCache)
     run_id: str = "backtest"
+    #: Per symbol, the recorded hours that seed its window with its first hour (``refit.history_span``).
+    recorded: dict[str, Window] = field(default_factory=dict)
+    seeded: set[str] = field(default_factory=set)
 
     async def refit_fit(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState:
         """:attr:`fit` as the policy's ``refit.Fit`` (a failed fit raises)."""
@@ -72,10 +80,13 @@ class VolatilityTrack:
         return fitted
 
     def on_hour(self, symbol: str, ts_open: datetime, close: Decimal, now: datetime) -> Refit | None:
-        """Record the hour closing at ``now``; the :class:`Refit` when the symbol was refitted now."""
+        """Record the hour closing at ``now`` (the symbol's first one after its recorded hours);
+        the :class:`Refit` when the symbol was refitted now."""
+        recorded = None if symbol in self.seeded else self.recorded.get(symbol)
+        self.seeded.add(symbol)
         done = run_in_memory(
             refit.on_hourly_close(
-                self.cache, self.run_id, symbol, ts_open, close, now, self.config, self.refit_fit
+                self.cache, self.run_id, symbol, ts_open, close, now, self.config, self.refit_fit, recorded
             )
         )
         return done if done.result in MADE else None
@@ -106,9 +117,12 @@ def fit_key(symbol: str, closes: Sequence[Decimal], now: datetime) -> str:
 
 
 def fits_of(
-    config: VolatilityConfig, hours: dict[str, list[HourlyClose]]
+    config: VolatilityConfig,
+    hours: dict[str, list[HourlyClose]],
+    recorded: dict[str, Window] | None = None,
 ) -> dict[str, VolatilityState | None]:
-    """Every fit a run over ``hours`` (per symbol, in time order) makes, by :func:`fit_key`."""
+    """Every fit a run over ``hours`` (per symbol, in time order, after its ``recorded`` hours)
+    makes, by :func:`fit_key`."""
     made: dict[str, VolatilityState | None] = {}
     real = fit_in_line(config)
 
@@ -116,16 +130,23 @@ def fits_of(
         made[fit_key(symbol, closes, now)] = state = real(symbol, closes, now)
         return state
 
-    track = VolatilityTrack(config, record)
+    track = VolatilityTrack(config, record, recorded=dict(recorded or {}))
     for symbol, series in hours.items():
         for ts_open, close, now in series:
             track.on_hour(symbol, ts_open, close, now)
     return made
 
 
-def expected_fits(config: VolatilityConfig, traded_hours: dict[str, int]) -> int:
-    """A lower bound of the fits a run makes: one per day once ``min_returns`` hours are in."""
-    return sum(max(0, (n - config.min_returns - 1) // 24 + 1) for n in traded_hours.values())
+def expected_fits(
+    config: VolatilityConfig, traded_hours: dict[str, int], recorded_hours: dict[str, int] | None = None
+) -> int:
+    """A lower bound of the fits a run makes: one per day once ``min_returns`` hours are in
+    (the recorded ones count from the start)."""
+    recorded = recorded_hours or {}
+    return sum(
+        max(0, (n - max(0, config.min_returns + 1 - recorded.get(s, 0))) // 24 + 1) if n else 0
+        for s, n in traded_hours.items()
+    )
 
 
 def serve_fits(conn: Connection) -> None:
@@ -140,17 +161,17 @@ def serve_fits(conn: Connection) -> None:
     gc.freeze()
     gc.enable()
 
-    config, hours = conn.recv()
+    config, hours, recorded = conn.recv()
     from apps.backtest.fit_pair import PairFitter  # a sibling makes every other fit (its docstring)
 
-    real = PairFitter(config, hours, (conn,))
+    real = PairFitter(config, hours, (conn,), recorded=recorded)
 
     def fit_and_send(symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
         state = real(symbol, closes, now)
         conn.send((fit_key(symbol, closes, now), state))
         return state
 
-    track = VolatilityTrack(config, fit_and_send)
+    track = VolatilityTrack(config, fit_and_send, recorded=recorded)
     for symbol, series in hours.items():
         for ts_open, close, now in series:
             track.on_hour(symbol, ts_open, close, now)
@@ -187,8 +208,9 @@ class FitsAhead:
             raise RuntimeError("FitsAhead.start() was not called")
         return self._worker
 
-    def submit(self, hours: dict[str, list[HourlyClose]]) -> None:
-        self._started()[1].send((self._config, hours))
+    def submit(self, hours: dict[str, list[HourlyClose]], recorded: dict[str, Window] | None = None) -> None:
+        """The run's hours per symbol, and the recorded hours that seed each symbol's window."""
+        self._started()[1].send((self._config, hours, dict(recorded or {})))
 
     def __call__(self, symbol: str, closes: list[Decimal], now: datetime) -> VolatilityState | None:
         key = fit_key(symbol, closes, now)

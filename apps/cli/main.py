@@ -749,5 +749,10 @@ from apps.cli.dlq import dlq  # noqa: E402  (its own module: list, show, redrive
 
 main.add_command(dlq)
 
+from apps.cli.live import halt, reconcile  # noqa: E402  (live trading: kill switch, reconciliation)
+
+main.add_command(reconcile)
+main.add_command(halt)
+
 if __name__ == "__main__":
     main()

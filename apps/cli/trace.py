@@ -42,6 +42,8 @@ class Trace:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     audits: list[dict[str, Any]] = field(default_factory=list)
+    live_state: list[str] = field(default_factory=list)
+    """The run's kill switch and last reconciliation (issue 23), shown after the chain."""
 
     def lines(self) -> list[str]:
         out = [f"trace {self.trace_id}"]
@@ -63,6 +65,7 @@ class Trace:
             )
         if len(out) == 1:
             out.append("  nothing found for this id")
+        out.extend(self.live_state)
         return out
 
 
@@ -166,4 +169,37 @@ async def build_trace(js: JetStreamContext | None, db: Any, ident: str, run_id: 
     })  # fmt: skip
     if db is not None:
         trace.decisions, trace.audits = await related_rows(db, order_ids, run_id)
+        trace.live_state = await live_state(db, run_id or h.LIVE_RUN)
     return trace
+
+
+async def live_state(db: Any, run_id: str) -> list[str]:
+    """The run's kill switch and its last reconciliation with the exchange, as trace lines."""
+    from coinpilot.db.halts import active_halt
+
+    halt = await active_halt(db, run_id)
+    async with db.session() as s:
+        last = (
+            await s.execute(
+                text("SELECT checked_at, venue, ok, discrepancies, report FROM reconciliations "
+                     "WHERE run_id = :r ORDER BY checked_at DESC, id DESC LIMIT 1"),
+                {"r": run_id},
+            )
+        ).mappings().first()  # fmt: skip
+    out = [f"run {run_id}: " + (f"HALTED: {halt.describe()}" if halt else "not halted")]
+    if last is None:
+        out.append(f"run {run_id}: never reconciled")
+        return out
+    verdict = "ok" if last["ok"] else f"{last['discrepancies']} discrepancies"
+    out.append(
+        f"run {run_id}: last reconciliation {last['checked_at'].isoformat()} ({last['venue']}): {verdict}"
+    )
+    report = last["report"]
+    for line in json.loads(report) if isinstance(report, str) else report:
+        if line.get("verdict") != "equal":
+            out.append(
+                f"  {line['currency']}: ledger {line['ledger']} exchange {line['exchange_balance']} "
+                f"+ locked {line['exchange_locked']}, diff {line['difference']}: {line['verdict']} "
+                f"{line.get('why', '')}".rstrip()
+            )
+    return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,15 @@ from coinpilot.contracts import (
 )
 
 NONE = "NONE"
+BYTES = "byte for byte"
+NUMBERS = "as numbers (decimals read back from market_data without the zeros it pads them with)"
+_TRAILING_ZEROS = re.compile(rb"(?<![\w.])(\d+)\.(\d*?)0+(?![\d.])")
+
+
+def without_trailing_zeros(text: bytes) -> bytes:
+    """``text`` with every decimal number's trailing zeros dropped (26775.0 -> 26775, 1.500 -> 1.5):
+    what two messages built from the same numbers in different paddings still have in common."""
+    return _TRAILING_ZEROS.sub(lambda m: m[1] + (b"." + m[2] if m[2] else b""), text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +86,13 @@ class StageDiff:
     overrides: dict[str, str]
     rows: list[DiffRow] = field(default_factory=list)
     identical_outputs: bool = False
-    """Every output of the replay equals the original's, byte for byte (as JSON)."""
+    """Every output of the replay equals the original's, as ``identity`` says."""
     ledgers: tuple[LedgerFigures, LedgerFigures] | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     """Recorded messages left out, by why: undecodable, or refused by a service in the run."""
+    identity: str = BYTES
+    """How outputs were compared: byte for byte (as JSON), or as numbers where inputs came from
+    ``market_data``, which stores decimals padded (NUMERIC(20,8)) and so not as the run had them."""
     first_difference: str | None = None
     """Where the outputs first differ, when they do: the original and the replay's message."""
 
@@ -102,6 +115,7 @@ class StageDiff:
             "inputs": len(self.rows),
             "changed": len(self.changed),
             "identical_outputs": self.identical_outputs,
+            "identity": self.identity,
             "counts": self.counts(),
             "skipped": self.skipped,
             "first_difference": self.first_difference,
@@ -116,7 +130,7 @@ class StageDiff:
             f"{self.stage} replay of run {self.original_run!r} as {self.replay_run!r}"
             + (f" with {', '.join(f'{k}={v}' for k, v in self.overrides.items())}" if self.overrides else ""),
             f"  {len(self.rows)} inputs, {len(self.changed)} decided differently"
-            + ("; outputs identical to the original, byte for byte" if self.identical_outputs else ""),
+            + (f"; outputs identical to the original, {self.identity}" if self.identical_outputs else ""),
         ]
         if self.skipped:
             out.append(

@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 
 from nats.js import JetStreamContext
 from sqlalchemy import text
 
 from apps.stage_replay import loop_stage
-from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.diff import BYTES, NUMBERS, StageDiff
 from apps.stage_replay.pipeline_diff import pipeline_diff
 from apps.stage_replay.recorded import read_run
 from coinpilot.contracts import Contract, MinuteCandle
@@ -42,6 +43,9 @@ OUTPUTS = (*loop_stage.OUTPUTS, "ai.decisions.*")
 REFUSED_BY = ("collector",)
 #: A message some service dead-lettered (a forged fill, say) is no output of the pipeline.
 REFUSED_OUTPUTS = ("collector", "strategy", "risk", "agent", "executor")
+
+
+FROM_MARKET_DATA = "read from market_data (aged out of the stream)"
 
 
 class NoRecordedCandles(ValueError):
@@ -85,8 +89,22 @@ async def run_candles(
         raise NoRecordedCandles(
             f"the database has no symbol of run {run_id!r} (strategy_state, regime_history)"
         )
-    skipped["read from market_data (aged out of the stream)"] += 1
-    return await candles_from_db(db, symbols, start, end)
+    skipped[FROM_MARKET_DATA] += 1
+    return [unpadded(c) for c in await candles_from_db(db, symbols, start, end)]
+
+
+def unpadded(candle: MinuteCandle) -> MinuteCandle:
+    """The candle as it came over the bus: ``market_data`` stores prices and volumes as
+    NUMERIC(20,8), padding them with zeros the exchange did not send (1774.18 comes back as
+    1774.18000000); the messages built from them would differ from the run's in those zeros."""
+    fields = ("open", "high", "low", "close", "volume")
+    return candle.model_copy(update={name: _without_padding(getattr(candle, name)) for name in fields})
+
+
+def _without_padding(value: Decimal) -> Decimal:
+    if value == value.to_integral_value():
+        return value.quantize(Decimal(1))
+    return value.normalize()
 
 
 def once(messages: list[Contract]) -> list[Contract]:
@@ -150,6 +168,7 @@ async def replay_into(
         label=f"{stage} (published into {target_name})",
         original_run=run_id,
         replay_run=replay_run,
+        identity=NUMBERS if skipped[FROM_MARKET_DATA] else BYTES,
     )
     diff.skipped = dict(sorted(skipped.items()))
     return diff

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from apps.backtest.engine import Engine
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import StageDiff
+from apps.stage_replay.diff import BYTES, StageDiff
 from apps.stage_replay.pipeline_diff import pipeline_diff
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import Contract, Fill, HourlyCandle, IndicatorSnapshot, MinuteCandle
 from services.agent.recording import RecordStore
+from services.risk.refit import RecordedHours
 
 #: The recorded inputs of the loop, and the outputs it is compared with.
 INPUTS = ("candles.1m.*", "candles.1h.*", "indicators.1m.*")
@@ -62,6 +63,8 @@ async def replay_loop(
     records: RecordStore | None = None,
     recompute: bool = False,
     candles: Sequence[MinuteCandle] | None = None,
+    hours: RecordedHours | None = None,
+    identity: str = BYTES,
 ) -> tuple[StageDiff, list[Fill]]:
     """The loop over the recorded indicator outputs; the diff (risk's verdict on every signal of
     either run, the two ledgers' figures) and the new ledger. The agent reviews with the mode's
@@ -70,10 +73,13 @@ async def replay_loop(
     ``recompute``: the run's indicator outputs are no longer recorded (``INDICATORS`` keeps the
     shortest history), so the indicator's batch path computes them again from ``history`` and
     ``candles`` (the run's, from the stream or ``market_data``); it is deterministic, so they are
-    the outputs the run had."""
+    the outputs the run had. ``hours``: the recorded hourly closes risk seeds its volatility
+    windows from (``market_data``, as the service read them; else the engine's candles)."""
     if candles is None:
         candles = [r.message for r in recorded if isinstance(r.message, MinuteCandle)]
     engine = RecordingEngine(replay_run, strategy_config, settings=settings, records=records)
+    if hours is not None:  # risk seeds its volatility windows from market_data, as the service did
+        engine.risk.history = hours
     if recompute:  # the indicator outputs aged out of the stream: computed again, as the run did
         result = await engine.run_batch(history, candles)
     else:
@@ -87,5 +93,6 @@ async def replay_loop(
         original_run=original_run,
         replay_run=replay_run,
         overrides=overrides,
+        identity=identity,
     )
     return diff, result.fills

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 from apps.stage_replay.diff import (
+    BYTES,
+    NUMBERS,
     DiffRow,
     StageDiff,
     Verdict,
@@ -19,6 +21,7 @@ from apps.stage_replay.diff import (
     first_difference,
     ledger_figures,
     verdicts_of,
+    without_trailing_zeros,
 )
 from apps.stage_replay.risk_stage import risk_outputs
 from coinpilot.contracts import (
@@ -95,18 +98,25 @@ def pipeline_diff(
     original_run: str,
     replay_run: str,
     overrides: dict[str, str] | None = None,
+    identity: str = BYTES,
 ) -> StageDiff:
-    """``stage``'s rows, and the loop's outputs and ledgers, of two runs of the pipeline."""
+    """``stage``'s rows, and the loop's outputs and ledgers, of two runs of the pipeline; outputs
+    compared ``identity`` (``NUMBERS`` where the replay's inputs were read from ``market_data``)."""
     decisions = stage == "agent"
-    before, after = loop_outputs(original, decisions=decisions), loop_outputs(new, decisions=decisions)
+    before = [m.to_json() for m in loop_outputs(original, decisions=decisions)]
+    after = [m.to_json() for m in loop_outputs(new, decisions=decisions)]
+    if identity == NUMBERS:
+        before = [without_trailing_zeros(b) for b in before]
+        after = [without_trailing_zeros(a) for a in after]
     return StageDiff(
         stage=label,
         original_run=original_run,
         replay_run=replay_run,
         overrides=dict(overrides or {}),
         rows=ROWS[stage](original, new),
-        identical_outputs=[m.to_json() for m in before] == [m.to_json() for m in after],
-        first_difference=first_difference([m.to_json() for m in before], [m.to_json() for m in after]),
+        identical_outputs=before == after,
+        identity=identity,
+        first_difference=first_difference(before, after),
         ledgers=(
             ledger_figures([m for m in original if isinstance(m, Fill)]),
             ledger_figures([m for m in new if isinstance(m, Fill)]),

@@ -41,6 +41,7 @@ from coinpilot.strategy_config import load_strategy_config
 from coinpilot.symbols import quote_currency
 from services.risk.core import Holding, LedgerRows
 from services.risk.handlers import RiskHandlers
+from services.risk.refit import RecordedHours
 from services.risk.stores import MemoryRiskBook, MemoryRiskCache
 
 #: What risk consumes, what it publishes, and the candles its checks read (recorded closes).
@@ -100,6 +101,7 @@ async def replay_risk(
     settings: ModeSettings,
     strategy_config: Path | None = None,
     overrides: dict[str, str] | None = None,
+    history: RecordedHours | None = None,
 ) -> tuple[StageDiff, list[Contract]]:
     """Run risk over the recorded inputs; the diff against the original outputs, and the new outputs."""
     config = load_strategy_config(strategy_config)
@@ -119,6 +121,7 @@ async def replay_risk(
         book=MemoryRiskBook(ledger.rows, close_at, lambda run_id, order_id: ledger.records.get(order_id)),
         fit=VolatilityTrack(volatility, fit_in_line(volatility), cache, replay_run).refit_fit,
         log=log,
+        history=history,
     )
     outputs: list[Contract] = []
     signals: list[EntrySignal | ExitSignal] = []

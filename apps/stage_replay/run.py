@@ -25,18 +25,20 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from nats.js import JetStreamContext
 
 from apps.backtest.settings import ModeSettings
 from apps.stage_replay import agent_stage, executor_stage, loop_stage, risk_stage
-from apps.stage_replay.diff import StageDiff
-from apps.stage_replay.distributed import run_candles
+from apps.stage_replay.diff import BYTES, NUMBERS, StageDiff
+from apps.stage_replay.distributed import FROM_MARKET_DATA, run_candles
 from apps.stage_replay.recorded import Recorded, read_run
 from coinpilot.contracts import IndicatorSnapshot, MinuteCandle
 from coinpilot.db import Database
 from coinpilot.replay.sources import candles_from_db
+from services.risk.refit import RecordedHours
 
 STAGES = ("strategy", "risk", "agent", "executor")
 THROUGH = ("executor",)
@@ -111,14 +113,14 @@ async def stage_replay(
     elif stage == "executor":
         diff = await _replay_executor(js, request)
     elif through is None:
-        diff = await _replay_risk(js, request)
+        diff = await _replay_risk(js, db, request)
     else:
         diff = await _replay_loop(js, db, request)
     diff.skipped = dict(sorted(request.skipped.items()))
     return diff
 
 
-async def _replay_risk(js: JetStreamContext, r: StageReplay) -> StageDiff:
+async def _replay_risk(js: JetStreamContext, db: Database | None, r: StageReplay) -> StageDiff:
     recorded = await r.read(
         js, (*risk_stage.INPUTS, *risk_stage.OUTPUTS, *risk_stage.READS), risk_stage.REFUSED_BY
     )
@@ -129,6 +131,7 @@ async def _replay_risk(js: JetStreamContext, r: StageReplay) -> StageDiff:
         settings=r.settings,
         strategy_config=r.strategy_config,
         overrides=r.overrides,
+        history=recorded_hours(db),
     )
     return diff
 
@@ -170,8 +173,20 @@ async def _replay_loop(js: JetStreamContext, db: Database | None, r: StageReplay
         records=records,
         recompute=recompute,
         candles=candles,
+        hours=recorded_hours(db),
+        identity=NUMBERS if r.skipped[FROM_MARKET_DATA] else BYTES,
     )
     return diff
+
+
+def recorded_hours(db: Database | None) -> RecordedHours | None:
+    """Risk's read of the hourly closes it seeds its volatility windows from (``market_data``), as
+    the service reads them; None without a database (only the run's recorded hours then)."""
+    if db is None:
+        return None
+    from services.risk.state import recorded_hourly_closes
+
+    return partial(recorded_hourly_closes, db)
 
 
 async def _replay_agent(js: JetStreamContext, db: Database | None, r: StageReplay) -> StageDiff:

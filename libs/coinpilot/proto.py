@@ -32,6 +32,7 @@ CHANNELS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "RiskAlert": (("risk",), ("notifier",)),
     "DailyReport": (("notifier",), ()),
     "DeadLetter": (("collector", "indicator", "strategy", "risk", "agent", "executor", "notifier"), ()),
+    "HaltCommand": (("operator",), ("risk",)),
 }
 
 

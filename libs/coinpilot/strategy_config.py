@@ -75,6 +75,14 @@ class DataConfig(_Frozen):
     min_hourly_candles_for_regime: int = Field(
         default=200, ge=1, description="Closed hourly candles needed before a regime is known (count)"
     )
+    max_filled_gap_minutes: int = Field(
+        default=15,  # coinpilot.indicators.MAX_FILLED_GAP; why 15: services/indicator/README.md
+        ge=0,
+        le=199,
+        description="MINUTES: a gap of at most this many missing 1m candles is filled with no-trade "
+        "minutes (flat at the previous close, volume 0); a longer one is an outage and restarts the "
+        "warm-up. 0 fills nothing",
+    )
 
 
 class RegimeDetectionConfig(_Frozen):

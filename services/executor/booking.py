@@ -63,7 +63,11 @@ async def book_order(
     if forged is not None:
         return forged
     refused = core.refuse_duplicate_buy(locked.ledger, order)  # before any venue is asked
-    execution = refused if refused is not None else await venue.execute(order, locked.ledger, locked.market)
+    execution = (
+        refused
+        if refused is not None
+        else await venue.execute(order, locked.ledger, locked.market, run_id=run_id)
+    )
     outcome = (
         execution
         if isinstance(execution, core.Rejection)

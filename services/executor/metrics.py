@@ -22,3 +22,11 @@ ACTIVE_POSITIONS = Gauge("coinpilot_active_positions", "Open positions after the
 EQUITY_KRW = Gauge(
     "coinpilot_equity_krw", "KRW cash plus KRW positions at their last fill price, after the last fill"
 )
+VENUE_ORDERS = Counter(
+    "coinpilot_executor_venue_orders",
+    "Live venue orders by the state they reached (intended, submitted, open, done, cancelled, failed)",
+    ["symbol", "state"],
+)
+VENUE_HALTED = Gauge(
+    "coinpilot_executor_venue_halted", "1 while the live venue takes no orders (the exchange blocked us)"
+)

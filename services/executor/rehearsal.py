@@ -35,7 +35,7 @@ from coinpilot.db import Database, rehearsal_run_id
 from services.executor.booking import Booked, book_order
 from services.executor.core import Position, decision_minute
 from services.executor.state import PgExecutorTx
-from services.executor.venue import FillVenue
+from services.executor.venue import PaperVenue
 
 SYMBOL = "KRW-BTC"
 PRICE = Decimal(100_000_000)
@@ -137,7 +137,7 @@ async def approve(conn: asyncpg.Connection, run_id: str, order: OrderApproved) -
     await conn.execute(_CANDLE, order.symbol, order.reference_price, decision_minute(order))
 
 
-async def rehearse_orders(db: Database, venue: FillVenue, initial_balance: Decimal) -> None:
+async def rehearse_orders(db: Database, venue: PaperVenue, initial_balance: Decimal) -> None:
     """Through ``book_order`` for a throwaway run, in one transaction rolled back: a BUY, its SELL,
     the SELL again with nothing left to sell (a rejection) and the BUY again (its stored answer)."""
     run_id = rehearsal_run_id()

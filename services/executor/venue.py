@@ -1,4 +1,4 @@
-"""Where an order gets executed. Paper now; a live Upbit broker implements the same protocol.
+"""Where an order gets executed: paper here, Upbit in ``live.venue.UpbitVenue`` (the same protocol).
 
 A venue quotes and says what was executed (price, quantity, fee) or why not; booking it into the
 ledger is always ``core.apply_execution``, so the ledger rules never depend on the venue. The
@@ -30,8 +30,10 @@ class RecordedMarket:
 
 class FillVenue(Protocol):
     async def execute(
-        self, order: OrderApproved, ledger: Ledger, market: RecordedMarket
-    ) -> Execution | Rejection: ...
+        self, order: OrderApproved, ledger: Ledger, market: RecordedMarket, *, run_id: str
+    ) -> Execution | Rejection:
+        """What the venue executed for ``order`` (of run ``run_id``), or why not."""
+        ...
 
 
 class PaperVenue:
@@ -42,7 +44,7 @@ class PaperVenue:
         self.params = params
 
     async def execute(
-        self, order: OrderApproved, ledger: Ledger, market: RecordedMarket
+        self, order: OrderApproved, ledger: Ledger, market: RecordedMarket, *, run_id: str
     ) -> Execution | Rejection:
         if market.close is None:
             # The recorder runs beside the indicator: it stores the candle, it has not yet. Retried

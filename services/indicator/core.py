@@ -8,9 +8,13 @@ its ``:59`` minute arrives or, if that minute is missing, when the first candle 
 arrives. The snapshot carries the regime in force *after* those closes, so "the regime at event
 time T" is the regime of every hour that ended by T, whichever way the hour closed.
 
-Every value is a pure function of bounded windows (the last 200 candles, the last 200 closed
-hours), so ``warm_state`` (restart from stored candles) and ``history_messages`` (batch over a
-whole file) give exactly the messages a candle-by-candle run gives.
+Every value is a pure function of bounded windows (the last 200 rows of 1m history, the last 200
+closed hours), so ``warm_state`` (restart from stored candles) and ``history_messages`` (batch
+over a whole file) give exactly the messages a candle-by-candle run gives. A gap of at most
+``max_filled_gap`` minutes is filled in the 1m window with no-trade minutes (flat at the previous
+close, volume 0): an exchange sends no candle for a minute without trades, and such a minute is
+history, not a hole. A longer gap is an outage and starts the warm-up again. Hourly candles and
+the regime stay the aggregates of the candles received.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from coinpilot.contracts import Contract, HourlyCandle, IndicatorSnapshot, Minut
 from coinpilot.indicators import (
     DEFAULT_REGIME_PARAMS,
     DEFAULT_REGIME_RULE,
+    MAX_FILLED_GAP,
     WINDOW,
     HistoryResult,
     HourBar,
@@ -63,11 +68,13 @@ INDICATOR_FIELDS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class IndicatorConfig:
-    """All the core sees: lookbacks per regime (strategy YAML entry blocks) and the regime rule."""
+    """All the core sees: lookbacks per regime (strategy YAML entry blocks), the regime rule, and
+    the longest gap filled with no-trade minutes (``data.max_filled_gap_minutes``; 0: none)."""
 
     regimes: RegimeParams = DEFAULT_REGIME_PARAMS
     rule: RegimeRule = DEFAULT_REGIME_RULE
     window: int = WINDOW
+    max_filled_gap: int = MAX_FILLED_GAP
 
 
 DEFAULT_CONFIG = IndicatorConfig()
@@ -120,7 +127,8 @@ def _opt(value: float) -> float | None:
 
 
 def initial_state(symbol: str, config: IndicatorConfig = DEFAULT_CONFIG) -> SymbolState:
-    return SymbolState(symbol=symbol, window=MinuteWindow(size=config.window))
+    window = MinuteWindow(size=config.window, max_filled_gap=config.max_filled_gap)
+    return SymbolState(symbol=symbol, window=window)
 
 
 def on_candle(state: SymbolState, candle: MinuteCandle, config: IndicatorConfig = DEFAULT_CONFIG) -> Step:
@@ -254,6 +262,7 @@ def warm_state(
         [float(c.close) for c in tail],
         [float(c.volume) for c in tail],
         size=config.window,
+        max_filled_gap=config.max_filled_gap,
     )
     bars = list(hours)
     forming: HourBar[Decimal] | None = None
@@ -325,6 +334,7 @@ class ComputedHistory:
             params=config.regimes,
             rule=config.rule,
             size=config.window,
+            max_filled_gap=config.max_filled_gap,
         )
         closes_at: dict[int, list[int]] = {}
         for k, i in enumerate(result.hour_closed_at.tolist()):
@@ -372,7 +382,7 @@ class ComputedHistory:
             rows=int(batch.rows[i]),
             bars_seen=int(batch.bars_seen[i]),
             gap_minutes=int(batch.gap_minutes[i]),
-            window_has_gap=bool(batch.bars_seen[i] < batch.rows[i]),
+            window_has_gap=bool(batch.window_has_gap[i]),
         )
         return snapshot(candle, values, HourState(None, (), reading), self.config)
 

@@ -23,7 +23,8 @@ class IndicatorSettings(BaseSettings):
 
 
 def config_from_strategy(strategy: StrategyConfig) -> IndicatorConfig:
-    """The lookbacks of each regime's entry block and the ``regime_detection`` rule (§0.2, §0.3)."""
+    """The lookbacks of each regime's entry block, the ``regime_detection`` rule (§0.2, §0.3) and
+    the longest gap filled with no-trade minutes (``data.max_filled_gap_minutes``)."""
     by_regime = {}
     for regime in TRADED_REGIMES:
         block = strategy.regimes.for_regime(regime)
@@ -44,7 +45,11 @@ def config_from_strategy(strategy: StrategyConfig) -> IndicatorConfig:
         bear_threshold_pct=detection.bear_threshold_pct,
         min_hourly_candles=strategy.data.min_hourly_candles_for_regime,
     )
-    return IndicatorConfig(regimes=RegimeParams(by_regime=by_regime), rule=rule)
+    return IndicatorConfig(
+        regimes=RegimeParams(by_regime=by_regime),
+        rule=rule,
+        max_filled_gap=strategy.data.max_filled_gap_minutes,
+    )
 
 
 def load_config(path: Path | None) -> tuple[IndicatorConfig, int]:

@@ -13,8 +13,10 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 
 from coinpilot.analytics.volatility import VolatilityState, fit_volatility, load_garch
+from coinpilot.clock import floor_hour, wall_clock_now
 from coinpilot.contracts import (
     Contract,
     EntrySignal,
@@ -29,6 +31,7 @@ from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition, pa
 from coinpilot.symbols import quote_currency
 from services.risk import handlers as handlers_module
 from services.risk import metrics, rehearsal, state
+from services.risk.control import control_consumer
 from services.risk.handlers import RiskHandlers
 from services.risk.settings import RiskSettings
 
@@ -71,6 +74,7 @@ def build(rt: Runtime) -> ServiceDefinition:
         fit=fit_in_thread,
         log=rt.log,
         gauge_run_id=rt.settings.run_id,
+        history=partial(state.recorded_hourly_closes, db),
     )
 
     async def on_signal(d: Delivery[Signal]) -> Sequence[Contract]:
@@ -87,9 +91,11 @@ def build(rt: Runtime) -> ServiceDefinition:
         return await handlers.on_hourly_close(d.run_id, c.symbol, c.ts_open, c.close, c.ts_event)
 
     async def refit_at_start(rt: Runtime) -> None:
-        """Start-up refit (§4.9): each symbol whose stored window is due gets a fit now."""
+        """Start-up refit (§4.9): each symbol's window is seeded from the hours ``market_data``
+        recorded (the closed ones, before the current hour), and fitted now if due."""
         run_id = rt.settings.run_id
-        for alert in await handlers.refit_at_start(run_id, rt.settings.symbols):
+        current_hour = floor_hour(wall_clock_now())
+        for alert in await handlers.refit_at_start(run_id, rt.settings.symbols, current_hour):
             await rt.bus.publish(alert, run_id=run_id)
 
     async def start(rt: Runtime) -> None:
@@ -113,6 +119,7 @@ def build(rt: Runtime) -> ServiceDefinition:
             Consumer(FILLS, FILLS_DURABLE, on_fill, parser_for(Fill)),
             Consumer(CANDLES, CANDLES_DURABLE, on_candle, parser_for(HourlyCandle)),
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
+            control_consumer(db),  # control.halt: the kill switch (services/risk/control.py)
         ],
         tasks=[refit_at_start],
         on_start=start,

@@ -43,6 +43,7 @@ from coinpilot.contracts import (
     order_id_for,
     order_time,
 )
+from coinpilot.kill_switch import Halt
 from services.risk.checks import AUDITED, OrderCheck, Verdict, check_order, signal_price
 from services.risk.params import RiskParams
 
@@ -125,6 +126,7 @@ class Ledger:
     positions: Mapping[str, Holding] = field(default_factory=dict)
     prices: Mapping[str, Decimal] = field(default_factory=dict)
     reference_equity: Decimal | None = None
+    halt: Halt | None = None
 
     def held_symbols(self) -> frozenset[str]:
         return frozenset(s for s, h in self.positions.items() if h.quantity > 0)
@@ -151,12 +153,14 @@ class LedgerRows:
     """The positions in the asked currency."""
     recorded_close: Decimal | None = None
     """The close ``market_data`` holds for the asked symbol and minute, if any."""
+    halt: Halt | None = None
+    """The run's kill switch when it is on (``coinpilot.kill_switch``)."""
 
     def ledger(
         self, prices: Mapping[str, Decimal], reference_equity: Decimal | None, initial_balance: Decimal | None
     ) -> Ledger:
         balance = initial_balance if self.balance is None else self.balance
-        return Ledger(balance, dict(self.positions), dict(prices), reference_equity)
+        return Ledger(balance, dict(self.positions), dict(prices), reference_equity, self.halt)
 
 
 def reference_cached(params: RiskParams) -> bool:
@@ -269,6 +273,8 @@ def on_entry_signal(
     First the price (``checks.signal_price`` against ``recorded_close``, the close ``market_data``
     holds for the signal's minute when the edge found one): an implausible one is rejected
     ``IMPLAUSIBLE_PRICE`` like any other "no", which also frees the strategy's pending order.
+    Then the kill switch: while the run is halted (``ledger.halt``) every entry is rejected
+    ``TRADING_HALTED`` with the halt's source and reason, before anything is sized.
     """
     now = signal.ts_event
     state = _expire_pending(state.at(now, params), now, params)
@@ -276,6 +282,8 @@ def on_entry_signal(
     price = signal_price(signal, recorded_close, params)
     if not price.passed:
         return _reject(state, signal, order_id, price)
+    if ledger.halt is not None:
+        return _reject(state, signal, order_id, Verdict(RejectReason.TRADING_HALTED, ledger.halt.describe()))
     if signal.symbol in state.pending_orders:
         pending = state.pending_orders[signal.symbol]
         return _reject(

@@ -102,7 +102,11 @@ class RiskHandlers:
     log: logging.Logger
     #: The run whose state the gauges show (the service's own); None: no gauges.
     gauge_run_id: str | None = None
+    #: Recorded hourly closes (``market_data``; a backtest's candles before its window) that seed
+    #: each (run, symbol)'s GARCH window before its first hour here; None: the bus's hours only.
+    history: refit.RecordedHours | None = None
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    seeded: set[tuple[str, str]] = field(default_factory=set)
 
     # -- signals -----------------------------------------------------------------------------
     async def on_signal(self, run_id: str, signal: EntrySignal | ExitSignal) -> Sequence[Contract]:
@@ -206,15 +210,37 @@ class RiskHandlers:
     async def on_hourly_close(
         self, run_id: str, symbol: str, ts_open: datetime, close: Decimal, now: datetime
     ) -> Sequence[Contract]:
+        """The first hour of a (run, symbol) here comes after its recorded history (``history``):
+        the window is seeded with the recorded hours before it, then the refit policy runs."""
+        recorded = None
+        if self.history is not None and (run_id, symbol) not in self.seeded:
+            recorded = await self.history(symbol, *refit.history_span(ts_open, self.volatility))
         done = await refit.on_hourly_close(
-            self.cache, run_id, symbol, ts_open, close, now, self.volatility, self.fit
+            self.cache, run_id, symbol, ts_open, close, now, self.volatility, self.fit, recorded
         )
+        self.seeded.add((run_id, symbol))
         return self._refitted(symbol, now, done)
 
-    async def refit_at_start(self, run_id: str, symbols: Sequence[str]) -> list[Contract]:
-        """Start-up refit (§4.9): each symbol whose stored window is due gets a fit now."""
+    async def refit_at_start(
+        self, run_id: str, symbols: Sequence[str], recorded_until: datetime | None = None
+    ) -> list[Contract]:
+        """Start-up refit (§4.9): each symbol's window is seeded with the recorded hours opened
+        before ``recorded_until`` (when ``history`` is given: the service passes the current hour),
+        then each symbol whose window is due gets a fit now, as of its last hour's end."""
         alerts: list[Contract] = []
         for symbol in symbols:
+            if (
+                self.history is not None
+                and recorded_until is not None
+                and (run_id, symbol) not in self.seeded
+            ):
+                span = refit.history_span(recorded_until, self.volatility)
+                recorded = await self.history(symbol, *span)
+                await refit.seed_window(self.cache, run_id, symbol, recorded, self.volatility)
+                # Nothing recorded yet (a first start, the collector's backfill still running):
+                # the symbol's first hour on the bus reads the history again.
+                if recorded:
+                    self.seeded.add((run_id, symbol))
             window = await self.cache.hourly_closes(run_id, symbol)
             if window:
                 now = window[-1][0] + HOUR

@@ -6,6 +6,11 @@ a day, on the first candle at or after ``refit_at_utc``, from the window's close
 ``min_returns`` returns exist. A fit that fails drops the symbol's state: its multiplier falls
 back to 1.0 until the next good fit.
 
+A window need not wait weeks for hours on the bus: before the first hour of a (run, symbol) the
+caller hands :func:`on_hourly_close` the symbol's recorded closed hours before it (``market_data``
+in the service, the candles before the window in a backtest; :func:`history_span` says which), and
+they seed the window first (:func:`seed_window`), so the first refit fits on recorded history.
+
 The store is risk's cache (:class:`VolatilityStore`: Redis in the service, memory in a backtest)
 and the fit is given (in a thread in the service; in line, or made ahead by a worker process, in a
 backtest), so every mode runs this one function. What a refit did comes back as a
@@ -28,6 +33,8 @@ from services.risk.core import VolatilityReading, refit_due, volatility_alert
 
 HOUR = timedelta(hours=1)
 Window = list[tuple[datetime, Decimal]]
+#: ``(symbol, start, end)`` -> the recorded closed hours opened in ``[start, end)``, oldest first.
+RecordedHours = Callable[[str, datetime, datetime], Awaitable[Window]]
 #: Fits ``(symbol, closes, as_of)``; raises :class:`VolatilityFitError` when the model cannot be fitted.
 Fit = Callable[[str, list[Decimal], datetime], Awaitable[VolatilityState]]
 
@@ -46,6 +53,10 @@ class VolatilityStore(Protocol):
     async def add_hourly_close(
         self, run_id: str, symbol: str, ts_open: datetime, close: Decimal, keep: int
     ) -> bool: ...
+
+    async def add_hourly_closes(self, run_id: str, symbol: str, hours: Window, keep: int) -> bool:
+        """:meth:`add_hourly_close` of each hour in order, in one write."""
+        ...
 
     async def hourly_closes(self, run_id: str, symbol: str) -> Window | None: ...
 
@@ -82,6 +93,27 @@ def window_with(window: Window, ts_open: datetime, close: Decimal, keep: int) ->
     return window[-keep:]
 
 
+def windows_with(window: Window, hours: Window, keep: int) -> Window:
+    """:func:`window_with` of each hour in turn (``hours`` oldest first), in one pass."""
+    merged = dict(window)
+    merged.update(hours)
+    return sorted(merged.items())[-keep:]
+
+
+def history_span(first_hour: datetime, config: VolatilityConfig) -> tuple[datetime, datetime]:
+    """The recorded hours that seed the window of a symbol whose first hour here opens at
+    ``first_hour``: the ``window_hours`` before it, so with it the window is full."""
+    return first_hour - config.window_hours * HOUR, first_hour
+
+
+async def seed_window(
+    store: VolatilityStore, run_id: str, symbol: str, recorded: Window, config: VolatilityConfig
+) -> None:
+    """Add recorded closed hours (oldest first) to the symbol's window, as the bus would have."""
+    if recorded:
+        await store.add_hourly_closes(run_id, symbol, recorded, config.window_hours + 1)
+
+
 async def refit_if_due(
     store: VolatilityStore, run_id: str, symbol: str, now: datetime, config: VolatilityConfig, fit: Fit
 ) -> Refit:
@@ -116,9 +148,13 @@ async def on_hourly_close(
     now: datetime,
     config: VolatilityConfig,
     fit: Fit,
+    recorded: Window | None = None,
 ) -> Refit:
     """The hour opened at ``ts_open`` closed at ``now``: note its close as the latest price, add it
-    to the window, and refit when due."""
+    to the window (after ``recorded``, the hours of :func:`history_span` recorded before it, given
+    with a symbol's first hour), and refit when due."""
     await store.note_price(run_id, symbol, close, now)
+    if recorded:
+        await seed_window(store, run_id, symbol, recorded, config)
     await store.add_hourly_close(run_id, symbol, ts_open, close, config.window_hours + 1)
     return await refit_if_due(store, run_id, symbol, now, config, fit)

@@ -33,8 +33,10 @@ from coinpilot.cache import CACHE_FALLBACKS, Cache, keys
 from coinpilot.clock import ensure_utc, trading_day, wall_clock_now
 from coinpilot.contracts import OrderApproved, OrderProposed
 from coinpilot.db import Database, TransactionBook, claim_on
+from coinpilot.db.market import load_hourly_candles
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
+from coinpilot.kill_switch import Halt
 from services.risk import metrics
 from services.risk.core import AuditEntry, DailyState, Holding, LedgerRows, VolatilityReading
 from services.risk.core import RiskState as CoreState
@@ -97,15 +99,21 @@ FOR UPDATE
 """
 
 # One row per held position of any currency (at least one row), each with the run's balance in
-# $2 (NULL when the executor has not opened the account yet) and the close market_data recorded
-# for the signal's symbol $3 and minute $4 (NULL when none is, or when $3 is NULL).
+# $2 (NULL when the executor has not opened the account yet), the close market_data recorded
+# for the signal's symbol $3 and minute $4 (NULL when none is, or when $3 is NULL) and the run's
+# kill switch (``coinpilot.kill_switch``: NULLs when it is off).
 _READ_LEDGER = """
 SELECT account.balance, position.symbol, position.quantity, position.avg_price, position.currency,
        (SELECT close_price FROM market_data
-        WHERE symbol = $3 AND interval = '1m' AND timestamp = $4) AS recorded_close
+        WHERE symbol = $3 AND interval = '1m' AND timestamp = $4) AS recorded_close,
+       halt.source AS halt_source, halt.reason AS halt_reason, halt.halted_at
 FROM (VALUES (true)) AS one
 LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency = $2
 LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
+LEFT JOIN LATERAL (
+    SELECT source, reason, halted_at FROM trading_halts
+    WHERE run_id = $1 AND cleared_at IS NULL ORDER BY halted_at LIMIT 1
+) AS halt ON true
 """
 
 # Both rows in one statement, and the order the step approved (``order_proposals``, $13..$19, all
@@ -276,8 +284,8 @@ async def read_ledger(
     symbol: str | None = None,
     minute: datetime | None = None,
 ) -> LedgerRows:
-    """Cash and positions of the run as the executor last committed them, and the recorded close of
-    ``symbol``'s candle that opened at ``minute`` (one round trip)."""
+    """Cash and positions of the run as the executor last committed them, the recorded close of
+    ``symbol``'s candle that opened at ``minute`` and the run's active halt (one round trip)."""
     rows = await conn.fetch(_READ_LEDGER, run_id, currency, symbol, minute)
     held = [row["symbol"] for row in rows if row["symbol"] is not None]
     positions = {
@@ -285,7 +293,11 @@ async def read_ledger(
         for row in rows
         if row["symbol"] is not None and row["currency"] == currency
     }
-    return LedgerRows(rows[0]["balance"], held, positions, rows[0]["recorded_close"])
+    first = rows[0]
+    halt = None
+    if first["halt_source"] is not None:
+        halt = Halt(run_id, first["halt_source"], first["halt_reason"], ensure_utc(first["halted_at"]))
+    return LedgerRows(first["balance"], held, positions, first["recorded_close"], halt)
 
 
 class PgRiskTx:
@@ -318,6 +330,16 @@ class PgRiskTx:
 def pg_risk_book(db: Database) -> TransactionBook[PgRiskTx]:
     """``handlers.RiskBook`` on PostgreSQL: each transaction one connection of the pool."""
     return TransactionBook(db, PgRiskTx)
+
+
+async def recorded_hourly_closes(
+    db: Database, symbol: str, start: datetime, end: datetime
+) -> list[tuple[datetime, Decimal]]:
+    """``refit.RecordedHours`` on ``market_data``: the hourly closes of the 1m rows opened in
+    ``[start, end)`` (the collector's table, read only), oldest first."""
+    async with db.session() as session:
+        hours = await load_hourly_candles(session, symbol, start, end)
+    return [(hour.ts_open, hour.close) for hour in hours]
 
 
 # -- Redis --------------------------------------------------------------------------------------
@@ -540,6 +562,26 @@ class RiskCache:
             async with c.client.pipeline(transaction=True) as pipe:
                 pipe.zremrangebyscore(key, score, score)
                 pipe.zadd(key, {member: score})
+                pipe.zremrangebyrank(key, 0, -(keep + 1))
+                await pipe.execute()
+
+        await self._must("hourly closes", run)
+        return self.cache is not None
+
+    async def add_hourly_closes(
+        self, run_id: str, symbol: str, hours: Sequence[tuple[datetime, Decimal]], keep: int
+    ) -> bool:
+        """:meth:`add_hourly_close` of each hour, in one transaction (one round trip)."""
+        if not hours:
+            return self.cache is not None
+        key = hourly_closes_key(symbol, run_id)
+        scored = [(int(ensure_utc(ts_open).timestamp()), close) for ts_open, close in hours]
+
+        async def run(c: Cache) -> None:
+            async with c.client.pipeline(transaction=True) as pipe:
+                for score, close in scored:
+                    pipe.zremrangebyscore(key, score, score)
+                    pipe.zadd(key, {f"{score}:{format(close, 'f')}": score})
                 pipe.zremrangebyrank(key, 0, -(keep + 1))
                 await pipe.execute()
 

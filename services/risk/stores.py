@@ -28,7 +28,7 @@ from coinpilot.contracts import Contract, OrderApproved, OrderProposed
 from coinpilot.fill_ledger import RecordedFill
 from services.risk.core import AuditEntry, LedgerRows, RiskState, VolatilityReading, initial_state
 from services.risk.params import RiskParams
-from services.risk.refit import VolatilityStore, Window, window_with
+from services.risk.refit import VolatilityStore, Window, window_with, windows_with
 
 
 class PriceMemory:
@@ -111,6 +111,11 @@ class MemoryRiskCache:
     ) -> bool:
         key = (run_id, symbol)
         self._windows[key] = window_with(self._windows.get(key, []), ts_open, close, keep)
+        return True
+
+    async def add_hourly_closes(self, run_id: str, symbol: str, hours: Window, keep: int) -> bool:
+        key = (run_id, symbol)
+        self._windows[key] = windows_with(self._windows.get(key, []), hours, keep)
         return True
 
     async def hourly_closes(self, run_id: str, symbol: str) -> Window | None:

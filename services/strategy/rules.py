@@ -52,9 +52,10 @@ def evaluate_entry(snapshot: IndicatorSnapshot, params: StrategyParams) -> Entry
         return EntryDecision(
             EntryReason.REGIME_UNKNOWN, detail="regime unknown: waiting for 200 closed hours"
         )
-    if snapshot.bars_seen < params.warmup_bars:
+    if snapshot.bars_seen < params.warmup_bars:  # minutes of history: a no-trade minute counts
         return EntryDecision(
-            EntryReason.WARMING_UP, detail=f"{snapshot.bars_seen} < {params.warmup_bars} contiguous candles"
+            EntryReason.WARMING_UP,
+            detail=f"{snapshot.bars_seen} < {params.warmup_bars} minutes of history since the last outage",
         )
     return _entry_checks(snapshot, regime, rules)
 

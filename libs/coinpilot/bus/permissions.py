@@ -102,6 +102,7 @@ MANIFEST: tuple[Identity, ...] = (
             ("fills.*", "risk-fills"),
             ("candles.1h.*", "risk-candles"),
             ("orders.rejected.*", "risk-rejections"),
+            ("control.halt", "risk-control"),  # the kill switch; only the operator publishes it
         ],
         ["orders.proposed.*", "orders.approved.*", "orders.rejected.*", ALERTS],
     ),

@@ -63,6 +63,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec("RISK", ("risk.>",), max_age_seconds=90 * DAY_SECONDS),
     StreamSpec("REPORTS", ("reports.>",), max_age_seconds=365 * DAY_SECONDS),
     StreamSpec("DLQ", ("dlq.>",), max_age_seconds=30 * DAY_SECONDS),
+    StreamSpec("CONTROL", ("control.>",), max_age_seconds=30 * DAY_SECONDS),
 )
 
 

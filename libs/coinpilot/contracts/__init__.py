@@ -17,7 +17,14 @@ from coinpilot.contracts.enums import (
     Side,
 )
 from coinpilot.contracts.market import HourlyCandle, IndicatorSnapshot, MinuteCandle, RegimeUpdate
-from coinpilot.contracts.ops import AiDecision, DailyReport, DeadLetter, ExitBreakdown, RiskAlert
+from coinpilot.contracts.ops import (
+    AiDecision,
+    DailyReport,
+    DeadLetter,
+    ExitBreakdown,
+    HaltCommand,
+    RiskAlert,
+)
 from coinpilot.contracts.subjects import parse_subject, subject_for
 from coinpilot.contracts.trading import (
     EntrySignal,
@@ -47,6 +54,7 @@ ALL_CONTRACTS: tuple[type[Contract], ...] = (
     RiskAlert,
     DailyReport,
     DeadLetter,
+    HaltCommand,
 )
 
 __all__ = [
@@ -65,6 +73,7 @@ __all__ = [
     "ExitReason",
     "ExitSignal",
     "Fill",
+    "HaltCommand",
     "HourlyCandle",
     "IndicatorSnapshot",
     "MinuteCandle",

@@ -44,6 +44,7 @@ class ExitReason(StrEnum):
     TAKE_PROFIT = "TAKE_PROFIT"
     RSI_OVERBOUGHT = "RSI_OVERBOUGHT"
     TIME_LIMIT = "TIME_LIMIT"
+    KILL_SWITCH = "KILL_SWITCH"  # an operator's `coinpilot halt --flatten` (issue 23)
 
 
 class RejectReason(StrEnum):
@@ -85,6 +86,13 @@ class RejectReason(StrEnum):
     NO_POSITION = "NO_POSITION"
     QUANTITY_TOO_SMALL = "QUANTITY_TOO_SMALL"
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"  # the venue's quote is far from the order's price
+    # executor, live venue (issue 23)
+    ORDER_CAP_EXCEEDED = "ORDER_CAP_EXCEEDED"  # a BUY over the per-order cap
+    DAILY_CAP_EXCEEDED = "DAILY_CAP_EXCEEDED"  # a BUY over what the day may still spend
+    BELOW_EXCHANGE_MINIMUM = "BELOW_EXCHANGE_MINIMUM"  # under the minimum order total (dust)
+    VENUE_REFUSED = "VENUE_REFUSED"  # the exchange refused the order (its error name in the message)
+    VENUE_NOT_PLACED = "VENUE_NOT_PLACED"  # its answer was lost and the exchange has no such order
+    VENUE_NOTHING_EXECUTED = "VENUE_NOTHING_EXECUTED"  # closed on the exchange with nothing executed
 
 
 class RejectStage(StrEnum):
@@ -115,3 +123,8 @@ class AlertType(StrEnum):
     CANDLE_REJECTED = "CANDLE_REJECTED"
     ORDER_REFUSED = "ORDER_REFUSED"
     FILL_MISMATCH = "FILL_MISMATCH"
+    # live trading (issue 23): the ledger differs from the exchange; the kill switch was set
+    RECONCILIATION_MISMATCH = "RECONCILIATION_MISMATCH"
+    TRADING_HALT = "TRADING_HALT"
+    # the live venue: the exchange blocked us (HTTP 418), no further orders (issue 23)
+    VENUE_BLOCKED = "VENUE_BLOCKED"

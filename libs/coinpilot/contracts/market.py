@@ -87,9 +87,17 @@ class IndicatorSnapshot(Contract):
     bb_touch_recovery: bool | None = None
     bb_touch_lookback: int = 30
     bb_recovery_sustain_candles: int = 1
-    bars_seen: int = Field(ge=0, description="Contiguous 1m candles in the window, this one included")
-    gap_minutes: int = Field(default=0, ge=0, description="Minutes missing right before this candle")
-    window_has_gap: bool = Field(default=False, description="The indicator window spans a gap")
+    bars_seen: int = Field(
+        ge=0,
+        description="Contiguous minutes of history in the window, this one included: candles and the "
+        "no-trade minutes filled in short gaps; an outage (a longer gap) starts it again",
+    )
+    gap_minutes: int = Field(
+        default=0, ge=0, description="Minutes missing from the feed right before this candle, filled or not"
+    )
+    window_has_gap: bool = Field(
+        default=False, description="The indicator window holds a filled no-trade minute or spans an outage"
+    )
     missing: tuple[str, ...] = Field(default=(), description="Names of indicator values not computable yet")
 
     def msg_id(self) -> str:

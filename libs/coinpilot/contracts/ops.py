@@ -50,6 +50,24 @@ class RiskAlert(Contract):
         return f"alert:{self.type}:{self.symbol or '-'}:{minute_key(self.ts_event)}"
 
 
+class HaltCommand(Contract):
+    """The kill switch by message (issue 23): halt new entries of the run it is published for.
+
+    Only the operator identity may publish ``control.halt`` (``bus/permissions.py``); risk
+    consumes it and sets the halt (``coinpilot.kill_switch``). Clearing is not a message: only an
+    operator clears a halt, with ``coinpilot halt --clear``.
+    """
+
+    SUBJECT: ClassVar[str] = "control.halt"
+
+    reason: str = Field(min_length=1, max_length=500)
+    requested_by: str = Field(default="operator", max_length=64)
+
+    def msg_id(self) -> str:
+        digest = hashlib.sha256(f"{self.ts_event.isoformat()}|{self.reason}".encode()).hexdigest()[:16]
+        return f"control:halt:{digest}"
+
+
 class ExitBreakdown(Contract):
     SUBJECT: ClassVar[str] = ""
 

@@ -20,6 +20,7 @@ FILLS = "fills"
 AI_DECISIONS = "ai.decisions"
 RISK_ALERTS = "risk.alerts"
 REPORTS_DAILY = "reports.daily"
+CONTROL_HALT = "control.halt"
 DLQ = "dlq"
 
 PER_SYMBOL_PREFIXES: tuple[str, ...] = (
@@ -62,7 +63,7 @@ def parse_subject(subject: str) -> ParsedSubject:
             if not is_market(symbol):
                 raise ContractError(f"bad symbol in subject {subject!r}")
             return ParsedSubject(prefix, symbol)
-    if subject in (RISK_ALERTS, REPORTS_DAILY):
+    if subject in (RISK_ALERTS, REPORTS_DAILY, CONTROL_HALT):
         return ParsedSubject(subject, None)
     if subject.startswith(DLQ + "."):
         return ParsedSubject(DLQ, None)

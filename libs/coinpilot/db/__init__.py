@@ -32,6 +32,7 @@ from coinpilot.db.models import (
     RiskState,
     StrategyState,
     TradingHistory,
+    VenueOrder,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "StrategyState",
     "TradingHistory",
     "TransactionBook",
+    "VenueOrder",
     "claim",
     "claim_on",
     "current_revision",

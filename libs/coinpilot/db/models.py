@@ -426,6 +426,93 @@ class OrderProposal(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class VenueOrder(Base):
+    """An order sent to a live exchange, committed as ``intended`` before it is sent (issue 23).
+
+    Its ``state`` follows ``services.executor.live.states``; ``identifier`` is the deterministic
+    client order id the exchange knows it by (unique: Upbit never accepts one twice), so an order
+    whose answer was lost is looked up, never sent again. What executed (volume, funds, fee,
+    trades) is what the ledger books; a ``remainder`` under the exchange minimum is ``dust``.
+    """
+
+    __tablename__ = "venue_orders"
+    __table_args__ = (
+        UniqueConstraint("identifier", name="uq_venue_orders_identifier"),
+        CheckConstraint(
+            "state IN ('intended', 'submitted', 'open', 'done', 'cancelled', 'failed')", name="state"
+        ),
+        Index("idx_venue_orders_created", "created_at"),  # the day's BUYs, every run (caps)
+    )
+
+    run_id: Mapped[str] = run_id_column(primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identifier: Mapped[str] = mapped_column(
+        String(64), nullable=False, comment="the exchange's client order id"
+    )
+    market: Mapped[str] = mapped_column(String(20), nullable=False)
+    side: Mapped[str] = mapped_column(String(10), nullable=False, comment="bid / ask")
+    ord_type: Mapped[str] = mapped_column(
+        String(10), nullable=False, comment="price (market buy) / market (sell)"
+    )
+    amount: Mapped[Decimal | None] = mapped_column(MONEY, comment="requested quote amount (market buy)")
+    volume: Mapped[Decimal | None] = mapped_column(MONEY, comment="requested base volume (market sell)")
+    min_total: Mapped[Decimal] = mapped_column(
+        MONEY, nullable=False, comment="the exchange's minimum order total"
+    )
+    state: Mapped[str] = mapped_column(String(12), nullable=False)
+    exchange_uuid: Mapped[str | None] = mapped_column(String(64))
+    exchange_state: Mapped[str | None] = mapped_column(String(10), comment="wait / watch / done / cancel")
+    executed_volume: Mapped[Decimal] = mapped_column(MONEY, nullable=False, server_default=ZERO)
+    funds: Mapped[Decimal] = mapped_column(MONEY, nullable=False, server_default=ZERO)
+    paid_fee: Mapped[Decimal] = mapped_column(MONEY, nullable=False, server_default=ZERO)
+    trades: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default=text("'[]'::jsonb"))
+    remainder: Mapped[Decimal | None] = mapped_column(
+        MONEY, comment="unspent quote (market buy) or unexecuted volume"
+    )
+    dust: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=FALSE)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at_column()
+    sent_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+
+
+class TradingHalt(Base):
+    """The kill switch: while a run has a row with ``cleared_at`` NULL, risk refuses new entries.
+
+    Set by reconciliation (a ledger/exchange difference beyond dust), by an operator (``coinpilot
+    halt``) or by the operator's ``control.halt`` message; cleared only by an operator. Cleared rows
+    stay as the history (``coinpilot.kill_switch``).
+    """
+
+    __tablename__ = "trading_halts"
+    __table_args__ = (Index("idx_trading_halts_run_halted", "run_id", text("halted_at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    run_id: Mapped[str] = run_id_column()
+    source: Mapped[str] = mapped_column(String(32), nullable=False, comment="reconcile / operator / subject")
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    halted_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    cleared_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
+    cleared_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Reconciliation(Base):
+    """One comparison of the ledger with the exchange's accounts (``services/executor/reconcile.py``)."""
+
+    __tablename__ = "reconciliations"
+    __table_args__ = (Index("idx_reconciliations_run_checked", "run_id", text("checked_at DESC")),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    run_id: Mapped[str] = run_id_column()
+    checked_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    venue: Mapped[str] = mapped_column(String(32), nullable=False)
+    ok: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    discrepancies: Mapped[int] = mapped_column(Integer, nullable=False, server_default=ZERO)
+    report: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSONB, nullable=False, comment="per currency: ledger, exchange, difference, tolerance, verdict"
+    )
+
+
 TABLES: tuple[type[Base], ...] = (
     MarketData,
     TradingHistory,
@@ -444,5 +531,8 @@ TABLES: tuple[type[Base], ...] = (
     JobRun,
     InboxEntry,
     OrderProposal,
+    VenueOrder,
+    TradingHalt,
+    Reconciliation,
 )
 """Every model, in creation order."""

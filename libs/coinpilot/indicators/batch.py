@@ -5,13 +5,15 @@ Each value is the same pure function of the same bounded window as in the live p
 candles at once: the recursions loop over the *position inside the window* (200 steps) while
 numpy runs across all windows. That is why ``compute_history`` equals a candle-by-candle live run
 bit for bit (``tests/unit/indicators/test_parity.py`` proves it on the 90-day BTC file).
+Short gaps are filled with no-trade minutes before anything is computed (:func:`fill_gaps`, the
+live window's ``fill_rows`` vectorised), and the rows of the candles are picked out at the end.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -100,14 +102,48 @@ def _rsi_windows(gain: Floats, loss: Floats, size: int, tail: int) -> tuple[Floa
 
 
 @dataclass(frozen=True, slots=True)
+class FilledRows:
+    """A history with its short gaps filled: the rows, and where its candles are among them."""
+
+    ts: Ints
+    close: Floats
+    volume: Floats
+    candle_rows: Ints  # candle i is row candle_rows[i]
+    filled: npt.NDArray[np.bool_]  # per row: a filled no-trade minute
+
+
+def fill_gaps(ts_ms: Ints, close: Floats, volume: Floats, max_filled_gap: int) -> FilledRows:
+    """Every gap of at most ``max_filled_gap`` minutes filled with no-trade minutes (the previous
+    candle's close, volume 0.0): ``window.fill_rows`` for a whole history at once."""
+    n = len(ts_ms)
+    missing = np.zeros(n, dtype=np.int64)
+    missing[1:] = np.diff(ts_ms) // MINUTE_MS - 1
+    extra = np.where((missing > 0) & (missing <= max_filled_gap), missing, 0)
+    rows = np.arange(n, dtype=np.int64) + np.cumsum(extra)
+    total = n + int(extra.sum())
+    filled = np.ones(total, dtype=bool)
+    filled[rows] = False
+    at = np.flatnonzero(filled)
+    owner = np.searchsorted(rows, at, side="right") - 1  # the candle before each filled row
+    out_ts = np.empty(total, dtype=np.int64)
+    out_close = np.empty(total)
+    out_volume = np.zeros(total)
+    out_ts[rows], out_close[rows], out_volume[rows] = ts_ms, close, volume
+    out_ts[at] = ts_ms[owner] + (at - rows[owner]) * MINUTE_MS
+    out_close[at] = close[owner]
+    return FilledRows(out_ts, out_close, out_volume, rows, filled)
+
+
+@dataclass(frozen=True, slots=True)
 class MinuteBatch:
-    """Regime-independent per-candle arrays (NaN = not computable)."""
+    """Regime-independent per-row arrays (NaN = not computable)."""
 
     ts: Ints
     close: Floats
     rows: Ints
     bars_seen: Ints
     gap_minutes: Ints
+    window_has_gap: npt.NDArray[np.bool_]
     rsi_14: Floats
     rsi_7_tail: Floats
     bb_lower: Floats
@@ -117,6 +153,10 @@ class MinuteBatch:
     vol_ratio: Floats
     recent_vol_ratios: Floats
     closes_for_ma: Floats
+
+    def take(self, index: Ints) -> MinuteBatch:
+        """The rows at ``index`` (the candles among filled rows)."""
+        return MinuteBatch(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
 def minute_batch(
@@ -181,7 +221,21 @@ def minute_batch(
         recent[lag:, k] = filled[: n - lag]
     recent[rows < VOLUME_PERIOD + 1] = np.nan
     return MinuteBatch(
-        ts, close, rows, bars, gap, rsi14, rsi7, lower, mid, upper, vol_row, vol_ratio, recent, close
+        ts,
+        close,
+        rows,
+        bars,
+        gap,
+        bars < rows,
+        rsi14,
+        rsi7,
+        lower,
+        mid,
+        upper,
+        vol_row,
+        vol_ratio,
+        recent,
+        close,
     )
 
 
@@ -241,6 +295,24 @@ class HistoryResult:
     hour_closed_at: Ints  # candle index whose arrival closed each hour
 
 
+def _candles_of(by_row: MinuteBatch, filled: FilledRows, size: int) -> MinuteBatch:
+    """The candles' rows of a batch over filled rows, with the gaps the feed had: ``gap_minutes``
+    is the minutes missing before each candle (filled or not), ``window_has_gap`` also holds when
+    the window holds a filled row (as the live window says)."""
+    rows = filled.candle_rows
+    batch = by_row.take(rows)
+    if len(rows) == len(filled.ts):
+        return batch
+    gap = np.zeros(len(rows), dtype=np.int64)
+    gap[1:] = np.diff(batch.ts) // MINUTE_MS - 1
+    index = np.arange(len(filled.ts))
+    last_filled = np.maximum.accumulate(np.where(filled.filled, index, -1))[rows]
+    window_start = np.maximum(rows - size + 1, 0)
+    return replace(
+        batch, gap_minutes=gap, window_has_gap=batch.window_has_gap | (last_filled >= window_start)
+    )
+
+
 def hours_closed_at(ts: Ints, hours: Sequence[HourBar[float]]) -> Ints:
     """The candle index at which each closed hour closes: its ``:59`` candle, else the next one."""
     ends = np.searchsorted(ts, np.array([h.end_ms for h in hours], dtype=np.int64), side="left") - 1
@@ -261,18 +333,22 @@ def compute_history(
     params: RegimeParams = DEFAULT_REGIME_PARAMS,
     rule: RegimeRule = DEFAULT_REGIME_RULE,
     size: int = WINDOW,
+    max_filled_gap: int = 0,
 ) -> HistoryResult:
-    """Indicators and regimes of every candle of a history, as the live path would emit them."""
+    """Indicators and regimes of every candle of a history, as the live path would emit them
+    (with a window whose ``max_filled_gap`` is the one given)."""
     ts = np.asarray(ts_ms, dtype=np.int64)
     c = np.asarray(close, dtype=np.float64)
     distinct = tuple(dict.fromkeys(params.all()))
-    batch = minute_batch(
-        ts,
-        c,
-        np.asarray(volume, dtype=np.float64),
+    filled = fill_gaps(ts, c, np.asarray(volume, dtype=np.float64), max_filled_gap)
+    by_row = minute_batch(
+        filled.ts,
+        filled.close,
+        filled.volume,
         rsi_tail_len=max(p.rsi_lookback for p in distinct),
         size=size,
     )
+    batch = _candles_of(by_row, filled, size)
 
     hours = resample_hourly_arrays(
         ts,
@@ -301,14 +377,15 @@ def compute_history(
     rsi_min = np.full(n, np.nan)
     ma = np.full(n, np.nan)
     touch = np.full(n, -1, dtype=np.int8)
+    candle_rows = filled.candle_rows
     for i, p in enumerate(distinct):
         mask = chosen == i
         if not mask.any():
             continue
-        values = param_values(batch, p)
-        rsi_min[mask] = values.rsi_7_min_lookback[mask]
-        ma[mask] = values.ma[mask]
-        touch[mask] = values.bb_touch_recovery[mask]
+        values = param_values(by_row, p)  # over the rows: MA and touch-recovery look back across them
+        rsi_min[mask] = values.rsi_7_min_lookback[candle_rows][mask]
+        ma[mask] = values.ma[candle_rows][mask]
+        touch[mask] = values.bb_touch_recovery[candle_rows][mask]
     return HistoryResult(
         batch, chosen, distinct, rsi_min, ma, touch, regime, diff, tuple(hours), tuple(readings), closed_at
     )

@@ -20,6 +20,8 @@ VOLUME_PERIOD = 20
 RECENT_VOLUME_RATIOS = 5
 RSI_PERIOD = 14
 RSI_SHORT_PERIOD = 7
+MAX_FILLED_GAP = 15
+"""Longest gap filled with no-trade minutes by default (``data.max_filled_gap_minutes``, README "Gaps")."""
 
 
 @dataclass(frozen=True, slots=True)

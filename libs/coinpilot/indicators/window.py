@@ -5,13 +5,18 @@
 its 200-row frame). Per-row derived values (gain, loss, bb_lower, volume ratio) depend only on
 the row and its predecessors inside the window, so a window rebuilt from stored candles
 (``from_rows``, the restart path) yields the same ``values`` as one grown by ``push``.
+
+Missing minutes (an exchange sends no candle for a minute without trades) of a gap of at most
+``max_filled_gap`` minutes are rows too: a no-trade minute, flat at the previous close with zero
+volume (``fill_rows``, the one definition the batch path applies as well). A longer gap is an
+outage: nothing is filled and the run of contiguous minutes (``bars_seen``) starts again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from coinpilot.indicators.kernels import (
@@ -58,6 +63,34 @@ class MinuteValues:
     window_has_gap: bool
 
 
+def filled_gap(step_ms: int, max_filled_gap: int) -> int:
+    """Minutes filled between two candles ``step_ms`` apart: the missing ones, if at most the bound."""
+    missing = step_ms // MINUTE_MS - 1
+    return missing if 0 < missing <= max_filled_gap else 0
+
+
+def fill_rows(
+    ts: Sequence[int], close: Sequence[float], volume: Sequence[float], max_filled_gap: int
+) -> tuple[list[int], list[float], list[float], int | None]:
+    """The rows with every gap of at most ``max_filled_gap`` minutes filled by no-trade minutes
+    (the previous close, volume 0.0), and the open time of the newest filled row (None: none)."""
+    out_ts: list[int] = []
+    out_close: list[float] = []
+    out_volume: list[float] = []
+    last_filled: int | None = None
+    for i, t in enumerate(ts):
+        if i:
+            for k in range(1, filled_gap(t - ts[i - 1], max_filled_gap) + 1):
+                last_filled = ts[i - 1] + k * MINUTE_MS
+                out_ts.append(last_filled)
+                out_close.append(close[i - 1])
+                out_volume.append(0.0)
+        out_ts.append(t)
+        out_close.append(close[i])
+        out_volume.append(volume[i])
+    return out_ts, out_close, out_volume, last_filled
+
+
 def _band(closes: Sequence[float]) -> tuple[float, float, float]:
     """(lower, mid, upper) of the newest row; NaN while fewer than 20 rows."""
     if len(closes) < BB_PERIOD:
@@ -68,7 +101,8 @@ def _band(closes: Sequence[float]) -> tuple[float, float, float]:
 
 @dataclass(frozen=True, slots=True)
 class MinuteWindow:
-    """The last ``size`` candles (counted in candles, not minutes) and their per-row derivations."""
+    """The last ``size`` rows (candles, and the no-trade minutes filled in short gaps) and their
+    per-row derivations."""
 
     ts: tuple[int, ...] = ()
     close: tuple[float, ...] = ()
@@ -78,8 +112,10 @@ class MinuteWindow:
     bb_lower: tuple[float, ...] = ()
     vol_row: tuple[float, ...] = ()
     run: int = 0
-    gap_minutes: int = 0
+    gap_minutes: int = 0  # minutes missing before the newest candle, filled or not
     size: int = WINDOW
+    max_filled_gap: int = 0
+    last_filled: int | None = None  # open time of the newest filled row
 
     def __len__(self) -> int:
         return len(self.ts)
@@ -89,10 +125,25 @@ class MinuteWindow:
         return self.ts[-1] if self.ts else None
 
     def push(self, ts_ms: int, close: float, volume: float) -> MinuteWindow:
-        """The window after one more closed candle (strictly newer than the last one)."""
+        """The window after one more closed candle (strictly newer than the last one), the
+        no-trade minutes before it first when the gap is at most ``max_filled_gap``."""
         n = len(self.ts)
         if n and ts_ms <= self.ts[-1]:
             raise ValueError(f"candle {ts_ms} is not after the window's last candle {self.ts[-1]}")
+        if not n:
+            return self._append(ts_ms, close, volume)
+        window, last_ts = self, self.ts[-1]
+        filled = filled_gap(ts_ms - last_ts, self.max_filled_gap)
+        for k in range(1, filled + 1):
+            window = window._append(last_ts + k * MINUTE_MS, self.close[-1], 0.0)
+        window = window._append(ts_ms, close, volume)
+        if not filled:
+            return window
+        return replace(window, gap_minutes=filled, last_filled=last_ts + filled * MINUTE_MS)
+
+    def _append(self, ts_ms: int, close: float, volume: float) -> MinuteWindow:
+        """One more row, its step from the previous row deciding the run of contiguous minutes."""
+        n = len(self.ts)
         if n:
             d = close - self.close[-1]
             gain, loss = (d if d > 0.0 else 0.0), (-d if d < 0.0 else 0.0)
@@ -116,21 +167,33 @@ class MinuteWindow:
             run=run,
             gap_minutes=gap,
             size=self.size,
+            max_filled_gap=self.max_filled_gap,
+            last_filled=self.last_filled,
         )
 
     @classmethod
     def from_rows(
-        cls, ts: Sequence[int], close: Sequence[float], volume: Sequence[float], size: int = WINDOW
+        cls,
+        ts: Sequence[int],
+        close: Sequence[float],
+        volume: Sequence[float],
+        size: int = WINDOW,
+        max_filled_gap: int = 0,
     ) -> MinuteWindow:
         """Rebuild the window from stored candles (oldest first), e.g. after a restart.
 
-        Only the last ``size`` rows are kept; rows whose derivation needs candles before the
-        window stay NaN, which is never read (see README, "restart").
+        Short gaps are filled as :meth:`push` fills them; only the last ``size`` rows are kept;
+        rows whose derivation needs candles before the window stay NaN, which is never read (see
+        README, "restart"). ``size`` stored candles always give ``size`` rows or more.
         """
-        ts, close, volume = tuple(ts[-size:]), tuple(close[-size:]), tuple(volume[-size:])
-        n = len(ts)
         if any(b <= a for a, b in pairwise(ts)):
             raise ValueError("rows must be strictly increasing in time")
+        last_gap = (ts[-1] - ts[-2]) // MINUTE_MS - 1 if len(ts) >= 2 else 0
+        rows_ts, rows_close, rows_volume, last_filled = fill_rows(
+            ts[-size:], close[-size:], volume[-size:], max_filled_gap
+        )
+        ts, close, volume = tuple(rows_ts[-size:]), tuple(rows_close[-size:]), tuple(rows_volume[-size:])
+        n = len(ts)
         gains, losses = [0.0], [0.0]
         for i in range(1, n):
             d = close[i] - close[i - 1]
@@ -143,7 +206,6 @@ class MinuteWindow:
             run += 1
             if i == 0 or ts[i] - ts[i - 1] != MINUTE_MS:
                 break
-        gap = (ts[-1] - ts[-2]) // MINUTE_MS - 1 if n >= 2 else 0
         return cls(
             ts,
             close,
@@ -153,8 +215,10 @@ class MinuteWindow:
             tuple(lower),
             tuple(vol_row),
             run,
-            gap,
+            last_gap,
             size,
+            max_filled_gap,
+            last_filled,
         )
 
     def values(self, params: IndicatorParams) -> MinuteValues:
@@ -204,7 +268,7 @@ class MinuteWindow:
             rows=n,
             bars_seen=bars,
             gap_minutes=self.gap_minutes,
-            window_has_gap=bars < n,
+            window_has_gap=bars < n or (self.last_filled is not None and self.last_filled >= self.ts[0]),
         )
 
     def _touch_recovery(self, lookback: int, sustain: int) -> bool | None:

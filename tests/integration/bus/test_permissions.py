@@ -46,6 +46,7 @@ SENSITIVE = (
     "signals.entry.KRW-BTC",
     "indicators.1m.KRW-BTC",
     "reports.daily",
+    "control.halt",
     "dlq.executor",
     "_INBOX.forged",
     "$JS.API.STREAM.CREATE.FORGED",

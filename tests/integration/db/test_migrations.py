@@ -16,6 +16,7 @@ from tests.support.servers import create_database, drop_database
 
 pytestmark = pytest.mark.postgres
 
+HEAD = "0005"
 EXPECTED_TABLES = {
     "market_data",
     "trading_history",
@@ -34,6 +35,9 @@ EXPECTED_TABLES = {
     "job_runs",
     "inbox",
     "order_proposals",
+    "venue_orders",
+    "trading_halts",
+    "reconciliations",
 }
 
 
@@ -76,7 +80,7 @@ def test_the_models_are_exactly_the_tables_of_the_brief() -> None:
 async def test_upgrade_creates_every_table_at_head(fresh_url: str) -> None:
     assert await current_revision(fresh_url) is None
     await upgrade(fresh_url)
-    assert await current_revision(fresh_url) == "0003"
+    assert await current_revision(fresh_url) == HEAD
     assert await public_tables(fresh_url) == EXPECTED_TABLES | {"alembic_version"}
 
 
@@ -91,7 +95,7 @@ async def test_downgrade_to_base_leaves_only_alembic_version_and_upgrade_works_a
     assert await current_revision(fresh_url) is None
     assert await public_tables(fresh_url) == {"alembic_version"}
     await upgrade(fresh_url)
-    assert await current_revision(fresh_url) == "0003"
+    assert await current_revision(fresh_url) == HEAD
     assert await schema_differences(fresh_url) == []
 
 

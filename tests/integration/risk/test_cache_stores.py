@@ -87,6 +87,21 @@ async def test_the_hourly_window_replaces_a_redelivered_hour_and_keeps_the_last_
     ]
 
 
+async def test_recorded_hours_added_at_once_are_the_hours_added_one_by_one(caches: Pair) -> None:
+    """``add_hourly_closes`` (the seed from recorded history) == ``add_hourly_close`` in a loop:
+    an hour already there is replaced, older ones beyond ``keep`` go, in one write."""
+    run_id = new_run_id("seed")
+    await caches.writer.add_hourly_close(run_id, "KRW-BTC", T0 + 5 * HOUR, Decimal(1), keep=4)
+    hours = [(T0 + k * HOUR, Decimal(100 + k)) for k in range(7)]
+    await caches.writer.add_hourly_closes(run_id, "KRW-BTC", hours, keep=4)
+    expected = [(T0 + k * HOUR, Decimal(100 + k)) for k in range(3, 7)]
+    assert await caches.reader.hourly_closes(run_id, "KRW-BTC") == expected
+    one_by_one: refit.Window = [(T0 + 5 * HOUR, Decimal(1))]
+    for ts_open, close in hours:
+        one_by_one = refit.window_with(one_by_one, ts_open, close, 4)
+    assert one_by_one == expected == refit.windows_with([(T0 + 5 * HOUR, Decimal(1))], hours, 4)
+
+
 def window_after(window: refit.Window) -> refit.Window:
     """The pure rule the memory store applies (``refit.window_with``), on the same inputs."""
     for ts_open, close in window:

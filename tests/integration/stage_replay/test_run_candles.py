@@ -13,7 +13,7 @@ import nats
 import pytest
 from sqlalchemy import text
 
-from apps.stage_replay.distributed import NoRecordedCandles, run_candles
+from apps.stage_replay.distributed import NoRecordedCandles, run_candles, unpadded
 from coinpilot.bus import ensure_streams
 from coinpilot.bus.publisher import Bus
 from coinpilot.contracts import MinuteCandle
@@ -98,3 +98,11 @@ async def test_aged_out_candles_are_read_from_market_data_for_the_runs_symbols(
         await nc.close()
     assert found == [minute(s, k) for k in (1, 2) for s in ("KRW-BTC", "KRW-ETH")]
     assert skipped == {"read from market_data (aged out of the stream)": 1}
+
+
+def test_a_candle_read_back_from_market_data_loses_the_padding_numeric_20_8_added() -> None:
+    padding = {"close": "1774.18000000", "volume": "1800000.00000000", "low": "1700.50000000"}
+    padded = minute("KRW-BTC", 3).model_copy(update={k: Decimal(v) for k, v in padding.items()})
+    back = unpadded(padded)
+    assert (str(back.close), str(back.volume), str(back.low)) == ("1774.18", "1800000", "1700.5")
+    assert back == padded  # the same numbers

@@ -90,6 +90,7 @@ def test_a_service_may_publish_its_dead_letters_and_consume_its_own_durables_onl
         ("indicators.1m.KRW-BTC", {"indicator"}),
         ("ai.decisions.KRW-BTC", {"agent"}),
         ("reports.daily", {"notifier"}),
+        ("control.halt", set()),
         ("$JS.API.STREAM.CREATE.FILLS", set()),
         ("$JS.API.STREAM.DELETE.FILLS", set()),
     ],

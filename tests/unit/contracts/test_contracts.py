@@ -24,6 +24,7 @@ from coinpilot.contracts import (
     ExitReason,
     ExitSignal,
     Fill,
+    HaltCommand,
     HourlyCandle,
     IndicatorSnapshot,
     MinuteCandle,
@@ -172,6 +173,7 @@ def examples() -> list[Contract]:
             win_rate=0.6,
             mdd_pct=5.0,
         ),
+        HaltCommand(ts_event=c.ts_event, reason="exchange maintenance", requested_by="ops"),
         DeadLetter(
             ts_event=c.ts_event,
             service="risk",

@@ -8,6 +8,7 @@ from datetime import timedelta
 from click.testing import CliRunner
 
 from apps.cli.main import main
+from apps.stage_replay.diff import BYTES, NUMBERS, without_trailing_zeros
 from apps.stage_replay.pipeline_diff import loop_outputs, pipeline_diff
 from coinpilot.contracts import OrderRejected, RejectReason, RejectStage
 from tests.unit.executor.factories import T0, buy_order
@@ -50,3 +51,16 @@ def test_a_replay_into_a_nats_refuses_overrides_it_cannot_hand_to_deployed_servi
     into = ["--into", "nats://127.0.0.1:1", "--set", "COINPILOT_EXECUTOR_FEE_RATE=0"]
     result = CliRunner().invoke(main, ["replay-stage", "--run-id", "r", "--stage", "risk", *into])
     assert result.exit_code == 2 and "cannot go with --into" in result.output and "--set" in result.output
+
+
+def test_decimals_read_back_padded_compare_equal_as_numbers_only() -> None:
+    text = b'{"p":"26775.0","q":"1.50000000","t":"15:16Z","c":"x 1774.180 >= 0.985"}'
+    assert without_trailing_zeros(text) == b'{"p":"26775","q":"1.5","t":"15:16Z","c":"x 1774.18 >= 0.985"}'
+    kept = b'"10.01" "100" "2023-03-27T15:16:00Z"'
+    assert without_trailing_zeros(kept) == kept
+    order, padded = buy_order("26775.0", "40000"), buy_order("26775.00000000", "40000.00000000")
+    runs = {"label": "x", "original_run": "a", "replay_run": "b"}
+    exact = pipeline_diff("executor", [order], [padded], **runs)
+    loose = pipeline_diff("executor", [order], [padded], **runs, identity=NUMBERS)
+    assert not exact.identical_outputs and exact.identity == BYTES
+    assert loose.identical_outputs and "as numbers" in loose.lines()[1]

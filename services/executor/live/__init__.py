@@ -1,0 +1,5 @@
+"""The live venue: orders sent to Upbit through a persisted state machine (issue 23).
+
+``states`` (pure) is the machine, ``checks`` (pure) what refuses an order before anything is sent,
+``store`` the ``venue_orders`` SQL, ``venue`` the :class:`UpbitVenue` that ties them to the client.
+"""

@@ -1,0 +1,519 @@
+"""``UpbitVenue`` on real PostgreSQL against the local fake of Upbit's exchange (tests/support/fake_upbit.py).
+
+Every order goes through the executor's own handler (``app.execute_order``): provenance, the
+venue, the ledger rules. The fake's KRW-BTC: tick 1000 KRW, fee 0.05 %, minimum total 5000 KRW.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from coinpilot.contracts import (
+    AlertLevel,
+    AlertType,
+    Fill,
+    OrderApproved,
+    OrderRejected,
+    RejectReason,
+    RiskAlert,
+)
+from coinpilot.db import Database
+from coinpilot.db.halts import active_halt
+from coinpilot.errors import ConfigError, TransientError
+from coinpilot.runtime import Runtime
+from coinpilot.settings import CommonSettings
+from services.executor import reconcile
+from services.executor.app import build, execute_order
+from services.executor.core import FillParams
+from services.executor.live import store
+from services.executor.live.checks import Caps
+from services.executor.live.states import VenueState, identifier_for
+from services.executor.live.venue import LiveParams, OutcomePending, UpbitVenue, VenueHalted
+from services.executor.settings import LiveSettings
+from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
+from services.executor.venue import FillVenue, PaperVenue
+from tests.support.fake_upbit import FakeUpbit
+from tests.support.provenance import Approvals
+from tests.unit.executor.factories import T0, buy_order, sell_order
+
+pytestmark = pytest.mark.postgres
+
+D = Decimal
+BTC = "KRW-BTC"
+START = D(10_000_000)
+FEE = D("0.0005")
+BIG = Caps(per_order=D(10**9), per_day=D(10**12))  # every row of the session counts toward a day
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpbit]:
+    async with FakeUpbit() as exchange:
+        exchange.add_market(BTC, tick_size=1000, bid_fee=FEE, ask_fee=FEE)
+        exchange.add_market("KRW-ETH", tick_size=1000, bid_fee=FEE, ask_fee=FEE)
+        exchange.set_balance("KRW", START)
+        yield exchange
+
+
+class Alerts(list[tuple[RiskAlert, str]]):
+    async def __call__(self, alert: RiskAlert, run_id: str) -> None:
+        self.append((alert, run_id))
+
+
+@pytest.fixture
+async def make_venue(fake: FakeUpbit, executor_db: Database) -> AsyncIterator[Callable[..., UpbitVenue]]:
+    """A new venue (and client) each call: a second one is the executor after a restart."""
+    clients: list[UpbitClient] = []
+
+    def make(*, caps: Caps = BIG, timeout: float = 5.0, grace: float = 0.0, alerts: Alerts | None = None):
+        client = UpbitClient(
+            Credentials.of(fake.access_key, fake.secret_key),
+            base_url=fake.url,
+            timeout=httpx.Timeout(timeout, connect=2.0),
+            retry=RetryPolicy(max_retries=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.02),
+        )
+        clients.append(client)
+        params = LiveParams(
+            caps=caps, poll_interval=0.01, poll_attempts=5, not_found_grace=timedelta(seconds=grace)
+        )
+        return UpbitVenue(executor_db, client, params, alerts=alerts)
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def run(
+    approvals: Approvals, venue: FillVenue, order: OrderApproved, run_id: str, *, close: Decimal | None = None
+) -> Fill | OrderRejected:
+    await approvals.approve(run_id, order, close=close)
+    return await execute_order(
+        approvals.db, venue, order, run_id=run_id, trace_id="trace-live", initial_balance=START
+    )
+
+
+async def ledger_of(db: Database, run_id: str) -> tuple[Decimal, Decimal]:
+    """(KRW cash, BTC position quantity) of the run's ledger."""
+    async with db.transaction() as conn:
+        cash = await conn.fetchval(
+            "SELECT balance FROM account_state WHERE run_id = $1 AND currency = 'KRW'", run_id
+        )
+        held = await conn.fetchval(
+            "SELECT quantity FROM positions WHERE run_id = $1 AND symbol = $2", run_id, BTC
+        )
+    return cash, held if held is not None else D(0)
+
+
+async def fills_booked(db: Database, run_id: str) -> int:
+    async with db.transaction() as conn:
+        return await conn.fetchval("SELECT count(*) FROM trading_history WHERE run_id = $1", run_id)
+
+
+def btc_sell(price: str, quantity: str, buy: OrderApproved) -> OrderApproved:
+    return sell_order(
+        price, opened_by=buy.order_id, quantity=quantity, avg_price=price, high_water_mark=price
+    )
+
+
+# -- the same fills as paper -------------------------------------------------------------------
+
+
+async def test_paper_and_upbit_book_the_same_fills_when_the_book_is_the_recorded_close(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database
+) -> None:
+    paper = PaperVenue(FillParams(fee_rate=FEE))
+    upbit = make_venue()
+    btc = buy_order("98765000", "1234567")
+    eth = buy_order("4321000", "777777", symbol="KRW-ETH", at=T0 + timedelta(minutes=3))
+    orders = [
+        btc,
+        eth,
+        btc_sell("99123000", "0.01250004", btc),
+        sell_order("4299000", opened_by=eth.order_id, quantity="0.17999930", avg_price="4321000",
+                   high_water_mark="4400000", symbol="KRW-ETH", at=T0 + timedelta(hours=6)),
+    ]  # fmt: skip
+    fake.set_book(BTC, asks=[("98765000", "5")], bids=[("99123000", "5")])
+    fake.set_book("KRW-ETH", asks=[("4321000", "50")], bids=[("4299000", "50")])
+
+    answers: dict[str, list[Fill | OrderRejected]] = {}
+    for name, venue in (("paper", paper), ("upbit", upbit)):
+        answers[name] = [await run(approvals, venue, order, f"parity-{name}") for order in orders]
+
+    assert all(isinstance(a, Fill) for a in answers["upbit"]), answers["upbit"]
+    assert [a.to_json() for a in answers["upbit"]] == [a.to_json() for a in answers["paper"]]
+    assert [a.quantity for a in answers["upbit"]] == [D("0.01250004"), D("0.17999930")] * 2
+    assert await ledger_of(executor_db, "parity-upbit") == await ledger_of(executor_db, "parity-paper")
+    # and the ledger is what the exchange holds
+    cash, held = await ledger_of(executor_db, "parity-upbit")
+    assert (cash, held) == (fake.holding("KRW").balance, fake.holding("BTC").balance) == (cash, D(0))
+    assert fake.holding("ETH").balance == 0 and len(fake.orders) == 4
+
+
+# -- partial fills -----------------------------------------------------------------------------
+
+
+async def test_a_partial_fill_books_exactly_what_the_exchange_traded(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    venue = make_venue()
+    # 1,000,000 KRW meets a thin book: 0.004 at 100,000,000 and 0.003 at 100,100,000, then nothing
+    fake.set_book(BTC, asks=[("100000000", "0.004"), ("100100000", "0.003")])
+    buy = buy_order("100000000", "1000000")
+    fill = await run(approvals, venue, buy, run_id)
+
+    assert isinstance(fill, Fill)
+    traded = fake.trades
+    assert fill.quantity == sum((t.volume for t in traded), D(0)) == D("0.007")
+    assert fill.amount == sum((t.funds for t in traded), D(0)) == D("700300")
+    assert fill.fee == sum((t.fee for t in traded), D(0)) == D("350.15")
+    assert (
+        await ledger_of(executor_db, run_id)
+        == (
+            fake.holding("KRW").balance,
+            fake.holding("BTC").balance,
+        )
+        == (D("9299349.85"), D("0.007"))
+    )
+    row = await store.fetch(executor_db, run_id, buy.order_id)
+    assert row is not None
+    assert (row.state, row.exchange_state, row.executed_volume, row.funds) == (
+        VenueState.DONE, "cancel", D("0.007"), D("700300"),
+    )  # fmt: skip
+    assert (row.remainder, row.dust, len(row.trades)) == (D("299700"), False, 2)
+
+    # and sold back into a book of two bids: the ledger still equals the exchange to the last decimal
+    fake.set_book(BTC, bids=[("99900000", "0.005"), ("99800000", "1")])
+    sell = btc_sell("99900000", "0.007", buy)
+    sold = await run(approvals, venue, sell, run_id)
+    assert isinstance(sold, Fill) and sold.quantity == D("0.007")
+    assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, D(0))
+    assert fake.holding("BTC").balance == 0
+
+
+async def test_a_market_buy_leaving_less_than_the_minimum_unspent_records_it_as_dust(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "0.00999"), ("101000000", "1")])
+    buy = buy_order("100000000", "1000000")
+    fill = await run(approvals, make_venue(), buy, run_id)
+    assert isinstance(fill, Fill)
+    row = await store.fetch(executor_db, run_id, buy.order_id)
+    assert row is not None and row.state is VenueState.DONE
+    # 999,000 at 100,000,000, then 0.00000990 at 101,000,000 = 999.9: 0.1 KRW cannot buy another unit
+    assert (row.funds, row.remainder, row.dust) == (D("999999.9"), D("0.1"), True)
+    assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
+
+
+# -- answers lost, restarts --------------------------------------------------------------------
+
+
+async def test_an_order_accepted_then_unanswered_is_looked_up_and_booked_once_after_a_restart(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.accept_then_hang()
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(OutcomePending):
+        await run(approvals, make_venue(timeout=0.5), buy, run_id)
+    row = await store.fetch(executor_db, run_id, buy.order_id)
+    assert row is not None and (row.state, row.exchange_uuid) == (VenueState.SUBMITTED, None)
+    assert await fills_booked(executor_db, run_id) == 0
+    assert await store.unsettled(executor_db, run_id) == 1  # reconciliation waits for it
+
+    restarted = make_venue()
+    fill = await run(approvals, restarted, buy, run_id)
+    again = await run(approvals, make_venue(), buy, run_id)  # a redelivery: its stored fill
+
+    assert isinstance(fill, Fill) and fill.quantity == D("0.01")
+    assert again == fill
+    assert len(fake.orders_by_identifier(identifier_for(run_id, buy.order_id))) == 1
+    assert fake.count("POST", "/v1/orders") == 1
+    assert await fills_booked(executor_db, run_id) == 1
+    assert await store.unsettled(executor_db, run_id) == 0
+    assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
+
+
+async def test_an_intended_order_the_exchange_never_got_is_rejected_never_sent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    """A crash after the intended row was committed, before the order left: the redelivery looks it
+    up; while a lost order may still be early it waits, then it is rejected, and nothing is sent."""
+    buy = buy_order("100000000", "1000000")
+    await store.insert_intended(executor_db, store.VenueOrderRow(
+        run_id=run_id, order_id=buy.order_id, identifier=identifier_for(run_id, buy.order_id), market=BTC,
+        side="bid", ord_type="price", amount=buy.amount, volume=None, min_total=D(5000),
+    ))  # fmt: skip
+    await store.mark_sent(executor_db, run_id, buy.order_id)
+
+    with pytest.raises(OutcomePending, match="not found on the exchange yet"):
+        await run(approvals, make_venue(grace=60), buy, run_id)
+    answer = await run(approvals, make_venue(grace=0), buy, run_id)
+
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_NOT_PLACED
+    assert fake.count("POST", "/v1/orders") == 0 and fake.orders == []
+    row = await store.fetch(executor_db, run_id, buy.order_id)
+    assert row is not None and row.state is VenueState.FAILED
+
+
+async def test_a_5xx_on_sending_is_looked_up_never_resent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.fail_next(503, method="POST", path="/v1/orders")
+    buy = buy_order("100000000", "1000000")
+    venue = make_venue()
+    with pytest.raises(OutcomePending):
+        await run(approvals, venue, buy, run_id)
+    answer = await run(approvals, venue, buy, run_id)  # the ladder's retry in place
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_NOT_PLACED
+    assert fake.count("POST", "/v1/orders") == 1 and fake.orders == []
+
+
+async def test_a_failed_lookup_of_a_sent_order_is_read_again_never_dead_lettered(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.fail_next(400, method="GET", path="/v1/order", name="validation_error")
+    buy = buy_order("100000000", "1000000")
+    venue = make_venue()
+    with pytest.raises(OutcomePending):  # a TransientError: the consumer retries in place
+        await run(approvals, venue, buy, run_id)
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and fake.count("POST", "/v1/orders") == 1
+    assert await fills_booked(executor_db, run_id) == 1
+
+
+async def test_a_429_on_sending_is_transient_and_the_retry_places_the_order_once(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.fail_next(429, times=3, method="POST", path="/v1/orders")  # the client tries 3 times
+    buy = buy_order("100000000", "1000000")
+    venue = make_venue()
+    with pytest.raises(TransientError):
+        await run(approvals, venue, buy, run_id)
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None  # certainly not taken: no row
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and len(fake.orders) == 1
+
+
+# -- refusals, caps, the halt -----------------------------------------------------------------
+
+
+async def test_an_order_the_exchange_refuses_is_rejected_with_its_name_and_not_retried(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.set_balance("KRW", "500000")  # the exchange holds less than the ledger believes
+    buy = buy_order("100000000", "1000000")
+    answer = await run(approvals, make_venue(), buy, run_id)
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_REFUSED
+    assert "insufficient_funds_bid" in answer.message
+    again = await run(approvals, make_venue(), buy, run_id)
+    assert isinstance(again, OrderRejected) and again.reason is RejectReason.VENUE_REFUSED
+    assert fake.count("POST", "/v1/orders") == 1
+    assert await ledger_of(executor_db, run_id) == (START, D(0))
+
+
+async def test_a_market_the_exchange_does_not_list_is_rejected_before_anything_is_sent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, run_id: str
+) -> None:
+    order = buy_order("500", "100000", symbol="KRW-XRP")
+    answer = await run(approvals, make_venue(), order, run_id)
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_REFUSED
+    assert "market_does_not_exist" in answer.message and fake.count("POST", "/v1/orders") == 0
+
+
+async def test_caps_refuse_a_buy_before_anything_is_sent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    spent = await store.spent_since(executor_db, T0.replace(year=2000))  # what the session's rows spent
+    caps = Caps(per_order=D(1_000_000), per_day=spent + D(1_500_000))
+    venue = make_venue(caps=caps)
+
+    too_big = buy_order("100000000", "1000001", at=T0 - timedelta(minutes=1))
+    over_order = await run(approvals, venue, too_big, run_id)
+    first = await run(approvals, venue, buy_order("100000000", "1000000"), run_id)
+    eth = buy_order("100000000", "1000000", symbol="KRW-ETH", at=T0 + timedelta(minutes=1))
+    over_day = await run(approvals, venue, eth, run_id)
+
+    assert isinstance(over_order, OrderRejected) and over_order.reason is RejectReason.ORDER_CAP_EXCEEDED
+    assert isinstance(first, Fill)
+    assert isinstance(over_day, OrderRejected) and over_day.reason is RejectReason.DAILY_CAP_EXCEEDED
+    assert fake.count("POST", "/v1/orders") == 1
+
+
+async def test_a_418_halts_the_venue_with_one_critical_alert_and_the_orders_wait(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.fail_next(418, method="POST", path="/v1/orders")
+    alerts = Alerts()
+    venue = make_venue(alerts=alerts)
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(VenueHalted):
+        await run(approvals, venue, buy, run_id)
+    sent = len(fake.requests)
+    eth = buy_order("100000000", "1000000", symbol="KRW-ETH", at=T0 + timedelta(minutes=1))
+    for order in (buy, eth):  # every order waits in place (a TransientError), none reaches the exchange
+        with pytest.raises(VenueHalted) as halted:
+            await run(approvals, venue, order, run_id)
+        assert isinstance(halted.value, TransientError)
+
+    assert len(fake.requests) == sent and fake.orders == []
+    assert [(a.type, a.level, a.symbol, r) for a, r in alerts] == [
+        (AlertType.VENUE_BLOCKED, AlertLevel.CRITICAL, BTC, run_id)
+    ]
+    assert "418" in alerts[0][0].message
+    assert await fills_booked(executor_db, run_id) == 0
+    halt = await active_halt(executor_db, run_id)  # risk refuses entries until an operator clears it
+    assert halt is not None and halt.source == "venue" and "418" in halt.reason
+    # after an operator's restart the blocked order is answered from its row, never sent again
+    answer = await run(approvals, make_venue(), buy, run_id)
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.VENUE_REFUSED
+    assert fake.count("POST", "/v1/orders") == 1
+
+
+async def test_the_executor_refuses_to_start_live_without_the_switch(
+    monkeypatch: pytest.MonkeyPatch, executor_db: Database
+) -> None:
+    monkeypatch.delenv("COINPILOT_LIVE_TRADING", raising=False)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "upbit")
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY", "access-key-value-123")
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY", "secret-key-value-456")
+    rt = Runtime(
+        "executor", CommonSettings(), bus=None, db=executor_db, cache=None, log=logging.getLogger("t")
+    )  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="COINPILOT_LIVE_TRADING=true"):
+        build(rt)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "paper")
+    assert build(rt).name == "executor"  # paper needs neither
+
+
+class AlertBus(list[RiskAlert]):
+    async def publish(self, msg: RiskAlert, *, run_id: str, trace_id: str | None = None) -> None:
+        self.append(msg)
+
+
+async def test_reconciliation_waits_while_a_live_order_is_not_settled_in_the_ledger(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    """An order the exchange executed and the ledger has not booked yet would read as a difference
+    (and halt entries): the service's reconciliation skips its round while there is one."""
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    fake.accept_then_hang()
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(OutcomePending):
+        await run(approvals, make_venue(timeout=0.5), buy, run_id)
+    venue = make_venue()
+    bus = AlertBus()
+
+    async def in_flight() -> str | None:
+        count = await store.unsettled(executor_db, run_id)
+        return f"{count} unsettled" if count else None
+
+    async def reconcile_round() -> None:
+        await reconcile.periodic(
+            executor_db,
+            venue.client,
+            bus,
+            reconcile.ReconcileSettings(),
+            run_id=run_id,
+            rounds=1,
+            defer=in_flight,
+        )
+
+    async def recorded() -> int:
+        async with executor_db.transaction() as conn:
+            return await conn.fetchval("SELECT count(*) FROM reconciliations WHERE run_id = $1", run_id)
+
+    await reconcile_round()
+    assert await recorded() == 0 and bus == [] and await active_halt(executor_db, run_id) is None
+    await run(approvals, venue, buy, run_id)  # the redelivery books it
+    await reconcile_round()
+    assert await recorded() == 1 and bus == []  # the ledger equals the exchange: no alert, no halt
+    assert await active_halt(executor_db, run_id) is None
+
+
+def test_live_trading_is_refused_without_the_switch_and_both_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "COINPILOT_LIVE_TRADING",
+        "COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY",
+        "COINPILOT_EXECUTOR_UPBIT_SECRET_KEY",
+        "COINPILOT_UPBIT_ACCESS_KEY",
+        "COINPILOT_UPBIT_SECRET_KEY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_VENUE", "upbit")
+    assert LiveSettings().venue == "upbit"
+    with pytest.raises(ConfigError, match="COINPILOT_LIVE_TRADING"):
+        LiveSettings().require_live()
+    monkeypatch.setenv("COINPILOT_LIVE_TRADING", "true")
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY", "access-key-value-123")
+    with pytest.raises(ConfigError, match="SECRET_KEY") as missing:
+        LiveSettings().require_live()
+    assert "access-key-value-123" not in str(missing.value)
+    monkeypatch.setenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY", "secret-key-value-456")
+    settings = LiveSettings()
+    access, secret = settings.require_live()
+    assert (access.get_secret_value(), secret.get_secret_value()) == (
+        "access-key-value-123",
+        "secret-key-value-456",
+    )
+    shown = f"{settings!r} {settings} {settings.model_dump()}"
+    assert "access-key-value-123" not in shown and "secret-key-value-456" not in shown
+    monkeypatch.setenv("COINPILOT_LIVE_TRADING", "false")
+    with pytest.raises(ConfigError):
+        LiveSettings().require_live()
+    # the names `coinpilot reconcile` reads serve too
+    monkeypatch.setenv("COINPILOT_LIVE_TRADING", "true")
+    monkeypatch.delenv("COINPILOT_EXECUTOR_UPBIT_SECRET_KEY")
+    monkeypatch.setenv("COINPILOT_UPBIT_SECRET_KEY", "secret-key-value-789")
+    assert LiveSettings().require_live()[1].get_secret_value() == "secret-key-value-789"
+
+
+async def test_no_key_or_token_reaches_logs_messages_metrics_or_the_database(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level(logging.DEBUG)
+    fake.set_book(BTC, asks=[("100000000", "0.004")], bids=[("99000000", "1")])
+    fake.accept_then_hang()
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(OutcomePending):
+        await run(approvals, make_venue(timeout=0.5), buy, run_id)
+    messages = [await run(approvals, make_venue(), buy, run_id)]
+    messages.append(await run(approvals, make_venue(), btc_sell("99000000", "0.004", buy), run_id))
+    fake.fail_next(418)
+    eth = buy_order("100000000", "1000000", symbol="KRW-ETH", at=T0 + timedelta(minutes=1))
+    alerts = Alerts()
+    with pytest.raises(VenueHalted):
+        await run(approvals, make_venue(alerts=alerts), eth, run_id)
+
+    async with executor_db.transaction() as conn:
+        rows = [
+            str(dict(r))
+            for table in ("venue_orders", "trading_history", "account_state", "positions")
+            for r in await conn.fetch(f"SELECT * FROM {table}")
+        ]
+    tokens = fake.tokens_seen
+    assert len(tokens) >= 6
+    secrets = (fake.access_key, fake.secret_key, *tokens, *(t.split(".")[1] for t in tokens))
+    haystacks = {
+        "logs": caplog.text,
+        "messages": " ".join(m.to_json().decode() for m in messages)
+        + " ".join(a.to_json().decode() for a, _ in alerts),
+        "metrics": generate_latest(REGISTRY).decode(),
+        "database": " ".join(rows),
+    }
+    assert "venue order" in caplog.text and alerts  # the logs and alerts were written
+    for where, text in haystacks.items():
+        for secret in secrets:
+            assert secret not in text, f"a key or token in the {where}"
