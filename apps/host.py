@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,9 +21,11 @@ from pydantic_settings import BaseSettings
 from coinpilot import metrics as m
 from coinpilot.bus import Bus, Consumer, ensure_streams, stream_for_subject
 from coinpilot.bus.connect import PermissionWatch, check_identity, connect_options
+from coinpilot.bus.membership import LeaseTimes, Membership, open_bucket
 from coinpilot.bus.permissions import IDENTITIES, IdentityError
 from coinpilot.runtime.definition import Runtime, ServiceDefinition
 from coinpilot.runtime.heap import freeze_start_up_heap
+from coinpilot.runtime.partitioned import PartitionedConsumers
 from coinpilot.runtime.probes import build_probe_app
 from coinpilot.runtime.pull import PullLoop
 from coinpilot.service_names import SERVICES
@@ -99,6 +103,8 @@ class ServiceHost:
         self.definitions: list[ServiceDefinition] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._loops: list[PullLoop] = []
+        self._partitioned: list[PartitionedConsumers] = []
+        self.memberships: list[Membership] = []
         self._http: uvicorn.Server | None = None
         self._db: Any = None
         self._cache: Any = None
@@ -127,7 +133,10 @@ class ServiceHost:
             definition = load_definition(name, rt, self.service_settings.get(label))
             self.runtimes.append(rt)
             self.definitions.append(definition)
-            self._loops.extend(self._pull_loop(rt, consumer) for consumer in definition.consumers)
+            if self._runs_partitioned(definition):
+                self._partitioned.append(self._partitioned_consumers(rt, definition))
+            else:
+                self._loops.extend(self._pull_loop(rt, consumer) for consumer in definition.consumers)
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             if definition.on_start is not None:
                 await definition.on_start(rt)
@@ -136,6 +145,7 @@ class ServiceHost:
         await self.broker.start()
         for loop in self._loops:
             await loop.start()
+        await self._join_partitions(js)
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             for task in definition.tasks:
                 self._tasks.append(asyncio.create_task(self._guard(rt, task), name=f"{rt.service}-task"))
@@ -147,6 +157,7 @@ class ServiceHost:
     async def stop(self) -> None:
         """Stop taking messages, let the in-flight batch finish and ack, then close connections."""
         self._closing.set()
+        await asyncio.gather(*(membership.stop() for membership in self.memberships))
         await asyncio.gather(*(loop.stop() for loop in self._loops))
         await self._cancel_tasks()
         await self.broker.stop()
@@ -182,7 +193,9 @@ class ServiceHost:
         if self._db is not None:
             checks["database"] = await self._db.ping()
         # a consumer waiting out an outage in place (Redis, say, which no other check sees)
-        checks["consumers"] = not any(loop.retrying for loop in self._loops)
+        checks["consumers"] = not any(loop.retrying for loop in self._loops) and not any(
+            p.retrying for p in self._partitioned
+        )
         ok = all(checks.values())
         for name in self.names:
             m.SERVICE_READY.labels(service_label(name)).set(1 if ok else 0)
@@ -249,6 +262,62 @@ class ServiceHost:
             ack_wait=settings.ack_wait_seconds,
         )
 
+    # -- partitions (COINPILOT_PARTITIONS > 1; docs/deploy.md "Scaling a stage out") ------------
+    def _runs_partitioned(self, definition: ServiceDefinition) -> bool:
+        return definition.partition_by_symbol and self.settings.partitions > 1
+
+    def member_id(self) -> str:
+        """This replica among its stage's members: ``COINPILOT_MEMBER_ID`` (the pod name), else
+        host and pid (unique per process, so a restarted process is a new member)."""
+        if self.settings.member_id:
+            return self.settings.member_id
+        host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname())
+        return f"{host[:48]}-{os.getpid()}"
+
+    def lease_times(self) -> LeaseTimes:
+        beat = self.settings.partition_heartbeat_seconds
+        return LeaseTimes(self.settings.partition_lease_seconds, beat, margin=beat)
+
+    def _partitioned_consumers(self, rt: Runtime, definition: ServiceDefinition) -> PartitionedConsumers:
+        return PartitionedConsumers(
+            self.broker.config.connection_state.stream,
+            definition.consumers,
+            partitions=self.settings.partitions,
+            symbols=self.settings.symbols,
+            make_loop=lambda consumer: self._pull_loop(rt, consumer),
+            forget=definition.forget,
+        )
+
+    async def _join_partitions(self, js: Any) -> None:
+        """Join each partitioned service's members: take its share of the partitions, then keep
+        renewing, rebalancing and taking over (``coinpilot.bus.membership``)."""
+        partitioned = iter(self._partitioned)
+        for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+            if not self._runs_partitioned(definition):
+                continue
+            consumers = next(partitioned)
+            times = self.lease_times()
+            kv = await open_bucket(js, rt.service, times, self.settings.stream_replicas or 1)
+            membership = Membership(
+                kv,
+                js,
+                member=self.member_id(),
+                partitions=self.settings.partitions,
+                times=times,
+                on_acquire=consumers.acquire,
+                on_release=consumers.release,
+                on_lost=consumers.lose,
+            )
+            self.memberships.append(membership)
+            await membership.start()
+            rt.log.info(
+                "%s is member %s of %d partitions; owns %s",
+                rt.service,
+                membership.member,
+                self.settings.partitions,
+                sorted(membership.owned) or "none yet",
+            )
+
     async def _cancel_tasks(self) -> None:
         """Cancel the background tasks until they end: a cancellation swallowed inside a library
         call (see ``_closing``) is repeated, bounded by the graceful timeout."""
@@ -283,15 +352,19 @@ class ServiceHost:
     async def _watch_consumers(self) -> None:
         js = self.broker.config.connection_state.stream
         while not self._closing.is_set():
+            partitioned = iter(self._partitioned)
             for rt, definition in zip(self.runtimes, self.definitions, strict=True):
-                for consumer in definition.consumers:
-                    spec = stream_for_subject(consumer.subject)
+                durables = (
+                    next(partitioned).durables()
+                    if self._runs_partitioned(definition)
+                    else [(c.subject, c.durable) for c in definition.consumers]
+                )
+                for subject, durable in durables:
+                    spec = stream_for_subject(subject)
                     with contextlib.suppress(Exception):
-                        info = await js.consumer_info(spec.name, consumer.durable)
-                        m.CONSUMER_PENDING.labels(rt.service, consumer.durable).set(info.num_pending or 0)
-                        m.CONSUMER_ACK_PENDING.labels(rt.service, consumer.durable).set(
-                            info.num_ack_pending or 0
-                        )
+                        info = await js.consumer_info(spec.name, durable)
+                        m.CONSUMER_PENDING.labels(rt.service, durable).set(info.num_pending or 0)
+                        m.CONSUMER_ACK_PENDING.labels(rt.service, durable).set(info.num_ack_pending or 0)
             with contextlib.suppress(Exception):
                 await self.ready_checks()
             await self._pause(5)

@@ -69,6 +69,21 @@ class CommonSettings(BaseSettings):
     pull_batch_size: int = Field(default=32, ge=1)
     graceful_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Symbol partitions of the partitioned stages (indicator, strategy); 1: one shared "
+        "durable per consumer, one replica (docs/deploy.md)",
+    )
+    member_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="This replica's identity among its stage's members (the pod name); unset: host-pid",
+    )
+    partition_lease_seconds: float = Field(default=10.0, gt=0, description="A partition lease's life")
+    partition_heartbeat_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
+
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -37,7 +37,15 @@ def build(rt: Runtime) -> ServiceDefinition:
         order (so snapshots leave in candle order) and then acks."""
         return await handler.handle_batch([(d.message, d.run_id) for d in ds], [d.subject for d in ds])
 
+    def forget(symbols: frozenset[str]) -> None:
+        """A partition given up or taken (COINPILOT_PARTITIONS > 1): drop its symbols' states
+        and candle tracks, so the next candle warms them from market_data."""
+        handler.entries = {k: v for k, v in handler.entries.items() if k[1] not in symbols}
+        handler.gate.tracks = {k: v for k, v in handler.gate.tracks.items() if k[1] not in symbols}
+
     return ServiceDefinition(
         name="indicator",
         consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parse_candle)],
+        partition_by_symbol=True,
+        forget=forget,
     )

@@ -63,4 +63,7 @@ def build(rt: Runtime) -> ServiceDefinition:
             Consumer(REJECTIONS, REJECTIONS_DURABLE, on_rejection, parser_for(OrderRejected)),
         ],
         on_start=warm,
+        # every consumer is keyed by symbol; the state is read under its row lock on every message,
+        # so nothing per symbol is held in memory across messages (no ``forget``)
+        partition_by_symbol=True,
     )

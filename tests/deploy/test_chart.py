@@ -215,14 +215,40 @@ TEMPLATE_FAILURES = [
         "more partitioned replicas than symbols",
         {
             "config": {"symbols": ["KRW-BTC", "KRW-ETH"]},
+            "partitions": {"count": 8},
             "services": {"indicator": {"autoscaling": {"enabled": True, "maxReplicas": 3}}},
         },
         "services.indicator.autoscaling.maxReplicas (3) exceeds the number of symbols (2)",
     ),
     (
         "fixed replicas above the symbols",
-        {"config": {"symbols": ["KRW-BTC"]}, "services": {"strategy": {"replicas": 2}}},
+        {
+            "config": {"symbols": ["KRW-BTC"]},
+            "partitions": {"count": 8},
+            "services": {"strategy": {"replicas": 2}},
+        },
         "services.strategy.replicas (2) exceeds the number of symbols (1)",
+    ),
+    (
+        "replicas of a per-symbol stage without partitions",
+        {"services": {"strategy": {"replicas": 2}}},
+        "services.strategy.replicas (2) needs partitions.count > 1: without partitions every replica of "
+        "strategy reads the same durable consumers",
+    ),
+    (
+        "an HPA of a per-symbol stage without partitions",
+        {"services": {"indicator": {"autoscaling": {"enabled": True, "maxReplicas": 3}}}},
+        "services.indicator.autoscaling.maxReplicas (3) needs partitions.count > 1",
+    ),
+    (
+        "more replicas than partitions",
+        {"partitions": {"count": 2}, "services": {"indicator": {"replicas": 3}}},
+        "services.indicator.replicas (3) exceeds partitions.count (2)",
+    ),
+    (
+        "a heartbeat too slow for the lease",
+        {"partitions": {"count": 4, "leaseSeconds": 4, "heartbeatSeconds": 2}},
+        "partitions.heartbeatSeconds (2) must be less than half of partitions.leaseSeconds (4)",
     ),
     (
         "an HPA whose minimum exceeds its maximum",
@@ -345,7 +371,9 @@ def test_every_service_has_a_metrics_service_a_pdb_and_the_servicemonitor_finds_
 
 
 def test_the_hpa_scales_only_the_stages_that_scale_and_owns_their_replicas() -> None:
-    values = with_values(production_values(), ("services.indicator.autoscaling.enabled", True))
+    values = with_values(
+        production_values(), ("services.indicator.autoscaling.enabled", True), ("partitions.count", 8)
+    )
     docs = objects(values)
     deployments = of_kind(docs, "Deployment")
     hpas = of_kind(docs, "HorizontalPodAutoscaler")
@@ -484,7 +512,11 @@ def test_secrets_come_from_the_existing_secret_and_none_is_rendered_in_productio
     for doc in [*of_kind(docs, "Deployment").values(), *of_kind(docs, "Job").values()]:
         pod = doc["spec"]["template"]["spec"]
         for container in pod.get("initContainers", []) + pod["containers"]:
-            refs = [v["secretKeyRef"] for v in env_of(container).values() if isinstance(v, dict)]
+            refs = [
+                v["secretKeyRef"]
+                for v in env_of(container).values()
+                if isinstance(v, dict) and "secretKeyRef" in v
+            ]
             assert refs and all(ref["name"] == secret for ref in refs)
             assert (
                 env_of(container)["COINPILOT_DATABASE_URL"]["secretKeyRef"]["key"] == "COINPILOT_DATABASE_URL"
@@ -708,3 +740,34 @@ def test_the_notes_show_how_to_tail_and_replay_with_real_commands() -> None:
     for argv in commands:
         resolve_cli(argv)
     assert f"kubectl -n {NAMESPACE} exec deploy/{RELEASE}-coinpilot-" in notes
+
+
+def test_partitioned_replicas_get_their_partitions_and_their_pod_name_as_member_id() -> None:
+    values = with_values(
+        production_values(),
+        ("partitions.count", 8),
+        ("services.indicator.autoscaling.enabled", True),
+        ("services.strategy.autoscaling.enabled", True),
+    )
+    docs = objects(values)
+    deployments = of_kind(docs, "Deployment")
+    pdbs = {component(d) for d in of_kind(docs, "PodDisruptionBudget").values()}
+    for doc in deployments.values():
+        name = component(doc)
+        env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
+        if name in {"indicator", "strategy"}:
+            assert env["COINPILOT_PARTITIONS"] == "8"
+            assert env["COINPILOT_MEMBER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            assert float(env["COINPILOT_PARTITION_HEARTBEAT_SECONDS"]) * 2 < float(
+                env["COINPILOT_PARTITION_LEASE_SECONDS"]
+            )
+            assert name in pdbs and doc["spec"]["strategy"]["type"] == "RollingUpdate"
+        else:
+            assert "COINPILOT_PARTITIONS" not in env and "COINPILOT_MEMBER_ID" not in env
+
+
+def test_partitions_are_off_by_default() -> None:
+    for doc in of_kind(objects(), "Deployment").values():
+        env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
+        assert env.get("COINPILOT_PARTITIONS") in (None, "1")
+        assert doc["spec"].get("replicas", 1) <= 1 or component(doc) not in {"indicator", "strategy"}

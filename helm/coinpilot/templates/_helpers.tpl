@@ -66,8 +66,24 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/* The services that may run more than one replica (replicas split the symbol space). */}}
 {{- define "coinpilot.scalingServices" -}}indicator strategy agent notifier{{- end }}
 
-{{/* Stages whose state is per symbol: more replicas than symbols would sit idle. */}}
+{{/* Stages whose state is per symbol: more replicas than symbols would sit idle; more than one
+needs partitions.count > 1 (each replica owns partitions of the symbols). */}}
 {{- define "coinpilot.partitionedServices" -}}indicator strategy{{- end }}
+
+{{/* Refuse replicas a partitioned stage cannot run safely. Arg: (list $ "<service>" <replicas> "<key>") */}}
+{{- define "coinpilot.partitionCheck" -}}
+{{- $root := index . 0 -}}
+{{- $name := index . 1 -}}
+{{- $n := int (index . 2) -}}
+{{- $key := index . 3 -}}
+{{- $parts := int $root.Values.partitions.count -}}
+{{- if and (gt $n 1) (le $parts 1) -}}
+{{- fail (printf "services.%s.%s (%d) needs partitions.count > 1: without partitions every replica of %s reads the same durable consumers, so one symbol's messages would be handled by several replicas at once, out of order. Set partitions.count (e.g. 8; docs/deploy.md, \"Partitioned replicas\") or keep one replica" $name $key $n $name) -}}
+{{- end -}}
+{{- if and (gt $parts 1) (gt $n $parts) -}}
+{{- fail (printf "services.%s.%s (%d) exceeds partitions.count (%d): a replica beyond the partitions would own none" $name $key $n $parts) -}}
+{{- end -}}
+{{- end }}
 
 {{- define "coinpilot.anyBundled" -}}
 {{- if or .Values.nats.bundled.enabled .Values.timescaledb.bundled.enabled .Values.redis.bundled.enabled -}}
@@ -218,6 +234,19 @@ capabilities:
   value: {{ join "," .Values.config.symbols | quote }}
 - name: COINPILOT_HTTP_PORT
   value: {{ .Values.config.httpPort | quote }}
+{{- if has $service (splitList " " (include "coinpilot.partitionedServices" .)) }}
+- name: COINPILOT_PARTITIONS
+  value: {{ .Values.partitions.count | quote }}
+- name: COINPILOT_PARTITION_LEASE_SECONDS
+  value: {{ .Values.partitions.leaseSeconds | quote }}
+- name: COINPILOT_PARTITION_HEARTBEAT_SECONDS
+  value: {{ .Values.partitions.heartbeatSeconds | quote }}
+# this replica among its stage's lease holders: the pod's own name
+- name: COINPILOT_MEMBER_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
 - name: COINPILOT_LLM_PROVIDER
   value: {{ .Values.config.llm.provider | quote }}
 - name: COINPILOT_LLM_MODE

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
+from coinpilot.bus.partitions import MAX_PARTITIONS
 from coinpilot.bus.streams import STREAMS, stream_for_subject
 from coinpilot.errors import ConfigError
 
@@ -60,15 +61,19 @@ class Identity:
     consumes: tuple[Consumes, ...] = ()
     publishes: tuple[str, ...] = ()
     reads_pipeline: bool = False  # lockstep drain checks: list streams and every stream's consumers
+    partitioned: bool = False  # may run partitioned: per-partition durables and its lease bucket
     admin: bool = False  # no restriction (the operator's CLI)
 
 
-def _service(name: str, consumes: Iterable[tuple[str, str]], publishes: Iterable[str]) -> Identity:
+def _service(
+    name: str, consumes: Iterable[tuple[str, str]], publishes: Iterable[str], *, partitioned: bool = False
+) -> Identity:
     """A service publishes its outputs, its dead letters and (for refused input) risk alerts."""
     return Identity(
         name,
         tuple(Consumes(s, d) for s, d in consumes),
         (*publishes, f"dlq.{name}"),
+        partitioned=partitioned,
     )
 
 
@@ -78,6 +83,7 @@ MANIFEST: tuple[Identity, ...] = (
         "indicator",
         [("candles.1m.*", "indicator-candles")],
         ["indicators.1m.*", "candles.1h.*", "regime.*", ALERTS],
+        partitioned=True,
     ),
     _service(
         "strategy",
@@ -87,6 +93,7 @@ MANIFEST: tuple[Identity, ...] = (
             ("orders.rejected.*", "strategy-rejections"),
         ],
         ["signals.entry.*", "signals.exit.*", ALERTS],
+        partitioned=True,
     ),
     _service(
         "risk",
@@ -158,6 +165,32 @@ def _consumer_api(c: Consumes) -> tuple[str, ...]:
     )
 
 
+def _partition_api(who: Identity) -> list[str]:
+    """A partitioned service's partition durables (``<durable>-p<n>``, each filtered to its
+    partition's symbols: created without the filter token, so not pinned to a filter; deleted
+    when a new owner resets one to its ack floor) and its lease bucket (``bus/membership.py``)."""
+    bucket = f"partitions-{who.name}"
+    stream = f"KV_{bucket}"
+    api = [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.CREATE.{stream}",
+        f"$KV.{bucket}.>",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+    ]
+    for c in who.consumes:
+        for p in range(MAX_PARTITIONS):
+            s, d = c.stream, f"{c.durable}-p{p}"
+            api += [
+                f"$JS.API.CONSUMER.INFO.{s}.{d}",
+                f"$JS.API.CONSUMER.CREATE.{s}.{d}",
+                f"$JS.API.CONSUMER.DELETE.{s}.{d}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{s}.{d}",
+                f"$JS.ACK.{s}.{d}.>",
+            ]
+    return api
+
+
 def permissions(name: str) -> Permissions:
     """What identity ``name`` may publish and subscribe, JetStream API subjects included."""
     who = identity(name)
@@ -170,6 +203,8 @@ def permissions(name: str) -> Permissions:
         api.extend(f"$JS.API.CONSUMER.INFO.{spec.name}.*" for spec in STREAMS)
     for consumer in who.consumes:
         api.extend(_consumer_api(consumer))
+    if who.partitioned:
+        api.extend(_partition_api(who))
     return Permissions(tuple(dict.fromkeys((*who.publishes, *api))), (INBOX,))
 
 

@@ -39,3 +39,8 @@ class ServiceDefinition:
     tasks: list[Task] = field(default_factory=list)
     on_start: Hook | None = None
     on_stop: Hook | None = None
+    # Consumers keyed by symbol (subject's last token) that may run partitioned over replicas
+    # (COINPILOT_PARTITIONS > 1, runtime/partitioned.py); ``forget`` drops the per-symbol memory
+    # of symbols whose partition this replica gives up or takes.
+    partition_by_symbol: bool = False
+    forget: Callable[[frozenset[str]], None] | None = None

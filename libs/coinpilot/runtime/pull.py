@@ -102,11 +102,12 @@ class PullLoop:
             config.filter_subject = self.consumer.subject
             await self.js.add_consumer(stream, config=config)
 
-    async def stop(self) -> None:
+    async def stop(self, *, drain: bool = False) -> None:
         """No new run; a run being handled finishes (and is acked) first, unless it is waiting out
         an outage: then the waiting message and those behind it are handed back (NAK). Messages
         that arrived but were never taken are handed back too, for another replica or the next
-        start."""
+        start. ``drain``: also wait out the open pull request (``PullInbox.close``) and hand back
+        what it brings: a partition handed to another replica."""
         self._stopping = True
         self.patience.stop()
         if self._task is None:
@@ -116,9 +117,21 @@ class PullLoop:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         if self._inbox is not None:
-            for msg in await self._inbox.close():
+            for msg in await self._inbox.close(drain=drain):
                 with contextlib.suppress(Exception):
                     await msg.nak()
+
+    async def abandon(self) -> None:
+        """Stop now, the run in hand too, acking and NAKing nothing: the partition's lease is gone
+        and its next owner resets the consumer to the ack floor (``runtime/partitioned.py``)."""
+        self._stopping = True
+        self.patience.stop()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._inbox is not None:
+            await self._inbox.close()
 
     async def _run(self) -> None:
         while not self._stopping:

@@ -94,8 +94,16 @@ class PullInbox:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
 
-    async def close(self) -> list[Msg]:
-        """Stop listening; returns the messages that arrived but were never taken."""
+    async def close(self, *, drain: bool = False) -> list[Msg]:
+        """Stop listening; returns the messages that arrived but were never taken.
+
+        ``drain``: first wait until the outstanding request is over (bounded by its life), so no
+        message the server still sends for it lands in a closed inbox, where it would wait for its
+        ack timer while the consumer's next owner overtook it (a partition handed over)."""
+        if drain:
+            loop = asyncio.get_running_loop()
+            while self._open > 0 and loop.time() < self._over_at and self._sub is not None:
+                await asyncio.sleep(0.05)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

@@ -15,7 +15,13 @@ from pydantic import SecretStr
 
 from apps.host import ServiceHost
 from coinpilot.bus import ensure_streams
-from coinpilot.bus.connect import NATS_PERMISSION_VIOLATIONS, PermissionWatch, check_identity, settle
+from coinpilot.bus.connect import (
+    NATS_PERMISSION_VIOLATIONS,
+    PermissionWatch,
+    check_identity,
+    destructive,
+    settle,
+)
 from coinpilot.bus.permissions import (
     IDENTITIES,
     OPERATOR,
@@ -91,7 +97,7 @@ async def test_an_identity_may_publish_its_list_and_nothing_sensitive_outside_it
         forbidden = [s for s in SENSITIVE if not owns(name, s)]
         assert forbidden, "every identity has sensitive subjects it does not own"
         assert await refused(nc, watch, forbidden) == set(forbidden)
-        own = [probe_subject(p) for p in permissions(name).publish or ()]
+        own = [probe_subject(p) for p in permissions(name).publish or () if not destructive(p)]
         assert await refused(nc, watch, own) == set()
     finally:
         await nc.close()
@@ -247,3 +253,35 @@ async def test_every_refusal_is_in_by_the_time_the_check_settles(
             assert await refused(nc, watch, subjects) == set(subjects)
         finally:
             await nc.close()
+
+
+async def test_the_start_up_probe_leaves_the_partition_durables_of_other_replicas_alone(
+    nats_server: NatsProcess, operator: Client
+) -> None:
+    """A replica starting checks its identity while the others read their partition durables;
+    probing ``CONSUMER.DELETE`` (which the server carries out without a reply) would delete them."""
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from coinpilot.runtime.partitioned import reset_consumer
+
+    base = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, max_deliver=-1)
+    symbol = "KRW-PROBE"
+    await reset_consumer(
+        operator.jetstream(),
+        base,
+        "CANDLES",
+        "indicator-candles-p3",
+        [f"candles.1m.{symbol}"],
+        "indicator-candles",
+    )
+    watch = PermissionWatch("test-indicator-start")
+    nc = await connect_as(nats_server, "indicator", watch)
+    try:
+        await check_identity(nc, watch, ["indicator"], user="indicator")
+        await settle(nc)
+        info = await operator.jetstream().consumer_info("CANDLES", "indicator-candles-p3")
+        assert info.config.filter_subjects == [f"candles.1m.{symbol}"]
+        assert any(destructive(p) for p in permissions("indicator").publish or ())
+    finally:
+        await nc.close()
+        await operator.jetstream().delete_consumer("CANDLES", "indicator-candles-p3")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import stat
 from pathlib import Path
 
@@ -65,7 +66,16 @@ def test_a_service_may_publish_its_dead_letters_and_consume_its_own_durables_onl
     for subject in perms.publish:
         if subject.startswith(("$JS.API.CONSUMER.", "$JS.ACK.")):
             assert any(f".{d}" in subject for d in own), subject
-    assert not any("STREAM.CREATE" in s or "STREAM.UPDATE" in s or "DELETE" in s for s in perms.publish)
+    assert not any("STREAM.UPDATE" in s or "STREAM.DELETE" in s for s in perms.publish)
+    # a partitioned service creates its own lease bucket and deletes (resets) its own partition
+    # durables only; the pipeline's streams are the operator's
+    own_bucket = f"$JS.API.STREAM.CREATE.KV_partitions-{service}"
+    for subject in perms.publish:
+        if "STREAM.CREATE" in subject:
+            assert IDENTITIES[service].partitioned and subject == own_bucket, subject
+        if "CONSUMER.DELETE" in subject:
+            assert IDENTITIES[service].partitioned, subject
+            assert any(re.search(rf"\.{d}-p\d+$", subject) for d in own), subject
 
 
 @pytest.mark.parametrize(
