@@ -24,7 +24,7 @@ slows the service: the throughput figure of that run is not comparable). Prints 
 nothing about time. The machine is shared: the CPU table shows what other processes took.
 Usage: python bench/bench_replay.py [--hours 24] [--candles-file F ...] [--database-url URL]
        [--latency-from 2023-03-27T11:50] [--latency-candles 800] [--latency-pace x240]
-       [--skip throughput|latency] [--profile SERVICE] [--keep]
+       [--skip throughput|latency] [--profile SERVICE] [--replicas N [--partitions P]] [--keep]
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from apps.demo import (
     child_env,
     sample_files,
     split_warmup,
+    start_service,
     start_services,
     stop_services,
     wait_ready,
@@ -86,8 +87,19 @@ SERVICE_ENV = {
     "COINPILOT_LLM_MODE_SOURCE": "rules",
     "COINPILOT_LOG_LEVEL": "WARNING",
 }
+#: The stages that run partitioned replicas (issue 21; the others run one replica here).
+PARTITIONED = ("indicator", "strategy")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
+
+
+def partition_env(partitions: int) -> dict[str, str]:
+    """Partitioned replicas, with the lease and heartbeat the e2e tests use."""
+    return {
+        "COINPILOT_PARTITIONS": str(partitions),
+        "COINPILOT_PARTITION_LEASE_SECONDS": "6",
+        "COINPILOT_PARTITION_HEARTBEAT_SECONDS": "1",
+    }
 
 
 # -- processes: CPU seconds and peak memory from /proc ------------------------------------------
@@ -133,7 +145,7 @@ class ProcessGroups:
         out: dict[str, float] = {}
         for svc in self.services:
             stat = proc_stat(svc.proc.pid)
-            out[svc.name] = stat[2] if stat else 0.0
+            out[svc.name] = out.get(svc.name, 0.0) + (stat[2] if stat else 0.0)  # replicas add up
         me = os.getpid()
         out["bench (publisher)"] = proc_stat(me)[2]  # type: ignore[index]
         postmaster = self._postmaster()
@@ -501,13 +513,21 @@ class Bench:
         started = time.perf_counter()
         env = SERVICE_ENV | {"COINPILOT_DATABASE_URL": phase.database_url}
         logs = self.workdir / phase.name
+        replicas = self.args.replicas
+        symbols = ",".join(sorted({c.symbol for c in phase.replay}))  # a partitioned stage reads these only
+        partitioned = env | partition_env(self.args.partitions) | {"COINPILOT_SYMBOLS": symbols}
         for name in SERVICES:
             if name == phase.profile:
                 phase.services.append(self.start_profiled(name, logs, env, phase.profile_path))
+            elif name in PARTITIONED and replicas > 1:
+                for k in range(replicas):
+                    member = partitioned | {"COINPILOT_MEMBER_ID": f"{name}-{k}"}
+                    phase.services.append(start_service(name, self.stack, logs, extra_env=member))
             else:
                 phase.services.extend(start_services(self.stack, logs, [name], extra_env=env))
         await wait_ready(phase.services, timeout=180)
-        print(f"  seven services started and ready in {time.perf_counter() - started:.1f}s")
+        copies = f", {replicas} replicas of {' and '.join(PARTITIONED)}" if replicas > 1 else ""
+        print(f"  seven services{copies} started and ready in {time.perf_counter() - started:.1f}s")
 
     def start_profiled(self, name: str, logs: Path, env: dict[str, str], out: Path) -> ServiceProcess:
         """``coinpilot run <name>`` under cProfile; the stats are written when SIGTERM ends it."""
@@ -524,7 +544,7 @@ class Bench:
         for svc in phase.services:
             mem = peak_memory_bytes(svc.proc.pid)
             if mem is not None:
-                phase.memory[svc.name] = mem
+                phase.memory[svc.name] = max(mem, phase.memory.get(svc.name, mem))  # the largest replica's
         stop_services(phase.services)
         await self.drop(phase)
 
@@ -772,6 +792,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="run this service under cProfile in the throughput phase and print its hottest functions "
         "(slows that service: the throughput figure is then not comparable)",
     )
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="replicas of the indicator and the strategy, partitioned by symbol (COINPILOT_PARTITIONS)",
+    )
+    p.add_argument("--partitions", type=int, default=8, help="partitions with --replicas above 1")
     p.add_argument("--skip", choices=("throughput", "latency"), action="append", default=[])
     p.add_argument("--keep", action="store_true", help="keep the work directory (service logs)")
     return p.parse_args(argv)
