@@ -16,7 +16,7 @@ from services.executor.handler import execute
 from services.executor.live import store
 from services.executor.live.checks import Caps
 from services.executor.live.venue import LiveParams, UpbitVenue
-from services.executor.settings import ExecutorSettings, LiveSettings
+from services.executor.settings import LIVE_QUOTE, ExecutorSettings, LiveSettings, require_krw_markets
 from services.executor.upbit import Credentials, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
 
@@ -82,9 +82,16 @@ def build(rt: Runtime) -> ServiceDefinition:
             # the ledger's KRW account opens with INITIAL_BALANCE (live: the account's KRW) before
             # the first reconciliation, not at the first order, so the two can be compared at once
             async with db.transaction() as conn:
-                await state.lock_account(conn, rt.settings.run_id, "KRW", settings.initial_balance)
+                await state.lock_account(conn, rt.settings.run_id, LIVE_QUOTE, settings.initial_balance)
             await reconcile.periodic(
-                db, client, rt.bus, reconcile_settings, run_id=rt.settings.run_id, rounds=1, defer=in_flight
+                db,
+                client,
+                rt.bus,
+                reconcile_settings,
+                run_id=rt.settings.run_id,
+                rounds=1,
+                defer=in_flight,
+                symbols=rt.settings.symbols,
             )
 
     async def in_flight() -> str | None:
@@ -101,6 +108,7 @@ def build(rt: Runtime) -> ServiceDefinition:
             run_id=rt.settings.run_id,
             start_now=False,
             defer=in_flight,
+            symbols=rt.settings.symbols,
         )
 
     async def close_client(rt: Runtime) -> None:
@@ -120,8 +128,9 @@ def build(rt: Runtime) -> ServiceDefinition:
 
 def upbit_venue(rt: Runtime, db: Database, live: LiveSettings) -> tuple[UpbitClient, UpbitVenue]:
     """The live venue and its client; ``ConfigError`` (the process does not start) unless live
-    trading is explicitly enabled with both keys."""
+    trading is explicitly enabled with both keys and every configured symbol is a KRW market."""
     access, secret = live.require_live()
+    require_krw_markets(rt.settings.symbols)
 
     async def publish_alert(alert: RiskAlert, run_id: str) -> None:
         await rt.bus.publish(alert, run_id=run_id)

@@ -17,6 +17,15 @@ A discrepancy is recorded (``reconciliations``), halts new entries (``coinpilot.
 on ``risk.alerts`` (once per episode: when the halt is newly set, or the previous reconciliation
 was clean). Risk then refuses entries ``TRADING_HALTED``; exits still pass. ``compare`` is pure;
 ``reconcile_once`` and ``periodic`` are the I/O around it.
+
+Scope: live trading is the KRW market, so the ledger's cash is its KRW account only, and with the
+run's symbols known only KRW and the coins the run trades (its ``KRW-`` symbols and any position
+the ledger holds) are compared; the rest of the account is not the run's.
+
+Consistency: a round reads both sides holding the run's KRW account row lock, the lock every
+booking of the account takes (``state.lock_account``), from before the unsettled-order check and
+the exchange read until the ledger read: no order of the account can execute on the exchange and
+be booked in between, so an order in flight can never read as a difference.
 """
 
 from __future__ import annotations
@@ -39,6 +48,8 @@ from coinpilot.contracts import AlertLevel, AlertType, Contract, RiskAlert
 from coinpilot.db import Database
 from coinpilot.db.halts import set_halt
 from coinpilot.kill_switch import HaltSource
+from coinpilot.symbols import quote_currency
+from services.executor import state
 from services.executor.upbit import Account, Blocked, Chance, Order, Unauthorized
 
 log = logging.getLogger("coinpilot.executor.reconcile")
@@ -135,12 +146,25 @@ class LedgerView:
         return self.cash.get(currency, ZERO) + self.coins.get(currency, ZERO)
 
 
+def run_currencies(quote: str, symbols: Iterable[str], ledger: LedgerView) -> frozenset[str]:
+    """What a run trades: its quote currency, the coins of its symbols in that quote, and every
+    coin the ledger holds."""
+    coins = {s.split("-", 1)[1] for s in symbols if quote_currency(s) == quote}
+    return frozenset({quote, *coins, *ledger.coins})
+
+
 def compared_currencies(
-    ledger: LedgerView, accounts: Iterable[Account], ignore: Iterable[str] = ()
+    ledger: LedgerView,
+    accounts: Iterable[Account],
+    ignore: Iterable[str] = (),
+    scope: Iterable[str] | None = None,
 ) -> list[str]:
-    """Every currency either side holds, in a stable order (quote currencies first)."""
+    """Every currency either side holds (within ``scope`` when given), in a stable order (quote
+    currencies first)."""
     ignored = set(ignore)
     seen = {*ledger.cash, *ledger.coins, *(a.currency for a in accounts)} - ignored
+    if scope is not None:
+        seen &= set(scope)
     return sorted(seen, key=lambda c: (c not in ledger.cash, c))
 
 
@@ -163,13 +187,15 @@ def compare(
     min_totals: Mapping[str, Decimal] | None = None,
     ignore: Iterable[str] = (),
     open_orders: int = 0,
+    scope: Iterable[str] | None = None,
 ) -> Report:
-    """Pure: each currency's verdict. ``prices``/``min_totals`` are per coin (in its quote currency)."""
+    """Pure: each currency's verdict. ``prices``/``min_totals`` are per coin (in its quote currency);
+    ``scope``: only these currencies (None: every currency either side holds)."""
     by_currency = {a.currency: a for a in accounts}
     prices = prices or {}
     min_totals = min_totals or {}
     lines = []
-    for currency in compared_currencies(ledger, by_currency.values(), ignore):
+    for currency in compared_currencies(ledger, by_currency.values(), ignore, scope):
         account = by_currency.get(currency)
         balance = ZERO if account is None else account.balance
         locked = ZERO if account is None else account.locked
@@ -236,7 +262,7 @@ class AlertBus(Protocol):
     async def publish(self, msg: Contract, *, run_id: str, trace_id: str | None = None) -> None: ...
 
 
-_CASH = "SELECT currency, balance FROM account_state WHERE run_id = $1"
+_CASH = "SELECT currency, balance FROM account_state WHERE run_id = $1 AND currency = $2"
 _POSITIONS = "SELECT symbol, quantity, avg_price FROM positions WHERE run_id = $1 AND quantity > 0"
 _LATEST_CLOSES = """
 SELECT DISTINCT ON (symbol) symbol, close_price FROM market_data
@@ -250,10 +276,24 @@ VALUES ($1, $2, $3, $4, $5, $6::text::jsonb)
 _PREVIOUS_OK = "SELECT ok FROM reconciliations WHERE run_id = $1 ORDER BY checked_at DESC, id DESC LIMIT 1"
 
 
-async def read_ledger_view(db: Database, run_id: str) -> LedgerView:
+class Deferred(Exception):
+    """A round that cannot compare now (an order the ledger cannot agree on yet); nothing recorded."""
+
+
+Defer = Callable[[], Awaitable[str | None]]
+"""Returns why a round must wait (an order in flight, or executed and not booked), else None."""
+
+
+async def read_ledger_view(db: Database, run_id: str, quote: str = "KRW") -> LedgerView:
     async with db.transaction() as conn:
-        cash_rows = await conn.fetch(_CASH, run_id)
-        position_rows = await conn.fetch(_POSITIONS, run_id)
+        return await _ledger_view(conn, run_id, quote)
+
+
+async def _ledger_view(conn: Any, run_id: str, quote: str) -> LedgerView:
+    """The run's ``quote`` cash (live trades the KRW market: other cash rows are not on the
+    exchange) and its positions."""
+    cash_rows = await conn.fetch(_CASH, run_id, quote)
+    position_rows = await conn.fetch(_POSITIONS, run_id)
     coins: dict[str, Decimal] = {}
     avg: dict[str, Decimal] = {}
     quote_of: dict[str, str] = {}
@@ -273,17 +313,42 @@ async def latest_closes(db: Database, markets: Iterable[str]) -> dict[str, Decim
     return {row["symbol"]: row["close_price"] for row in rows}
 
 
+async def read_sides(
+    db: Database, client: AccountsClient, run_id: str, quote: str = "KRW", defer: Defer | None = None
+) -> tuple[tuple[Account, ...], tuple[Order, ...], LedgerView]:
+    """The exchange's accounts and open orders and the ledger, read as one consistent state: under
+    the run's ``quote`` account row lock (see the module docstring). ``Deferred`` when ``defer``,
+    asked under the lock, gives a reason (an order left unsettled by a crash or a lost answer)."""
+    async with db.transaction() as conn:
+        await state.lock_existing_account(conn, run_id, quote)
+        reason = await defer() if defer is not None else None
+        if reason is not None:
+            raise Deferred(reason)
+        accounts = await client.accounts()
+        orders = await client.open_orders()
+        ledger = await _ledger_view(conn, run_id, quote)  # a statement started after the lock
+    return accounts, orders, ledger
+
+
 async def build_report(
-    db: Database, client: AccountsClient, settings: ReconcileSettings, run_id: str, quote: str = "KRW"
+    db: Database,
+    client: AccountsClient,
+    settings: ReconcileSettings,
+    run_id: str,
+    quote: str = "KRW",
+    *,
+    symbols: Iterable[str] | None = None,
+    defer: Defer | None = None,
 ) -> Report:
-    """Read both sides; valuation inputs (closes, minimum totals) only for coins beyond tolerance."""
-    accounts = await client.accounts()
-    orders = await client.open_orders()
-    ledger = await read_ledger_view(db, run_id)
+    """Read both sides (``read_sides``); valuation inputs (closes, minimum totals) only for coins
+    beyond tolerance. ``symbols``: the run's markets, which scope the comparison (None: every
+    currency either side holds)."""
+    accounts, orders, ledger = await read_sides(db, client, run_id, quote, defer)
+    scope = None if symbols is None else run_currencies(quote, symbols, ledger)
     by_currency = {a.currency: a for a in accounts}
     prices: dict[str, Decimal] = {}
     min_totals: dict[str, Decimal] = {}
-    for currency in compared_currencies(ledger, accounts, settings.ignore_currencies):
+    for currency in compared_currencies(ledger, accounts, settings.ignore_currencies, scope):
         if currency in ledger.cash or currency == quote:
             continue
         difference = beyond_tolerance(ledger, by_currency, settings.tolerances, currency)
@@ -303,6 +368,7 @@ async def build_report(
         min_totals=min_totals,
         ignore=settings.ignore_currencies,
         open_orders=len(orders),
+        scope=scope,
     )
 
 
@@ -324,14 +390,17 @@ async def reconcile_once(
     run_id: str,
     now: datetime | None = None,
     halt: bool | None = None,
+    symbols: Iterable[str] | None = None,
+    defer: Defer | None = None,
 ) -> Report:
     """Compare, record, and on a discrepancy halt entries and alert (see the module docstring).
 
-    ``bus`` None: no alert (a command run without NATS); ``halt`` None: the settings decide.
+    ``bus`` None: no alert (a command run without NATS); ``halt`` None: the settings decide;
+    ``symbols`` and ``defer`` as ``build_report`` (``Deferred``: nothing recorded).
     """
     now = ensure_utc(now) if now is not None else wall_clock_now()
     halt = settings.halt_on_discrepancy if halt is None else halt
-    report = await build_report(db, client, settings, run_id)
+    report = await build_report(db, client, settings, run_id, symbols=symbols, defer=defer)
     previous_ok = await record(db, run_id, report, now)
     if report.ok:
         log.info("reconciliation: %s", report.summary())
@@ -366,26 +435,25 @@ async def periodic(
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     rounds: int | None = None,
     start_now: bool = True,
-    defer: Callable[[], Awaitable[str | None]] | None = None,
+    defer: Defer | None = None,
+    symbols: Iterable[str] | None = None,
 ) -> None:
     """Reconcile now (``start_now``, else after one interval) and every ``interval_seconds`` until
     cancelled (or ``rounds`` done; ``rounds=1`` is the guarded start-up reconciliation).
 
     A failure of one round (exchange or database unavailable) is logged and the next round runs;
-    ``Blocked`` (418) and ``Unauthorized`` halt entries with a CRITICAL alert. ``defer``, when it
-    returns a reason, skips a round (the live venue: an order in flight, or executed and not yet
-    booked, would read as a difference).
+    ``Blocked`` (418) and ``Unauthorized`` halt entries with a CRITICAL alert. ``defer``, asked
+    under the account lock (``read_sides``), skips a round when it returns a reason (the live venue:
+    an order left unsettled, which would read as a difference); ``symbols`` scope the comparison.
     """
     if not start_now:
         await sleep(settings.interval_seconds)
     done = 0
     while rounds is None or done < rounds:
         try:
-            deferred = await defer() if defer is not None else None
-            if deferred is not None:
-                log.info("reconciliation deferred: %s", deferred)
-            else:
-                await reconcile_once(db, client, bus, settings, run_id=run_id)
+            await reconcile_once(db, client, bus, settings, run_id=run_id, symbols=symbols, defer=defer)
+        except Deferred as deferred:
+            log.info("reconciliation deferred: %s", deferred)
         except (Blocked, Unauthorized) as exc:
             log.critical("reconciliation refused by the exchange: %s", exc)
             try:

@@ -7,6 +7,7 @@ are ``SecretStr``: their repr, str and any log show ``**********``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
@@ -15,12 +16,30 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coinpilot.errors import ConfigError
+from coinpilot.symbols import quote_currency
 from services.executor.core import (
     DEFAULT_INITIAL_BALANCE,
     DEFAULT_PRICE_BAND,
     UPBIT_KRW_FEE_RATE,
     FillParams,
 )
+
+LIVE_QUOTE = "KRW"
+"""Live trading on Upbit is the KRW market: the ledger's cash is one KRW account."""
+
+
+def non_krw_markets(symbols: Iterable[str]) -> list[str]:
+    """The markets live trading refuses (quoted in anything but KRW)."""
+    return [s for s in symbols if quote_currency(s) != LIVE_QUOTE]
+
+
+def require_krw_markets(symbols: Iterable[str]) -> None:
+    """``ConfigError`` when a configured symbol is not a KRW market (live refuses to start)."""
+    bad = non_krw_markets(symbols)
+    if bad:
+        raise ConfigError(
+            f"live trading on Upbit is KRW markets only; COINPILOT_SYMBOLS has {', '.join(bad)}"
+        )
 
 
 class ExecutorSettings(BaseSettings):

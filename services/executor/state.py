@@ -187,6 +187,12 @@ async def lock_account(
     return balance
 
 
+async def lock_existing_account(conn: asyncpg.Connection, run_id: str, currency: str) -> Decimal | None:
+    """The lock ``lock_account`` takes, without creating the row (None: the account does not exist,
+    nothing is locked). Reconciliation holds it so no order of the account books meanwhile."""
+    return await conn.fetchval(_LOCK_ACCOUNT, run_id, currency)
+
+
 async def read_order(
     conn: asyncpg.Connection, run_id: str, order: OrderApproved, currency: str, balance: Decimal
 ) -> LockedOrder:

@@ -93,6 +93,7 @@ class RejectReason(StrEnum):
     VENUE_REFUSED = "VENUE_REFUSED"  # the exchange refused the order (its error name in the message)
     VENUE_NOT_PLACED = "VENUE_NOT_PLACED"  # its answer was lost and the exchange has no such order
     VENUE_NOTHING_EXECUTED = "VENUE_NOTHING_EXECUTED"  # closed on the exchange with nothing executed
+    MARKET_NOT_SUPPORTED = "MARKET_NOT_SUPPORTED"  # live trading is KRW markets only
 
 
 class RejectStage(StrEnum):

@@ -5,7 +5,8 @@ never overlap):
 
 1. its ``venue_orders`` row, if any: a redelivery (after a crash, a lost answer, a restart)
    resolves that order by looking it up, **never sends it again**;
-2. else the checks (``checks``: caps, the exchange minimum from ``/v1/orders/chance``, cash);
+2. else a market not quoted in KRW is rejected ``MARKET_NOT_SUPPORTED`` (live is the KRW market),
+   then the checks (``checks``: caps, the exchange minimum from ``/v1/orders/chance``, cash);
 3. the ``intended`` row is committed (its own transaction), then the order is sent with
    ``identifier`` = ``states.identifier_for(run, order)``: a market buy for the KRW amount
    (``ord_type=price``), a market sell of the ledger's volume (``ord_type=market``);
@@ -44,6 +45,7 @@ from services.executor.live import checks, store
 from services.executor.live.answers import answer_of, failure, progress_of
 from services.executor.live.states import FINAL, VenueState, identifier_for
 from services.executor.live.store import Progress, VenueOrderRow
+from services.executor.settings import non_krw_markets
 from services.executor.upbit import (
     Blocked,
     DuplicateIdentifier,
@@ -129,6 +131,13 @@ class UpbitVenue:
     # -- placing ---------------------------------------------------------------------------------
 
     async def _place(self, order: OrderApproved, ledger: Ledger, run_id: str) -> VenueOrderRow | Rejection:
+        if non_krw_markets([order.symbol]):
+            # the ledger's live cash is the KRW account only: nothing is asked, written or sent
+            return Rejection(
+                order,
+                RejectReason.MARKET_NOT_SUPPORTED,
+                f"live trading on Upbit is KRW markets only, not {order.symbol}",
+            )
         try:
             chance = await self.client.chance(order.symbol)
         except RequestRefused as e:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from coinpilot.contracts import AlertLevel, AlertType
-from services.executor.reconcile import LedgerView, Verdict, compare, mismatch_alert
+from coinpilot.errors import ConfigError
+from services.executor.reconcile import LedgerView, Verdict, compare, mismatch_alert, run_currencies
+from services.executor.settings import non_krw_markets, require_krw_markets
 from services.executor.upbit import Account
 
 D = Decimal
@@ -83,6 +87,24 @@ def test_ignored_currencies_are_never_compared() -> None:
     accounts = [account("KRW", "1000000"), account("BTC", "0.01"), account("XRP", "500")]
     report = compare(ledger(), accounts, tolerances=TOLERANCES, ignore=("XRP",))
     assert report.ok and "XRP" not in verdicts(report)
+
+
+def test_a_run_compares_krw_its_krw_markets_coins_and_every_coin_the_ledger_holds() -> None:
+    held = LedgerView({"KRW": D(1)}, {"XRP": D(5)}, {}, {"XRP": "KRW"})
+    scope = run_currencies("KRW", ["KRW-BTC", "BTC-ETH"], held)
+    assert scope == {"KRW", "BTC", "XRP"}  # BTC-ETH is not a KRW market: ETH is not the run's
+    accounts = [account("KRW", "1"), account("XRP", "5"), account("ETH", "3"), account("DOGE", "9")]
+    report = compare(held, accounts, tolerances=TOLERANCES, scope=scope)
+    assert report.ok and [line.currency for line in report.lines] == ["KRW", "XRP"]
+    unscoped = compare(held, accounts, tolerances=TOLERANCES)
+    assert {line.currency for line in unscoped.discrepancies} == {"ETH", "DOGE"}
+
+
+def test_live_refuses_symbols_quoted_in_anything_but_krw() -> None:
+    assert non_krw_markets(["KRW-BTC", "BTC-ETH", "USDT-BTC"]) == ["BTC-ETH", "USDT-BTC"]
+    require_krw_markets(["KRW-BTC", "KRW-ETH"])
+    with pytest.raises(ConfigError, match="BTC-ETH, USDT-BTC"):
+        require_krw_markets(["KRW-BTC", "BTC-ETH", "USDT-BTC"])
 
 
 def test_the_alert_is_critical_and_says_whether_entries_are_halted() -> None:
