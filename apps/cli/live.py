@@ -107,11 +107,13 @@ def reconcile(run_id: str | None, halt_on: bool, base_url: str | None) -> None:
         try:
             async with UpbitClient(credentials, base_url=url) as client:
                 if not halt_on:
-                    report = await rec.build_report(db, client, settings, run)
+                    report = await rec.build_report(db, client, settings, run, symbols=common.symbols)
                     await rec.record(db, run, report, wall_clock_now())
                     return report
                 async with _alert_bus(common) as bus:
-                    return await rec.reconcile_once(db, client, bus, settings, run_id=run, halt=True)
+                    return await rec.reconcile_once(
+                        db, client, bus, settings, run_id=run, halt=True, symbols=common.symbols
+                    )
         finally:
             await db.dispose()
 
