@@ -210,7 +210,7 @@ class ServiceHost:
             task.cancel()
         if lost.is_set():
             await self.stop()
-            raise SystemExit("the active lease was lost; restart as a standby")
+            raise SystemExit("no longer the active replica (lease lost or start-up failed): restart")
         log.info("signal received: no new messages, finishing the in-flight ones")
         await self.stop()
 

@@ -43,7 +43,7 @@ pytestmark = [
 ]
 
 STANDBYS = ("risk", "executor")
-LEASE, BEAT = 4.0, 0.5
+LEASE, BEAT = 6.0, 1.0  # risk's start-up (GARCH import) must fit in a lease on a loaded machine
 STANDBY_ENV = {
     "COINPILOT_STANDBY": "true",
     "COINPILOT_PARTITION_LEASE_SECONDS": str(LEASE),

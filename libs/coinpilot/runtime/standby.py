@@ -77,32 +77,54 @@ class Standby:
         self.stop_tasks = stop_tasks
         self.active = False
         self.lost = asyncio.Event()  # set when the lease was lost: the process should exit
+        self._activation: asyncio.Task[None] | None = None
 
     @property
     def role(self) -> str:
         return "active" if self.active else "standby"
 
     async def acquire(self, _: int) -> None:
-        """The lease is ours: rebuild state as on a restart, then take messages."""
-        for loop in self.loops:
-            done = await reset_to_first_unacked(self.js, loop)
-            log.info("standby taking over: %s %s", loop.consumer.durable, done)
-        await self.on_start()
-        for loop in self.loops:
-            await loop.start()
-        await self.start_tasks()
+        """The lease is ours: rebuild state as on a restart, then take messages. In a task of its
+        own: the membership round that called this must return to keep renewing the lease while a
+        slow start-up (risk loads its GARCH library and rehearses) runs."""
+        self._activation = asyncio.create_task(self._activate(), name="standby-activation")
+
+    async def _activate(self) -> None:
+        try:
+            for loop in self.loops:
+                done = await reset_to_first_unacked(self.js, loop)
+                log.info("standby taking over: %s %s", loop.consumer.durable, done)
+            await self.on_start()
+            for loop in self.loops:
+                await loop.start()
+            await self.start_tasks()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not start as the active replica; exiting to come back as a standby")
+            self.lost.set()
+            return
         self.active = True
         log.warning("this replica is now the active one")
+
+    async def _stop_activation(self) -> None:
+        task, self._activation = self._activation, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     async def release(self, _: int) -> None:
         """Hand over gracefully (stopping): the runs in hand finish and are acked."""
         self.active = False
+        await self._stop_activation()
         await asyncio.gather(*(loop.stop() for loop in self.loops))
         await self.stop_tasks()
 
     async def lose(self, _: int) -> None:
         """The lease is gone: stop now, ack nothing, and have the process exit."""
         self.active = False
+        await self._stop_activation()
         for loop in self.loops:
             with contextlib.suppress(Exception):
                 await loop.abandon()
