@@ -28,6 +28,7 @@ from coinpilot.runtime.heap import freeze_start_up_heap
 from coinpilot.runtime.partitioned import PartitionedConsumers
 from coinpilot.runtime.probes import build_probe_app
 from coinpilot.runtime.pull import PullLoop
+from coinpilot.runtime.standby import Standby
 from coinpilot.service_names import SERVICES
 from coinpilot.settings import CommonSettings
 
@@ -102,9 +103,11 @@ class ServiceHost:
         self.runtimes: list[Runtime] = []
         self.definitions: list[ServiceDefinition] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._service_tasks: list[asyncio.Task[None]] = []  # the services' own (definition.tasks)
         self._loops: list[PullLoop] = []
         self._partitioned: list[PartitionedConsumers] = []
         self.memberships: list[Membership] = []
+        self.standby: Standby | None = None  # COINPILOT_STANDBY: this replica's role (runtime/standby.py)
         self._http: uvicorn.Server | None = None
         self._db: Any = None
         self._cache: Any = None
@@ -137,6 +140,19 @@ class ServiceHost:
                 self._partitioned.append(self._partitioned_consumers(rt, definition))
             else:
                 self._loops.extend(self._pull_loop(rt, consumer) for consumer in definition.consumers)
+        if self.settings.standby:
+            await self._compete_for_active(js)
+        else:
+            await self._start_stage()
+            await self._join_partitions(js)
+            self._start_service_tasks()
+        self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-metrics"))
+        if self.serve_http:
+            await self._start_http()
+        log.info("started %s", ", ".join(self.names))
+
+    async def _start_stage(self) -> None:
+        """Start-up hooks (state from the system of record), then the consumers."""
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             if definition.on_start is not None:
                 await definition.on_start(rt)
@@ -145,20 +161,25 @@ class ServiceHost:
         await self.broker.start()
         for loop in self._loops:
             await loop.start()
-        await self._join_partitions(js)
+
+    def _start_service_tasks(self) -> None:
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
             for task in definition.tasks:
-                self._tasks.append(asyncio.create_task(self._guard(rt, task), name=f"{rt.service}-task"))
-        self._tasks.append(asyncio.create_task(self._watch_consumers(), name="consumer-metrics"))
-        if self.serve_http:
-            await self._start_http()
-        log.info("started %s", ", ".join(self.names))
+                self._service_tasks.append(
+                    asyncio.create_task(self._guard(rt, task), name=f"{rt.service}-task")
+                )
+
+    async def _stop_service_tasks(self) -> None:
+        tasks, self._service_tasks = self._service_tasks, []
+        await self._cancel_until_done(tasks)
 
     async def stop(self) -> None:
         """Stop taking messages, let the in-flight batch finish and ack, then close connections."""
         self._closing.set()
         await asyncio.gather(*(membership.stop() for membership in self.memberships))
-        await asyncio.gather(*(loop.stop() for loop in self._loops))
+        if self.standby is None:  # a standby's loops were stopped with its lease (or never ran)
+            await asyncio.gather(*(loop.stop() for loop in self._loops))
+        await self._stop_service_tasks()
         await self._cancel_tasks()
         await self.broker.stop()
         for rt, definition in zip(self.runtimes, self.definitions, strict=True):
@@ -182,7 +203,14 @@ class ServiceHost:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
-        await stop.wait()
+        lost = self.standby.lost if self.standby is not None else asyncio.Event()
+        waits = {asyncio.create_task(stop.wait()), asyncio.create_task(lost.wait())}
+        _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        if lost.is_set():
+            await self.stop()
+            raise SystemExit("no longer the active replica (lease lost or start-up failed): restart")
         log.info("signal received: no new messages, finishing the in-flight ones")
         await self.stop()
 
@@ -200,6 +228,10 @@ class ServiceHost:
         for name in self.names:
             m.SERVICE_READY.labels(service_label(name)).set(1 if ok else 0)
         return checks
+
+    def role(self) -> str | None:
+        """``active`` or ``standby`` with COINPILOT_STANDBY (``/readyz`` shows it), else ``None``."""
+        return None if self.standby is None else self.standby.role
 
     # -- internals ---------------------------------------------------------------------------
     async def _check_identity_and_streams(self, js: Any) -> None:
@@ -318,10 +350,55 @@ class ServiceHost:
                 sorted(membership.owned) or "none yet",
             )
 
+    # -- hot standby (COINPILOT_STANDBY; runtime/standby.py) -------------------------------------
+    async def _compete_for_active(self, js: Any) -> None:
+        """Join the stage's single lease; start the stage only while holding it."""
+        if len(self.definitions) != 1 or self._partitioned:
+            raise ValueError(
+                "COINPILOT_STANDBY runs one unpartitioned service per process "
+                f"(have {', '.join(self.names)} with COINPILOT_PARTITIONS={self.settings.partitions})"
+            )
+        rt = self.runtimes[0]
+        await self.broker.start()
+
+        async def start_tasks() -> None:
+            self._start_service_tasks()
+
+        self.standby = Standby(
+            js,
+            self._loops,
+            on_start=self._run_on_start,
+            start_tasks=start_tasks,
+            stop_tasks=self._stop_service_tasks,
+        )
+        times = self.lease_times()
+        kv = await open_bucket(js, rt.service, times, self.settings.stream_replicas or 1)
+        membership = Membership(
+            kv,
+            js,
+            member=self.member_id(),
+            partitions=1,
+            times=times,
+            on_acquire=self.standby.acquire,
+            on_release=self.standby.release,
+            on_lost=self.standby.lose,
+        )
+        self.memberships.append(membership)
+        await membership.start()
+        rt.log.info("%s is member %s of its standby group: %s", rt.service, membership.member, self.role())
+
+    async def _run_on_start(self) -> None:
+        for rt, definition in zip(self.runtimes, self.definitions, strict=True):
+            if definition.on_start is not None:
+                await definition.on_start(rt)
+
     async def _cancel_tasks(self) -> None:
+        await self._cancel_until_done(self._tasks)
+
+    async def _cancel_until_done(self, tasks: list[asyncio.Task[None]]) -> None:
         """Cancel the background tasks until they end: a cancellation swallowed inside a library
         call (see ``_closing``) is repeated, bounded by the graceful timeout."""
-        pending = {task for task in self._tasks if not task.done()}
+        pending = {task for task in tasks if not task.done()}
         deadline = asyncio.get_running_loop().time() + self.settings.graceful_timeout_seconds
         while pending and asyncio.get_running_loop().time() < deadline:
             for task in pending:
@@ -370,7 +447,7 @@ class ServiceHost:
             await self._pause(5)
 
     async def _start_http(self) -> None:
-        app = build_probe_app(self.ready_checks)
+        app = build_probe_app(self.ready_checks, self.role)
         config = uvicorn.Config(
             app,
             host=self.settings.http_host,

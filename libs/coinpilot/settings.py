@@ -83,6 +83,11 @@ class CommonSettings(BaseSettings):
     )
     partition_lease_seconds: float = Field(default=10.0, gt=0, description="A partition lease's life")
     partition_heartbeat_seconds: float = Field(default=2.0, gt=0, description="Lease renewal period")
+    standby: bool = Field(
+        default=False,
+        description="Hot standby of a single-writer stage (risk, executor): replicas compete for one "
+        "lease; only its holder consumes (docs/deploy.md)",
+    )
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

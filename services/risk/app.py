@@ -100,8 +100,9 @@ def build(rt: Runtime) -> ServiceDefinition:
 
     async def start(rt: Runtime) -> None:
         """Before the consumers start: load the GARCH library (see ``load_garch``: the first refit
-        must not import it under the handlers), then rehearse the signal path."""
-        load_garch()
+        must not import it under the handlers), then rehearse the signal path. The import runs in a
+        thread: a hot standby taking over keeps renewing its lease meanwhile (runtime/standby.py)."""
+        await asyncio.to_thread(load_garch)
         await rehearse(rt)
 
     async def rehearse(rt: Runtime) -> None:

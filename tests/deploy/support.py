@@ -89,6 +89,7 @@ SETTINGS_ENV = frozenset(
         "MEMBER_ID",
         "PARTITION_LEASE_SECONDS",
         "PARTITION_HEARTBEAT_SECONDS",
+        "STANDBY",
         "DATABASE_URL",
         "REDIS_URL",
         "RUN_ID",

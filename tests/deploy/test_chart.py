@@ -157,7 +157,7 @@ def test_strict_validation_rejects_an_unknown_field() -> None:
 # ---- values schema -----------------------------------------------------------------------------
 
 BAD_VALUES = [
-    ("a single writer scaled to two", {"services": {"risk": {"replicas": 2}}}, "/services/risk/replicas"),
+    ("a single writer scaled to four", {"services": {"risk": {"replicas": 4}}}, "/services/risk/replicas"),
     ("an unknown AI provider", {"config": {"llm": {"provider": "gemini"}}}, "/config/llm/provider"),
     ("a misspelt key", {"services": {"executor": {"replica": 1}}}, "replica"),
     (
@@ -764,6 +764,40 @@ def test_partitioned_replicas_get_their_partitions_and_their_pod_name_as_member_
             assert name in pdbs and doc["spec"]["strategy"]["type"] == "RollingUpdate"
         else:
             assert "COINPILOT_PARTITIONS" not in env and "COINPILOT_MEMBER_ID" not in env
+
+
+def test_risk_and_executor_replicas_need_standby_which_rolls_them_and_gives_each_pod_an_identity() -> None:
+    for name in ("risk", "executor"):
+        with pytest.raises(HelmError) as raised:
+            render(with_values(production_values(), (f"services.{name}.replicas", 2)))
+        assert f"services.{name}.replicas (2) needs standby.enabled=true" in str(raised.value)
+    values = with_values(
+        production_values(),
+        ("standby.enabled", True),
+        ("services.risk.replicas", 2),
+        ("services.executor.replicas", 2),
+    )
+    docs = objects(values)
+    pdbs = {component(d) for d in of_kind(docs, "PodDisruptionBudget").values()}
+    for doc in of_kind(docs, "Deployment").values():
+        name = component(doc)
+        env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
+        if name in {"risk", "executor"}:
+            assert doc["spec"]["replicas"] == 2 and name in pdbs
+            assert doc["spec"]["strategy"]["type"] == "RollingUpdate"
+            assert env["COINPILOT_STANDBY"] == "true"
+            assert env["COINPILOT_MEMBER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+            assert "COINPILOT_PARTITIONS" not in env
+        else:
+            assert "COINPILOT_STANDBY" not in env
+
+
+def test_standby_is_off_by_default() -> None:
+    for doc in of_kind(objects(), "Deployment").values():
+        env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
+        assert "COINPILOT_STANDBY" not in env
+        if component(doc) in {"risk", "executor"}:
+            assert doc["spec"]["strategy"]["type"] == "Recreate"
 
 
 def test_partitions_are_off_by_default() -> None:

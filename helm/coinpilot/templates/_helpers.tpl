@@ -70,6 +70,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 needs partitions.count > 1 (each replica owns partitions of the symbols). */}}
 {{- define "coinpilot.partitionedServices" -}}indicator strategy{{- end }}
 
+{{/* Single writers that run hot standbys with standby.enabled (one lease, one active replica). */}}
+{{- define "coinpilot.standbyServices" -}}risk executor{{- end }}
+
 {{/* Refuse replicas a partitioned stage cannot run safely. Arg: (list $ "<service>" <replicas> "<key>") */}}
 {{- define "coinpilot.partitionCheck" -}}
 {{- $root := index . 0 -}}
@@ -242,6 +245,19 @@ capabilities:
 - name: COINPILOT_PARTITION_HEARTBEAT_SECONDS
   value: {{ .Values.partitions.heartbeatSeconds | quote }}
 # this replica among its stage's lease holders: the pod's own name
+- name: COINPILOT_MEMBER_ID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- if and .Values.standby.enabled (has $service (splitList " " (include "coinpilot.standbyServices" .))) }}
+# hot standby: the replicas compete for one lease; only its holder consumes
+- name: COINPILOT_STANDBY
+  value: "true"
+- name: COINPILOT_PARTITION_LEASE_SECONDS
+  value: {{ .Values.partitions.leaseSeconds | quote }}
+- name: COINPILOT_PARTITION_HEARTBEAT_SECONDS
+  value: {{ .Values.partitions.heartbeatSeconds | quote }}
 - name: COINPILOT_MEMBER_ID
   valueFrom:
     fieldRef:

@@ -62,11 +62,17 @@ class Identity:
     publishes: tuple[str, ...] = ()
     reads_pipeline: bool = False  # lockstep drain checks: list streams and every stream's consumers
     partitioned: bool = False  # may run partitioned: per-partition durables and its lease bucket
+    standby: bool = False  # may run hot standbys: its lease bucket, resetting its own durables
     admin: bool = False  # no restriction (the operator's CLI)
 
 
 def _service(
-    name: str, consumes: Iterable[tuple[str, str]], publishes: Iterable[str], *, partitioned: bool = False
+    name: str,
+    consumes: Iterable[tuple[str, str]],
+    publishes: Iterable[str],
+    *,
+    partitioned: bool = False,
+    standby: bool = False,
 ) -> Identity:
     """A service publishes its outputs, its dead letters and (for refused input) risk alerts."""
     return Identity(
@@ -74,6 +80,7 @@ def _service(
         tuple(Consumes(s, d) for s, d in consumes),
         (*publishes, f"dlq.{name}"),
         partitioned=partitioned,
+        standby=standby,
     )
 
 
@@ -105,6 +112,7 @@ MANIFEST: tuple[Identity, ...] = (
             ("control.halt", "risk-control"),  # the kill switch; only the operator publishes it
         ],
         ["orders.proposed.*", "orders.approved.*", "orders.rejected.*", ALERTS],
+        standby=True,
     ),
     _service(
         "agent",
@@ -112,7 +120,10 @@ MANIFEST: tuple[Identity, ...] = (
         ["orders.approved.*", "orders.rejected.*", "ai.decisions.*", ALERTS],
     ),
     _service(
-        "executor", [("orders.approved.*", "executor-orders")], ["fills.*", "orders.rejected.*", ALERTS]
+        "executor",
+        [("orders.approved.*", "executor-orders")],
+        ["fills.*", "orders.rejected.*", ALERTS],
+        standby=True,
     ),
     _service(
         "notifier",
@@ -165,19 +176,33 @@ def _consumer_api(c: Consumes) -> tuple[str, ...]:
     )
 
 
-def _partition_api(who: Identity) -> list[str]:
-    """A partitioned service's partition durables (``<durable>-p<n>``, each filtered to its
-    partition's symbols: created without the filter token, so not pinned to a filter; deleted
-    when a new owner resets one to its ack floor) and its lease bucket (``bus/membership.py``)."""
+def _lease_bucket_api(who: Identity) -> list[str]:
+    """The stage's lease bucket (``bus/membership.py``): create, read, write its keys."""
     bucket = f"partitions-{who.name}"
     stream = f"KV_{bucket}"
-    api = [
+    return [
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.CREATE.{stream}",
         f"$KV.{bucket}.>",
         f"$JS.API.DIRECT.GET.{stream}.>",
         f"$JS.API.STREAM.MSG.GET.{stream}",
     ]
+
+
+def _standby_api(who: Identity) -> list[str]:
+    """A hot standby's lease bucket and the reset of its own durables on takeover
+    (``runtime/standby.py``: deleted and recreated, with their filter, at the first unacked)."""
+    return [
+        *_lease_bucket_api(who),
+        *(f"$JS.API.CONSUMER.DELETE.{c.stream}.{c.durable}" for c in who.consumes),
+    ]
+
+
+def _partition_api(who: Identity) -> list[str]:
+    """A partitioned service's partition durables (``<durable>-p<n>``, each filtered to its
+    partition's symbols: created without the filter token, so not pinned to a filter; deleted
+    when a new owner resets one to its ack floor) and its lease bucket (``bus/membership.py``)."""
+    api = _lease_bucket_api(who)
     for c in who.consumes:
         for p in range(MAX_PARTITIONS):
             s, d = c.stream, f"{c.durable}-p{p}"
@@ -205,6 +230,8 @@ def permissions(name: str) -> Permissions:
         api.extend(_consumer_api(consumer))
     if who.partitioned:
         api.extend(_partition_api(who))
+    if who.standby:
+        api.extend(_standby_api(who))
     return Permissions(tuple(dict.fromkeys((*who.publishes, *api))), (INBOX,))
 
 

@@ -68,14 +68,25 @@ def test_a_service_may_publish_its_dead_letters_and_consume_its_own_durables_onl
             assert any(f".{d}" in subject for d in own), subject
     assert not any("STREAM.UPDATE" in s or "STREAM.DELETE" in s for s in perms.publish)
     # a partitioned service creates its own lease bucket and deletes (resets) its own partition
-    # durables only; the pipeline's streams are the operator's
+    # durables only; a hot standby its lease bucket and its own durables (reset on takeover); the
+    # pipeline's streams are the operator's
+    who = IDENTITIES[service]
     own_bucket = f"$JS.API.STREAM.CREATE.KV_partitions-{service}"
     for subject in perms.publish:
         if "STREAM.CREATE" in subject:
-            assert IDENTITIES[service].partitioned and subject == own_bucket, subject
+            assert (who.partitioned or who.standby) and subject == own_bucket, subject
         if "CONSUMER.DELETE" in subject:
-            assert IDENTITIES[service].partitioned, subject
-            assert any(re.search(rf"\.{d}-p\d+$", subject) for d in own), subject
+            partition = any(re.search(rf"\.{d}-p\d+$", subject) for d in own)
+            shared = any(subject.endswith(f".{d}") for d in own)
+            assert (who.partitioned and partition) or (who.standby and shared), subject
+
+
+def test_only_risk_and_the_executor_run_hot_standbys() -> None:
+    assert {name for name, who in IDENTITIES.items() if who.standby} == {"risk", "executor"}
+    assert allows("executor", "$JS.API.CONSUMER.DELETE.ORDERS.executor-orders")
+    assert allows("executor", "$KV.partitions-executor.l.0")
+    assert not allows("executor", "$KV.partitions-risk.l.0")
+    assert not allows("executor", "$JS.API.CONSUMER.DELETE.ORDERS.agent-orders")
 
 
 @pytest.mark.parametrize(
