@@ -189,11 +189,6 @@ BAD_VALUES = [
         "accessKey",
     ),
     (
-        "a live executor scaled to two",
-        {"services": {"executor": {**LIVE, "replicas": 2}}},
-        "/services/executor/replicas",
-    ),
-    (
         "a daily cap of nothing",
         {"services": {"executor": {"live": {"maxDailyKrw": 0}}}},
         "/services/executor/live/maxDailyKrw",
@@ -444,16 +439,19 @@ def test_the_live_executors_environment_starts_it_live(monkeypatch: pytest.Monke
 
 
 def test_a_second_live_executor_is_refused_even_without_the_schema(tmp_path: Path) -> None:
-    """``helm install --skip-schema-validation`` skips values.schema.json: the template still
-    refuses two executors on one Upbit account."""
+    """Two executors on one Upbit account are refused by the template, with or without the schema
+    (``helm install --skip-schema-validation`` skips values.schema.json), hot standby or not: a
+    standby is safe for paper, but live it would be a second process holding the keys."""
+    values = {"standby": {"enabled": True}, "services": {"executor": {**LIVE, "replicas": 2}}}
+    with pytest.raises(HelmError) as checked:
+        render(values)
     chart = tmp_path / "coinpilot"
     shutil.copytree(CHART, chart)
     (chart / "values.schema.json").unlink()
-    values = {"services": {"executor": {**LIVE, "replicas": 2}}}
     with helm.Chart.load(str(chart)) as unchecked, pytest.raises(HelmError) as raised:
         unchecked.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     refused = "services.executor.replicas (2) with venue=upbit: one executor per Upbit account"
-    assert refused in str(raised.value)
+    assert refused in str(raised.value) and refused in str(checked.value)
 
 
 def test_the_strategy_config_is_a_mounted_configmap_named_by_the_environment() -> None:
