@@ -27,7 +27,6 @@ the book to the next minute's closes. Then:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from itertools import groupby, pairwise
@@ -37,14 +36,11 @@ import httpx
 import nats
 import pytest
 
-from apps.backtest.run import Window, run_backtest
 from apps.demo import sample_files, start_service, start_services, stop_services, wait_ready
-from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import Fill, MinuteCandle, Side
-from coinpilot.db import Database, upgrade
+from coinpilot.db import Database
 from coinpilot.db.halts import active_halt
-from coinpilot.db.market import copy_candles
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from coinpilot.service_names import SERVICES
@@ -54,6 +50,7 @@ from services.executor.live.states import identifier_for
 from services.executor.upbit import Credentials, UpbitClient
 from tests.e2e.test_outages import split_window
 from tests.e2e.test_parity import canonical, distributed_ledger
+from tests.support.e2e_run import prepare_run
 from tests.support.fake_upbit import FakeOrder, FakeUpbit
 
 pytestmark = [
@@ -142,19 +139,10 @@ async def test_a_lockstep_replay_on_the_upbit_venue_books_the_backtests_fills(
 ) -> None:
     warm, replay = split_window(load_candles(sample_files(), rename=AS_KRW))
     markets = sorted({c.symbol for c in replay})
-    run_id = f"live-replay-{uuid.uuid4().hex[:8]}"
-    backtest, report = await run_backtest(Window(warm, replay), run_id=run_id)
-    expected = sorted(backtest.fills, key=lambda f: (f.ts_event, f.symbol))
+    prepared = await prepare_run("live-replay", warm, replay, nats_url, pg_url)
+    run_id, expected, report = prepared.run_id, prepared.expected, prepared.report
+    nc, js, dlq_before = prepared.nc, prepared.js, prepared.dlq_before
     assert len(report.trips) >= 2, "the window must trade at least two round trips"
-
-    await upgrade(pg_url)
-    db = Database(pg_url)
-    await copy_candles(db, warm)
-    await db.dispose()
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    dlq_before = (await js.stream_info("DLQ")).state.messages
 
     async with FakeUpbit() as fake:
         for market in markets:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,16 +29,15 @@ from urllib.parse import urlsplit, urlunsplit
 import nats
 import pytest
 
-from apps.backtest.run import Window, run_backtest
 from apps.demo import sample_files, start_services, stop_services, wait_ready
-from coinpilot.bus import ensure_streams
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import MinuteCandle, Side
-from coinpilot.db import Database, upgrade
-from coinpilot.db.market import candle_row, copy_candles, load_rows
+from coinpilot.db import Database
+from coinpilot.db.market import candle_row, load_rows
 from coinpilot.embedded import EmbeddedStack
 from coinpilot.replay import parse_pace, replay_candles
 from tests.e2e.test_parity import canonical, distributed_ledger
+from tests.support.e2e_run import prepare_run
 from tests.support.proxy import TcpProxy
 
 # Two minutes of the run are the outages themselves; on a busy 2-core machine start-up and the
@@ -114,22 +112,13 @@ async def test_postgres_and_redis_outages_mid_replay_change_nothing(
     nats_url: str, pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     warm, replay = split_window(load_candles(sample_files()))
-    run_id = f"outages-{uuid.uuid4().hex[:8]}"
-    backtest, report = await run_backtest(Window(warm, replay), run_id=run_id)
-    expected = sorted(backtest.fills, key=lambda f: (f.ts_event, f.symbol))
+    prepared = await prepare_run("outages", warm, replay, nats_url, pg_url)
+    run_id, expected, report = prepared.run_id, prepared.expected, prepared.report
+    nc, js, dlq_before = prepared.nc, prepared.js, prepared.dlq_before
     assert len(report.trips) >= 2, "the window must trade at least two round trips"
     first_sell = next(f for f in expected if f.side is Side.SELL)
     next_buy = next(f for f in expected if f.side is Side.BUY and f.ts_event > first_sell.ts_event)
     redis_at = next(i for i, c in enumerate(replay) if c.ts_event >= next_buy.ts_event - REDIS_LEAD)
-
-    await upgrade(pg_url)
-    db = Database(pg_url)
-    await copy_candles(db, warm)
-    await db.dispose()
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    dlq_before = (await js.stream_info("DLQ")).state.messages
 
     pg = Outage("postgresql", proxy_for(pg_url))
     cache = Outage("redis", proxy_for(redis_url))

@@ -24,28 +24,23 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
-import nats
 import pytest
 from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 
-from apps.backtest.run import Window, run_backtest
 from apps.demo import ServiceProcess, child_env, sample_files, start_service, stop_services, wait_ready
-from coinpilot.bus import ensure_streams
 from coinpilot.bus.membership import bucket_name
 from coinpilot.bus.partitions import partition_of
 from coinpilot.candle_files import load_candles
-from coinpilot.db import Database, upgrade
-from coinpilot.db.market import copy_candles
 from coinpilot.embedded import EmbeddedStack, free_port
 from coinpilot.replay import parse_pace, replay_candles
 from coinpilot.runtime import SERVICES
 from tests.e2e.test_outages import split_window
 from tests.e2e.test_parity import canonical, distributed_ledger
+from tests.support.e2e_run import prepare_run
 from tests.support.servers import RedisProcess
 
 pytestmark = [
@@ -177,19 +172,11 @@ async def test_three_replicas_per_stage_book_the_backtest_ledger_in_order(
     first = REPLICAS - 1 if join else REPLICAS
     warm, replay = split_window(load_candles(sample_files()))
     symbols = sorted({c.symbol for c in replay})
-    run_id = f"partitions-{uuid.uuid4().hex[:8]}"
-    backtest, _ = await run_backtest(Window(warm, replay), run_id=run_id)
-    expected = sorted(backtest.fills, key=lambda f: (f.ts_event, f.symbol))
+    prepared = await prepare_run("partitions", warm, replay, nats_url, pg_url)
+    run_id, expected = prepared.run_id, prepared.expected
+    nc, js, dlq_before = prepared.nc, prepared.js, prepared.dlq_before
     assert expected, "the window must trade"
 
-    await upgrade(pg_url)
-    db = Database(pg_url)
-    await copy_candles(db, warm)
-    await db.dispose()
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    dlq_before = (await js.stream_info("DLQ")).state.messages
     stack = EmbeddedStack(tmp_path, nats_url=nats_url, database_url=pg_url, redis_url=private_redis.url)
     env = LEASES | {"COINPILOT_SYMBOLS": ",".join(symbols)}
     processes = [
