@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from apps.stage_replay.diff import DiffRow, StageDiff, decision_verdict
+from apps.stage_replay.diff import StageDiff, decision_verdict, order_row
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import AiDecision, Contract, HourlyCandle, MinuteCandle, OrderProposed
 from services.agent.core import AgentParams
@@ -68,14 +68,7 @@ async def replay_agent(
     original = {m.order_id: m for r in recorded if isinstance(m := r.message, AiDecision)}
     new = {m.order_id: m for m in outputs if isinstance(m, AiDecision)}
     rows = [
-        DiffRow(
-            p.order_id,
-            p.symbol,
-            p.ts_event.isoformat(),
-            str(p.side),
-            decision_verdict(original.get(p.order_id)),
-            decision_verdict(new.get(p.order_id)),
-        )
+        order_row(p, decision_verdict(original.get(p.order_id)), decision_verdict(new.get(p.order_id)))
         for p in proposals
     ]
     originals = [original[p.order_id].to_json() for p in proposals if p.order_id in original]

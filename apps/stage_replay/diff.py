@@ -206,6 +206,11 @@ def execution_verdict(message: Fill | OrderRejected | None) -> Verdict:
     return Verdict("REJECTED", str(message.reason), message=message.message)
 
 
+def order_row(order: OrderProposed | OrderApproved, original: Verdict, new: Verdict) -> DiffRow:
+    """One order's row: what the original run and the replay answered to it."""
+    return DiffRow(order.order_id, order.symbol, order.ts_event.isoformat(), str(order.side), original, new)
+
+
 def signal_order_id(signal: EntrySignal | ExitSignal) -> str:
     side = Side.BUY if isinstance(signal, EntrySignal) else Side.SELL
     return order_id_for(signal.symbol, signal.ts_event, side)

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from apps.backtest.settings import ModeSettings
-from apps.stage_replay.diff import DiffRow, StageDiff, Verdict, execution_verdict, ledger_figures
+from apps.stage_replay.diff import StageDiff, Verdict, execution_verdict, ledger_figures, order_row
 from apps.stage_replay.recorded import Recorded
 from coinpilot.contracts import (
     AiDecision,
@@ -86,11 +86,8 @@ async def replay_executor(
         if isinstance(m, Fill) or (isinstance(m, OrderRejected) and m.stage is RejectStage.EXECUTOR):
             original[m.order_id] = m
     rows = [
-        DiffRow(
-            o.order_id,
-            o.symbol,
-            o.ts_event.isoformat(),
-            str(o.side),
+        order_row(
+            o,
             execution_verdict(original.get(o.order_id)),
             refused.get(o.order_id) or execution_verdict(new.get(o.order_id)),
         )

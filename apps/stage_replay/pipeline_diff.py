@@ -14,12 +14,12 @@ from apps.stage_replay.diff import (
     NUMBERS,
     DiffRow,
     StageDiff,
-    Verdict,
     decision_verdict,
     diff_rows,
     execution_verdict,
     first_difference,
     ledger_figures,
+    order_row,
     verdicts_of,
     without_trailing_zeros,
 )
@@ -66,7 +66,7 @@ def decision_rows(original: Sequence[Contract], new: Sequence[Contract]) -> list
     before = _by_order(m for m in original if isinstance(m, AiDecision))
     after = _by_order(m for m in new if isinstance(m, AiDecision))
     return [
-        _row(p, decision_verdict(before.get(p.order_id)), decision_verdict(after.get(p.order_id)))
+        order_row(p, decision_verdict(before.get(p.order_id)), decision_verdict(after.get(p.order_id)))
         for p in proposals.values()
     ]
 
@@ -76,7 +76,7 @@ def execution_rows(original: Sequence[Contract], new: Sequence[Contract]) -> lis
     orders = _by_order(m for m in (*original, *new) if isinstance(m, OrderApproved))
     before, after = _answers(original), _answers(new)
     return [
-        _row(o, execution_verdict(before.get(o.order_id)), execution_verdict(after.get(o.order_id)))
+        order_row(o, execution_verdict(before.get(o.order_id)), execution_verdict(after.get(o.order_id)))
         for o in orders.values()
     ]
 
@@ -138,7 +138,3 @@ def _answers(messages: Sequence[Contract]) -> dict[str, Fill | OrderRejected]:
         for m in messages
         if isinstance(m, Fill) or (isinstance(m, OrderRejected) and m.stage is RejectStage.EXECUTOR)
     }
-
-
-def _row(order: OrderProposed | OrderApproved, original: Verdict, new: Verdict) -> DiffRow:
-    return DiffRow(order.order_id, order.symbol, order.ts_event.isoformat(), str(order.side), original, new)
