@@ -40,7 +40,13 @@ from services.executor.core import FillParams
 from services.executor.live import store
 from services.executor.live.checks import Caps
 from services.executor.live.states import VenueState, identifier_for
-from services.executor.live.venue import LiveParams, OutcomePending, UpbitVenue, VenueHalted
+from services.executor.live.venue import (
+    LiveParams,
+    OutcomePending,
+    QuoteUnavailable,
+    UpbitVenue,
+    VenueHalted,
+)
 from services.executor.settings import LiveSettings
 from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
@@ -77,12 +83,20 @@ async def make_venue(fake: FakeUpbit, executor_db: Database) -> AsyncIterator[Ca
     """A new venue (and client) each call: a second one is the executor after a restart."""
     clients: list[UpbitClient] = []
 
-    def make(*, caps: Caps = BIG, timeout: float = 5.0, grace: float = 0.0, alerts: Alerts | None = None):
+    def make(
+        *,
+        caps: Caps = BIG,
+        timeout: float = 5.0,
+        grace: float = 0.0,
+        alerts: Alerts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         client = UpbitClient(
             Credentials.of(fake.access_key, fake.secret_key),
             base_url=fake.url,
             timeout=httpx.Timeout(timeout, connect=2.0),
             retry=RetryPolicy(max_retries=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.02),
+            transport=transport,
         )
         clients.append(client)
         params = LiveParams(
@@ -398,6 +412,41 @@ async def test_a_quotation_that_fails_is_transient_and_the_retry_places_one_orde
     fill = await run(approvals, venue, buy, run_id)
     assert isinstance(fill, Fill) and fill.quantity == D("0.01")
     assert fake.count("POST", "/v1/orders") == 1 and len(fake.orders) == 1
+
+
+class GarbledBookOnce(httpx.AsyncBaseTransport):
+    """The fake exchange, except that the first ``GET /v1/orderbook`` answers 200 with a book
+    without its levels (an answer the fake never gives)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.garbled = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/orderbook" and not self.garbled:
+            self.garbled += 1
+            return httpx.Response(200, json=[{"market": BTC, "timestamp": 1}])
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_unreadable_book_is_transient_and_the_order_is_quoted_again_never_dead_lettered(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    transport = GarbledBookOnce()
+    venue = make_venue(transport=transport)
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(QuoteUnavailable) as unreadable:
+        await run(approvals, venue, buy, run_id)
+    assert isinstance(unreadable.value, TransientError)  # retried in place, not a PermanentError
+    assert transport.garbled == 1 and fake.count("POST", "/v1/orders") == 0
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None
+
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and fake.count("POST", "/v1/orders") == 1
 
 
 async def test_an_order_refused_off_book_is_published_on_orders_rejected_and_nothing_is_sent(
