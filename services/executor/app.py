@@ -55,7 +55,7 @@ def build(rt: Runtime) -> ServiceDefinition:
     client: UpbitClient | None = None
     reconcile_settings = reconcile.ReconcileSettings()
     if live.venue == "upbit":
-        client, venue = upbit_venue(rt, db, live)
+        client, venue = upbit_venue(rt, db, live, settings.price_band)
 
     async def on_order(d: Delivery[OrderApproved]) -> Sequence[Contract]:
         answer = await execute_order(
@@ -126,9 +126,12 @@ def build(rt: Runtime) -> ServiceDefinition:
     )
 
 
-def upbit_venue(rt: Runtime, db: Database, live: LiveSettings) -> tuple[UpbitClient, UpbitVenue]:
+def upbit_venue(
+    rt: Runtime, db: Database, live: LiveSettings, price_band: Decimal
+) -> tuple[UpbitClient, UpbitVenue]:
     """The live venue and its client; ``ConfigError`` (the process does not start) unless live
-    trading is explicitly enabled with both keys and every configured symbol is a KRW market."""
+    trading is explicitly enabled with both keys and every configured symbol is a KRW market.
+    ``price_band`` is the paper venue's ``PRICE_BAND``, checked against the book before each order."""
     access, secret = live.require_live()
     require_krw_markets(rt.settings.symbols)
 
@@ -145,11 +148,13 @@ def upbit_venue(rt: Runtime, db: Database, live: LiveSettings) -> tuple[UpbitCli
         poll_interval=live.poll_interval_seconds,
         poll_attempts=live.poll_attempts,
         not_found_grace=live.not_found_grace(),
+        price_band=price_band,
     )
     rt.log.warning(
-        "LIVE TRADING on Upbit (%s): caps %s per order, %s per day",
+        "LIVE TRADING on Upbit (%s): caps %s per order, %s per day, price band %s",
         live.upbit_base_url,
         live.max_order_krw,
         live.max_daily_krw,
+        price_band,
     )
     return client, UpbitVenue(db, client, params, alerts=publish_alert)

@@ -15,7 +15,9 @@ minute (the order decided on a candle is filled before the next candle goes out)
 ``progress`` hook, which runs after a minute is drained and before the next is published, moves
 the book to the next minute's closes. Then:
 
-* the ledger is the backtest's, fill for fill, to the last decimal;
+* the ledger is the backtest's, fill for fill, to the last decimal; each order was quoted first
+  (``GET /v1/orderbook``, the venue's price band): the book at the decision minute's close is the
+  order's reference price, so its walk is in the band and nothing is refused ``PRICE_OUT_OF_BAND``;
 * each fill is one order on the exchange (its identifier the venue's), and its trades are the
   fill: the volume, the funds (to the ledger's 8 decimals, rounded against the account), the fee;
 * the exchange's balances are the ledger's: every coin exactly; KRW up to the amounts' rounding
@@ -179,6 +181,7 @@ async def test_a_lockstep_replay_on_the_upbit_venue_books_the_backtests_fills(
         # each fill is one order on the exchange, and the exchange's trades are the fill
         placed = [o for o in fake.orders if o.identifier is not None]
         assert len(placed) == len(fake.orders) == len(booked)
+        assert fake.count("GET", "/v1/orderbook") == len(booked)  # the band was checked, each order once
         by_identifier = {o.identifier: o for o in placed}
         for fill in booked:
             assert_fill_is_the_exchanges(fill, by_identifier[identifier_for(run_id, fill.order_id)])

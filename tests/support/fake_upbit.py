@@ -8,7 +8,10 @@ It speaks Upbit's wire format (numbers as strings, ``{"error": {"name", "message
   with parameters a ``query_hash`` recomputed here from the query string or JSON body actually
   received (``invalid_query_payload`` when it differs). Public endpoints need no token.
 * **State**: accounts (balance, locked, avg_buy_price per currency), markets (tick size, minimum
-  totals, fees) and an order book per market whose levels a test sets (``set_book``). Orders match
+  totals, fees) and an order book per market whose levels a test sets (``set_book``), quoted by the
+  public ``GET /v1/orderbook`` as Upbit does (its first 30 levels per side, numbers as JSON numbers;
+  ``move_book_after_next_quote`` moves the book right after the next quotation, as a real book moves
+  between a quote and the order that follows it). Orders match
   against the book as takers with partial fills and consume it; resting limit orders fill when a
   later ``set_book`` crosses them. A market buy by KRW amount that exhausts the book, or whose
   leftover cannot buy one more 1e-8 unit, ends ``cancel`` with what executed (Upbit's behaviour).
@@ -36,6 +39,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import re
 import time
 import uuid as uuidlib
 import warnings
@@ -50,7 +54,7 @@ import jwt
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.support.servers import free_port, wait_for
@@ -61,6 +65,7 @@ KST = timezone(timedelta(hours=9))
 ZERO = Decimal(0)
 UNIT = Decimal("0.00000001")  # Upbit volumes have at most 8 decimals
 DEFAULT_LIMITS = {"order": 12, "default": 30, "orderbook": 10}
+BOOK_UNITS = 30  # levels per side that GET /v1/orderbook shows
 
 _trade_ids = itertools.count(1)
 
@@ -254,6 +259,7 @@ class FakeUpbit:
     _nonces: set[str] = field(default_factory=set)
     _tokens: list[str] = field(default_factory=list)
     _windows: dict[str, tuple[float, int]] = field(default_factory=dict)
+    _after_quote: dict[str, dict[str, Any]] = field(default_factory=dict)
     _release: asyncio.Event | None = None
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -292,6 +298,17 @@ class FakeUpbit:
         for order in self.orders:
             if order.market == market and order.is_open and order.ord_type == "limit":
                 self._match_limit(order, spec, maker=True)
+
+    def move_book_after_next_quote(
+        self,
+        market: str,
+        *,
+        asks: Sequence[tuple[Decimal | str, Decimal | str]] | None = None,
+        bids: Sequence[tuple[Decimal | str, Decimal | str]] | None = None,
+    ) -> None:
+        """``set_book(market, asks=, bids=)`` right after the next ``GET /v1/orderbook`` of ``market``
+        is answered: the quote shows the book as it was, the order that follows meets the new one."""
+        self._after_quote[market] = {"asks": asks, "bids": bids}
 
     # -- faults --------------------------------------------------------------------------------
 
@@ -370,6 +387,7 @@ class FakeUpbit:
                 Route("/v1/accounts", self._accounts, methods=["GET"]),
                 Route("/v1/orders/chance", self._chance, methods=["GET"]),
                 Route("/v1/orderbook/instruments", self._instruments, methods=["GET"]),
+                Route("/v1/orderbook", self._orderbook, methods=["GET"]),
                 Route("/v1/orders", self._place, methods=["POST"]),
                 Route("/v1/order", self._get_order, methods=["GET"]),
                 Route("/v1/order", self._cancel, methods=["DELETE"]),
@@ -433,7 +451,7 @@ class FakeUpbit:
         if hang and status < 300:
             assert self._release is not None
             await self._release.wait()
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return Response(_json(payload), status_code=status, headers=headers, media_type="application/json")
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
@@ -545,6 +563,44 @@ class FakeUpbit:
             ]
 
         return await self._serve(request, "orderbook", handle, signed=False)
+
+    async def _orderbook(self, request: Request) -> Response:
+        def handle(params: dict[str, str], *_: Any) -> tuple[int, Any]:
+            wanted = [m.strip() for m in params.get("markets", "").split(",") if m.strip()]
+            if not wanted or any(m not in self.markets for m in wanted):
+                raise Refusal(404, "404", "Code not found")
+            answer = [self._book_json(m) for m in wanted]
+            for market in wanted:
+                move = self._after_quote.pop(market, None)
+                if move is not None:
+                    self.set_book(market, **move)
+            return 200, answer
+
+        return await self._serve(request, "orderbook", handle, signed=False)
+
+    def _book_json(self, market: str) -> dict[str, Any]:
+        """One market's book as Upbit shows it: level pairs, numbers as JSON numbers (Decimals here,
+        written exactly); a side shorter than the other is padded with zero levels."""
+        spec = self.markets[market]
+        asks, bids = spec.asks[:BOOK_UNITS], spec.bids[:BOOK_UNITS]
+        empty = Level(ZERO, ZERO)
+        units = [
+            {
+                "ask_price": (asks[i] if i < len(asks) else empty).price,
+                "bid_price": (bids[i] if i < len(bids) else empty).price,
+                "ask_size": (asks[i] if i < len(asks) else empty).size,
+                "bid_size": (bids[i] if i < len(bids) else empty).size,
+            }
+            for i in range(max(len(asks), len(bids)))
+        ]
+        return {
+            "market": market,
+            "timestamp": int(time.time() * 1000),
+            "total_ask_size": sum((lv.size for lv in asks), ZERO),
+            "total_bid_size": sum((lv.size for lv in bids), ZERO),
+            "orderbook_units": units,
+            "level": 0,
+        }
 
     async def _place(self, request: Request) -> Response:
         def handle(_: Any, __: Any, body: dict[str, Any]) -> tuple[int, Any]:
@@ -818,6 +874,22 @@ def _decimal(value: Any) -> Decimal | None:
         return Decimal(str(value))
     except InvalidOperation as e:
         raise Refusal(400, "validation_error", f"{value!r} is not a number.") from e
+
+
+_NUMBER = "\x00number:"
+_NUMBER_TEXT = re.compile(r'"\\u0000number:([0-9.eE+-]+)"')
+
+
+def _json(payload: Any) -> bytes:
+    """``payload`` as Starlette's JSONResponse writes it, a ``Decimal`` as an exact JSON number."""
+
+    def number(value: Any) -> str:
+        if isinstance(value, Decimal):
+            return _NUMBER + format(value, "f")
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    text = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=number)
+    return _NUMBER_TEXT.sub(r"\1", text).encode("utf-8")
 
 
 def _body_pairs(body: dict[str, Any]) -> list[tuple[str, str]]:

@@ -6,7 +6,9 @@ never overlap):
 1. its ``venue_orders`` row, if any: a redelivery (after a crash, a lost answer, a restart)
    resolves that order by looking it up, **never sends it again**;
 2. else a market not quoted in KRW is rejected ``MARKET_NOT_SUPPORTED`` (live is the KRW market),
-   then the checks (``checks``: caps, the exchange minimum from ``/v1/orders/chance``, cash);
+   then the checks (``checks``: caps, the exchange minimum from ``/v1/orders/chance``, cash), then
+   the price band against the book (``band``: ``/v1/orderbook`` walked for what would be sent;
+   refused ``PRICE_OUT_OF_BAND``, nothing written or sent; a quotation that fails is transient);
 3. the ``intended`` row is committed (its own transaction), then the order is sent with
    ``identifier`` = ``states.identifier_for(run, order)``: a market buy for the KRW amount
    (``ord_type=price``), a market sell of the ledger's volume (``ord_type=market``);
@@ -40,8 +42,8 @@ from coinpilot.db.halts import set_halt
 from coinpilot.errors import TransientError
 from coinpilot.kill_switch import HaltSource
 from services.executor import metrics
-from services.executor.core import Execution, Ledger, Rejection
-from services.executor.live import checks, store
+from services.executor.core import DEFAULT_PRICE_BAND, Execution, Ledger, Rejection
+from services.executor.live import band, checks, store
 from services.executor.live.answers import answer_of, failure, progress_of
 from services.executor.live.states import FINAL, VenueState, identifier_for
 from services.executor.live.store import Progress, VenueOrderRow
@@ -78,6 +80,10 @@ class OutcomePending(TransientError):
     """Raised while an order's outcome is not known yet (answer lost, still open, not found yet)."""
 
 
+class QuoteUnavailable(TransientError):
+    """Raised when the book could not be read before an order: nothing was sent, the order waits."""
+
+
 @dataclass(frozen=True, slots=True)
 class LiveParams:
     caps: checks.Caps
@@ -85,6 +91,9 @@ class LiveParams:
     poll_attempts: int = 20
     not_found_grace: timedelta = timedelta(seconds=30)
     """How long after sending a lookup that finds nothing means "not yet", not "never placed"."""
+    price_band: Decimal = DEFAULT_PRICE_BAND
+    """How far (a fraction) the book's average for the order may be from its reference price:
+    the paper venue's ``PRICE_BAND``."""
 
 
 class UpbitVenue:
@@ -163,6 +172,9 @@ class UpbitVenue:
             volume=None if buy or position is None else position.quantity,
             min_total=min_total,
         )
+        off_book = await self._refuse_off_book(order, intended)
+        if off_book is not None:
+            return off_book  # like every refusal above: nothing written or sent
         row, ours = await store.insert_intended(self.db, intended)  # committed before anything is sent
         if not ours:
             return row  # another delivery wrote it first: resolve that one, never send
@@ -205,6 +217,24 @@ class UpbitVenue:
             row,
             Progress(VenueState.SUBMITTED, exchange_uuid=answer.uuid, exchange_state=str(answer.state)),
         )
+
+    async def _refuse_off_book(self, order: OrderApproved, intended: VenueOrderRow) -> Rejection | None:
+        """The book walked for what ``intended`` would send (``band``), before anything is written.
+        A quotation that fails (5xx, timeout, 429, an unreadable answer) raises a ``TransientError``:
+        the order waits in place and nothing is sent; it is never filled without a book."""
+        try:
+            book = await self.client.orderbook(order.symbol)
+        except MalformedAnswer as e:
+            raise QuoteUnavailable(
+                f"order {order.order_id}: the {order.symbol} book is unreadable ({e}), read again"
+            ) from e
+        except RequestRefused as e:
+            if isinstance(e, Unauthorized):
+                raise
+            return Rejection(order, RejectReason.VENUE_REFUSED, f"upbit {e.name}: {e.message}")
+        size = intended.amount if intended.amount is not None else intended.volume
+        assert size is not None  # checks.refuse passed: a BUY has its amount, a SELL its position
+        return band.refuse_off_book(order, book, size, self.params.price_band)
 
     async def _send(self, row: VenueOrderRow) -> Order:
         if row.ord_type == OrdType.PRICE:

@@ -21,9 +21,11 @@ from services.executor.upbit.errors import (
 )
 from services.executor.upbit.models import (
     Account,
+    BookLevel,
     Chance,
     Instrument,
     Order,
+    Orderbook,
     OrderState,
     OrdType,
     Side,
@@ -44,6 +46,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "Account",
     "Blocked",
+    "BookLevel",
     "Booking",
     "Chance",
     "Credentials",
@@ -58,6 +61,7 @@ __all__ = [
     "OrderNotFound",
     "OrderRefused",
     "OrderState",
+    "Orderbook",
     "Outcome",
     "OutcomeUnknown",
     "RateLimited",

@@ -41,6 +41,7 @@ from services.executor.upbit.models import (
     Chance,
     Instrument,
     Order,
+    Orderbook,
     OrderState,
     OrdType,
     Side,
@@ -59,6 +60,7 @@ ORDERS = "/v1/orders"
 _DEFAULT_GROUPS = {
     f"POST {ORDERS}": "order",
     "GET /v1/orderbook/instruments": "orderbook",
+    "GET /v1/orderbook": "orderbook",
 }
 
 
@@ -81,6 +83,7 @@ class _Call:
     pairs: Pairs
     signed: bool
     identifier: str | None = None  # set on POST /v1/orders: its failures are OutcomeUnknown
+    decimal_numbers: bool = False  # JSON numbers (not strings) read as Decimal, never as float
 
     @property
     def endpoint(self) -> str:
@@ -142,6 +145,20 @@ class UpbitClient:
         )
         self._instruments.update(found)
         return found
+
+    async def orderbooks(self, markets: Sequence[str]) -> dict[str, Orderbook]:
+        """``GET /v1/orderbook`` (public): the first levels of each market's book, per market."""
+        pairs = encode_params({"markets": ",".join(markets)})
+        return models.parse_orderbooks(
+            await self._send(_Call("GET", "/v1/orderbook", pairs, False, decimal_numbers=True))
+        )
+
+    async def orderbook(self, market: str) -> Orderbook:
+        """``market``'s book; ``MalformedAnswer`` if the answer leaves it out."""
+        books = await self.orderbooks([market])
+        if market not in books:
+            raise MalformedAnswer("malformed_answer", f"the orderbook answer has no {market}")
+        return books[market]
 
     async def tick_size(self, market: str) -> Decimal:
         if market not in self._instruments:
@@ -317,7 +334,7 @@ class UpbitClient:
         status = response.status_code
         if status < 300:
             try:
-                return response.json()
+                return response.json(parse_float=Decimal) if call.decimal_numbers else response.json()
             except ValueError as e:
                 if call.identifier is not None:
                     raise OutcomeUnknown(

@@ -301,3 +301,62 @@ def parse_instruments(raw: Any) -> dict[str, Instrument]:
             supported_levels=tuple(Decimal(str(v)) for v in levels),
         )
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class BookLevel:
+    """One price level of one side of an order book: ``size`` base units offered at ``price``."""
+
+    price: Decimal
+    size: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Orderbook:
+    """A market's order book as ``GET /v1/orderbook`` shows it: its first levels only (Upbit shows
+    up to 30 pairs), asks best (lowest) first, bids best (highest) first. A level of size 0 (a side
+    shorter than the other) is left out."""
+
+    market: str
+    timestamp_ms: int
+    asks: tuple[BookLevel, ...]
+    bids: tuple[BookLevel, ...]
+    total_ask_size: Decimal
+    total_bid_size: Decimal
+
+
+def parse_orderbooks(raw: Any) -> dict[str, Orderbook]:
+    """``GET /v1/orderbook``: a list of ``{market, timestamp, total_ask_size, total_bid_size,
+    orderbook_units: [{ask_price, bid_price, ask_size, bid_size}]}``. Upbit sends these numbers as
+    JSON numbers, not strings: the client reads them as ``Decimal`` from the text, never as floats."""
+    if not isinstance(raw, list):
+        raise MalformedAnswer("malformed_answer", "orderbook is a list")
+    out: dict[str, Orderbook] = {}
+    for item in raw:
+        if not isinstance(item, Mapping):
+            raise MalformedAnswer("malformed_answer", "an orderbook is an object")
+        units = item.get("orderbook_units")
+        if not isinstance(units, Sequence) or isinstance(units, str):
+            raise MalformedAnswer("malformed_answer", "field 'orderbook_units' is not a list")
+        asks: list[BookLevel] = []
+        bids: list[BookLevel] = []
+        for unit in units:
+            if not isinstance(unit, Mapping):
+                raise MalformedAnswer("malformed_answer", "an orderbook unit is an object")
+            for levels, prefix in ((asks, "ask"), (bids, "bid")):
+                level = BookLevel(_dec(unit, f"{prefix}_price"), _dec(unit, f"{prefix}_size"))
+                if level.price > 0 and level.size > 0:
+                    levels.append(level)
+        timestamp = item.get("timestamp")
+        if not isinstance(timestamp, int | Decimal):
+            raise MalformedAnswer("malformed_answer", "field 'timestamp' is not a number")
+        market = _str(item, "market")
+        out[market] = Orderbook(
+            market=market,
+            timestamp_ms=int(timestamp),
+            asks=tuple(sorted(asks, key=lambda lv: lv.price)),
+            bids=tuple(sorted(bids, key=lambda lv: lv.price, reverse=True)),
+            total_ask_size=_opt_dec(item, "total_ask_size") or ZERO,
+            total_bid_size=_opt_dec(item, "total_bid_size") or ZERO,
+        )
+    return out

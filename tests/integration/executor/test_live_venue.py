@@ -2,6 +2,7 @@
 
 Every order goes through the executor's own handler (``app.execute_order``): provenance, the
 venue, the ledger rules. The fake's KRW-BTC: tick 1000 KRW, fee 0.05 %, minimum total 5000 KRW.
+Before each order the venue walks the fake's book (``GET /v1/orderbook``) against the 2 % band.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from nats.js import JetStreamContext
 from prometheus_client import REGISTRY, generate_latest
 
+from apps.host import ServiceHost
+from coinpilot.bus import Bus
+from coinpilot.bus import headers as h
 from coinpilot.contracts import (
     AlertLevel,
     AlertType,
@@ -35,12 +40,19 @@ from services.executor.core import FillParams
 from services.executor.live import store
 from services.executor.live.checks import Caps
 from services.executor.live.states import VenueState, identifier_for
-from services.executor.live.venue import LiveParams, OutcomePending, UpbitVenue, VenueHalted
+from services.executor.live.venue import (
+    LiveParams,
+    OutcomePending,
+    QuoteUnavailable,
+    UpbitVenue,
+    VenueHalted,
+)
 from services.executor.settings import LiveSettings
 from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
 from tests.support.fake_upbit import FakeUpbit
 from tests.support.provenance import Approvals
+from tests.support.servers import NatsProcess, wait_for
 from tests.unit.executor.factories import T0, buy_order, sell_order
 
 pytestmark = pytest.mark.postgres
@@ -71,12 +83,20 @@ async def make_venue(fake: FakeUpbit, executor_db: Database) -> AsyncIterator[Ca
     """A new venue (and client) each call: a second one is the executor after a restart."""
     clients: list[UpbitClient] = []
 
-    def make(*, caps: Caps = BIG, timeout: float = 5.0, grace: float = 0.0, alerts: Alerts | None = None):
+    def make(
+        *,
+        caps: Caps = BIG,
+        timeout: float = 5.0,
+        grace: float = 0.0,
+        alerts: Alerts | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         client = UpbitClient(
             Credentials.of(fake.access_key, fake.secret_key),
             base_url=fake.url,
             timeout=httpx.Timeout(timeout, connect=2.0),
             retry=RetryPolicy(max_retries=2, backoff_base_seconds=0.01, backoff_cap_seconds=0.02),
+            transport=transport,
         )
         clients.append(client)
         params = LiveParams(
@@ -162,8 +182,11 @@ async def test_a_partial_fill_books_exactly_what_the_exchange_traded(
     fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
 ) -> None:
     venue = make_venue()
-    # 1,000,000 KRW meets a thin book: 0.004 at 100,000,000 and 0.003 at 100,100,000, then nothing
-    fake.set_book(BTC, asks=[("100000000", "0.004"), ("100100000", "0.003")])
+    # the quote shows a book that fills the order (a thin one is refused before anything is sent),
+    # then the book thins before the order arrives: 1,000,000 KRW meets 0.004 at 100,000,000 and
+    # 0.003 at 100,100,000, then nothing
+    fake.set_book(BTC, asks=[("100000000", "0.004"), ("100100000", "1")])
+    fake.move_book_after_next_quote(BTC, asks=[("100000000", "0.004"), ("100100000", "0.003")])
     buy = buy_order("100000000", "1000000")
     fill = await run(approvals, venue, buy, run_id)
 
@@ -301,6 +324,182 @@ async def test_a_429_on_sending_is_transient_and_the_retry_places_the_order_once
     assert await store.fetch(executor_db, run_id, buy.order_id) is None  # certainly not taken: no row
     fill = await run(approvals, venue, buy, run_id)
     assert isinstance(fill, Fill) and len(fake.orders) == 1
+
+
+# -- the price band against the book ----------------------------------------------------------
+
+
+async def test_a_buy_into_asks_out_of_band_is_refused_before_anything_is_sent_or_written(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    # a stale reference price: the book has moved 3 % up since
+    fake.set_book(BTC, asks=[("103000000", "1")], bids=[("102900000", "1")])
+    buy = buy_order("100000000", "1000000")
+    answer = await run(approvals, make_venue(), buy, run_id)
+
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.PRICE_OUT_OF_BAND
+    assert answer.message.startswith(
+        "venue quote 103000000.00000000 is 3.00% away from the reference price 100000000 (band 2.00%): "
+        "the average of the KRW-BTC ask book over 1 level(s) for 1000000 KRW"
+    )
+    assert fake.count("POST", "/v1/orders") == 0 and fake.orders == []
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None  # nothing to reconcile
+    assert await store.unsettled(executor_db, run_id) == 0
+    assert await ledger_of(executor_db, run_id) == (START, D(0))
+    # a redelivery is answered from the recorded rejection: the book is not asked again
+    again = await run(approvals, make_venue(), buy, run_id)
+    assert isinstance(again, OrderRejected) and again.reason is RejectReason.PRICE_OUT_OF_BAND
+    assert fake.count("GET", "/v1/orderbook") == 1 and fake.count("POST", "/v1/orders") == 0
+
+
+async def test_a_sell_into_bids_out_of_band_is_refused_and_the_position_kept(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    venue = make_venue()
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    buy = buy_order("100000000", "1000000")
+    assert isinstance(await run(approvals, venue, buy, run_id), Fill)
+    held = await ledger_of(executor_db, run_id)
+    # 0.002 at the reference, the rest of the 0.01 only 5 % below: 4 % off on average
+    fake.set_book(BTC, bids=[("100000000", "0.002"), ("95000000", "1")])
+    sell = btc_sell("100000000", "0.01", buy)
+    answer = await run(approvals, venue, sell, run_id)
+
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.PRICE_OUT_OF_BAND
+    assert "4.00% away" in answer.message and "bid book over 2 level(s) for 0.01 BTC" in answer.message
+    assert fake.count("POST", "/v1/orders") == 1  # the BUY only
+    assert await store.fetch(executor_db, run_id, sell.order_id) is None
+    assert await ledger_of(executor_db, run_id) == held == (fake.holding("KRW").balance, D("0.01"))
+
+
+async def test_a_book_too_thin_to_fill_the_order_is_refused_before_anything_is_sent(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    # every level shown is at the reference price, but they hold 700,300 KRW of the 1,000,000
+    fake.set_book(BTC, asks=[("100000000", "0.004"), ("100100000", "0.003")])
+    buy = buy_order("100000000", "1000000")
+    answer = await run(approvals, make_venue(), buy, run_id)
+
+    assert isinstance(answer, OrderRejected) and answer.reason is RejectReason.PRICE_OUT_OF_BAND
+    assert "ask book shows 2 level(s) holding 700300 KRW of the order's 1000000" in answer.message
+    assert fake.count("POST", "/v1/orders") == 0 and fake.orders == []
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None
+    # an empty book cannot fill anything either
+    fake.set_book(BTC, asks=[])
+    eth = buy_order("100000000", "1000000", at=T0 + timedelta(minutes=1))
+    empty = await run(approvals, make_venue(), eth, run_id)
+    assert isinstance(empty, OrderRejected) and empty.reason is RejectReason.PRICE_OUT_OF_BAND
+    assert "shows 0 level(s)" in empty.message and fake.count("POST", "/v1/orders") == 0
+
+
+@pytest.mark.parametrize("fault", ["503", "timeout"])
+async def test_a_quotation_that_fails_is_transient_and_the_retry_places_one_order(
+    fault: str, fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    if fault == "503":
+        fake.fail_next(503, method="GET", path="/v1/orderbook")
+    else:
+        fake.delay_next(2.0, method="GET", path="/v1/orderbook")
+    venue = make_venue(timeout=0.5)
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(TransientError):  # the consumer retries in place
+        await run(approvals, venue, buy, run_id)
+    assert fake.count("POST", "/v1/orders") == 0
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None
+    assert await fills_booked(executor_db, run_id) == 0
+
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and fill.quantity == D("0.01")
+    assert fake.count("POST", "/v1/orders") == 1 and len(fake.orders) == 1
+
+
+class GarbledBookOnce(httpx.AsyncBaseTransport):
+    """The fake exchange, except that the first ``GET /v1/orderbook`` answers 200 with a book
+    without its levels (an answer the fake never gives)."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.garbled = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/orderbook" and not self.garbled:
+            self.garbled += 1
+            return httpx.Response(200, json=[{"market": BTC, "timestamp": 1}])
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_an_unreadable_book_is_transient_and_the_order_is_quoted_again_never_dead_lettered(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    transport = GarbledBookOnce()
+    venue = make_venue(transport=transport)
+    buy = buy_order("100000000", "1000000")
+    with pytest.raises(QuoteUnavailable) as unreadable:
+        await run(approvals, venue, buy, run_id)
+    assert isinstance(unreadable.value, TransientError)  # retried in place, not a PermanentError
+    assert transport.garbled == 1 and fake.count("POST", "/v1/orders") == 0
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None
+
+    fill = await run(approvals, venue, buy, run_id)
+    assert isinstance(fill, Fill) and fake.count("POST", "/v1/orders") == 1
+
+
+async def test_an_order_refused_off_book_is_published_on_orders_rejected_and_nothing_is_sent(
+    executor_nats: NatsProcess, js: JetStreamContext, fake: FakeUpbit, approvals: Approvals,
+    executor_db: Database, pg_url: str, run_id: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The executor service (venue upbit) over NATS: the refusal goes out as any rejection does."""
+    for stream in ("ORDERS", "FILLS", "DLQ"):
+        await js.purge_stream(stream)
+    for name, value in {
+        "COINPILOT_EXECUTOR_VENUE": "upbit",
+        "COINPILOT_LIVE_TRADING": "true",
+        "COINPILOT_EXECUTOR_UPBIT_ACCESS_KEY": fake.access_key,
+        "COINPILOT_EXECUTOR_UPBIT_SECRET_KEY": fake.secret_key,
+        "COINPILOT_EXECUTOR_UPBIT_BASE_URL": fake.url,
+        "COINPILOT_EXECUTOR_INITIAL_BALANCE": str(START),
+        "COINPILOT_EXECUTOR_MAX_ORDER_KRW": "2000000",
+        "COINPILOT_EXECUTOR_MAX_DAILY_KRW": str(10**15),  # every venue order of the session counts
+    }.items():
+        monkeypatch.setenv(name, value)
+    fake.set_book(BTC, asks=[("97000000", "1")])  # an insane (or forged-high) reference: 3 % below
+    buy = buy_order("100000000", "1000000")
+    await approvals.approve(run_id, buy)
+    settings = CommonSettings(
+        nats_url=executor_nats.url, database_url=pg_url, redis_url=None, run_id=run_id,
+        ack_wait_seconds=1.0, pull_batch_size=1, http_port=0,
+    )  # fmt: skip
+    host = ServiceHost(["executor"], settings, serve_http=False)
+    await host.start()
+    try:
+        await Bus(js, "test").publish(buy, run_id=run_id)
+        answers = await wait_for(lambda: rejections(js, run_id), timeout=30)
+    finally:
+        await host.stop()
+
+    assert [(a.order_id, a.stage, a.reason) for a in answers] == [
+        (buy.order_id, "executor", RejectReason.PRICE_OUT_OF_BAND)
+    ]
+    assert "3.00% away from the reference price 100000000" in answers[0].message
+    assert fake.count("GET", "/v1/orderbook") == 1 and fake.count("POST", "/v1/orders") == 0
+    assert await store.fetch(executor_db, run_id, buy.order_id) is None
+    assert (await js.stream_info("DLQ")).state.messages == 0
+    assert (await js.stream_info("FILLS")).state.messages == 0
+
+
+async def rejections(js: JetStreamContext, run_id: str) -> list[OrderRejected]:
+    info = await js.stream_info("ORDERS")
+    found = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg("ORDERS", seq)
+        if (msg.headers or {}).get(h.RUN_ID) == run_id and msg.subject.startswith("orders.rejected."):
+            found.append(OrderRejected.from_json(msg.data))
+    return found
 
 
 # -- refusals, caps, the halt -----------------------------------------------------------------
@@ -484,7 +683,8 @@ async def test_no_key_or_token_reaches_logs_messages_metrics_or_the_database(
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG)
-    fake.set_book(BTC, asks=[("100000000", "0.004")], bids=[("99000000", "1")])
+    fake.set_book(BTC, asks=[("100000000", "1")], bids=[("99000000", "1")])
+    fake.move_book_after_next_quote(BTC, asks=[("100000000", "0.004")])  # a partial fill
     fake.accept_then_hang()
     buy = buy_order("100000000", "1000000")
     with pytest.raises(OutcomePending):

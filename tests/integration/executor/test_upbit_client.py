@@ -32,6 +32,7 @@ from services.executor.upbit import (
     OutcomeUnknown,
     RateLimited,
     RateLimiter,
+    RequestRefused,
     RetryPolicy,
     Side,
     TimeInForce,
@@ -346,6 +347,59 @@ async def test_429_that_persists_is_raised_as_transient(fake: FakeUpbit) -> None
             await upbit.accounts()
     assert isinstance(caught.value, TransientError)
     assert fake.count("GET", "/v1/accounts") == 4  # the first try and three retries, then it gives up
+
+
+# -- the order book --------------------------------------------------------------------------------
+
+
+async def test_the_orderbook_is_the_exchanges_book_best_first_public_and_in_its_own_group(
+    fake: FakeUpbit, upbit: UpbitClient
+) -> None:
+    book = await upbit.orderbook(BTC)
+    assert [(lv.price, lv.size) for lv in book.asks] == [
+        (D(100_000_000), D("0.01")),
+        (D(100_100_000), D("0.02")),
+    ]
+    assert [(lv.price, lv.size) for lv in book.bids] == [
+        (D(99_900_000), D("0.01")),
+        (D(99_800_000), D("0.05")),
+    ]
+    assert (book.total_ask_size, book.total_bid_size) == (D("0.03"), D("0.06"))
+    (request,) = [r for r in fake.requests if r.path == "/v1/orderbook"]
+    assert (request.query, request.group, request.nonce) == ((("markets", BTC),), "orderbook", None)
+    assert upbit.limiter.group_of("GET /v1/orderbook", "?") == "orderbook"
+
+    # it is the book orders meet: a market buy consumes it
+    await upbit.buy_market(BTC, D(1_500_000), identifier="BTC:buy:book")
+    assert [(lv.price, lv.size) for lv in (await upbit.orderbook(BTC)).asks] == [
+        (D(100_100_000), D("0.02") - D("0.004995"))
+    ]
+
+
+async def test_the_orderbook_shows_thirty_levels_a_side_and_several_markets(
+    fake: FakeUpbit, upbit: UpbitClient
+) -> None:
+    fake.add_market("KRW-ETH", tick_size=1000)
+    fake.set_book(BTC, asks=[(str(100_000_000 + 1000 * n), "0.1") for n in range(40)], bids=[])
+    fake.set_book("KRW-ETH", bids=[("4000000", "2")])
+    books = await upbit.orderbooks([BTC, "KRW-ETH"])
+    assert len(books[BTC].asks) == 30 and books[BTC].asks[-1].price == D(100_029_000)
+    assert books[BTC].bids == () and books["KRW-ETH"].asks == ()
+    assert [(lv.price, lv.size) for lv in books["KRW-ETH"].bids] == [(D(4_000_000), D(2))]
+
+
+async def test_an_orderbook_of_a_market_the_exchange_does_not_list_is_refused(upbit: UpbitClient) -> None:
+    with pytest.raises(RequestRefused) as caught:
+        await upbit.orderbook("KRW-NOPE")
+    assert caught.value.status == 404
+
+
+async def test_5xx_on_the_orderbook_is_transient(fake: FakeUpbit, upbit: UpbitClient) -> None:
+    fake.fail_next(503, path="/v1/orderbook")
+    with pytest.raises(ExchangeUnavailable) as caught:
+        await upbit.orderbook(BTC)
+    assert isinstance(caught.value, TransientError)
+    assert len((await upbit.orderbook(BTC)).asks) == 2
 
 
 async def test_418_is_blocked_and_never_retried(fake: FakeUpbit, upbit: UpbitClient) -> None:

@@ -61,3 +61,33 @@ async def test_the_order_body_is_json_strings_in_upbits_field_order() -> None:
         b'{"market":"KRW-BTC","side":"ask","volume":"0.001","ord_type":"market","identifier":"id-3"}'
     )
     assert seen[0].headers["authorization"].startswith("Bearer ")
+
+
+async def test_the_orderbook_is_public_and_its_numbers_are_read_as_decimals_from_the_text() -> None:
+    """Upbit writes the book's numbers as JSON numbers: read as floats, 17 digits would not survive."""
+    seen: list[httpx.Request] = []
+    body = (
+        b'[{"market":"KRW-BTC","timestamp":1,"total_ask_size":0.1,"total_bid_size":0.3,'
+        b'"orderbook_units":[{"ask_price":100000000.1,"bid_price":99999999.9,'
+        b'"ask_size":1.23456789012345678,"bid_size":0.3}]}]'
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200, content=body, headers={"Remaining-Req": "group=orderbook; min=1800; sec=9"}
+        )
+
+    async with _client(answer) as upbit:
+        book = await upbit.orderbook("KRW-BTC")
+        assert upbit.limiter.left("orderbook") == 9
+    assert (book.asks[0].price, book.asks[0].size) == (Decimal("100000000.1"), Decimal("1.23456789012345678"))
+    assert (book.bids[0].price, book.bids[0].size) == (Decimal("99999999.9"), Decimal("0.3"))
+    assert seen[0].url.path == "/v1/orderbook" and seen[0].url.params["markets"] == "KRW-BTC"
+    assert "authorization" not in seen[0].headers
+
+
+async def test_an_orderbook_answer_without_the_market_is_malformed() -> None:
+    async with _client(lambda _: httpx.Response(200, json=[])) as upbit:
+        with pytest.raises(MalformedAnswer):
+            await upbit.orderbook("KRW-BTC")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
 
 from services.executor.upbit.errors import MalformedAnswer
 from services.executor.upbit.models import (
+    BookLevel,
     OrderState,
     OrdType,
     Side,
@@ -15,6 +17,7 @@ from services.executor.upbit.models import (
     parse_chance,
     parse_instruments,
     parse_order,
+    parse_orderbooks,
     to_wire,
 )
 
@@ -134,3 +137,35 @@ def test_parse_instruments_reads_the_tick_per_market() -> None:
         [{"market": "KRW-BTC", "quote_currency": "KRW", "tick_size": "1000", "supported_levels": ["1000"]}]
     )
     assert found["KRW-BTC"].tick_size == D(1000)
+
+
+# GET /v1/orderbook as Upbit answers it: numbers are JSON numbers (doubles), not strings, and each
+# unit pairs the n-th ask with the n-th bid.
+ORDERBOOK = """[{"market":"KRW-BTC","timestamp":1676965698792,"total_ask_size":0.63651414,
+"total_bid_size":0.06536474,"orderbook_units":[
+{"ask_price":3.2315E7,"bid_price":3.2311E7,"ask_size":0.60658218,"bid_size":0.00934746},
+{"ask_price":3.2312E7,"bid_price":3.231E7,"ask_size":0.02993196,"bid_size":0.05601728},
+{"ask_price":3.2316E7,"bid_price":0,"ask_size":0,"bid_size":0}],"level":0}]"""
+
+
+def test_parse_orderbooks_reads_each_side_best_first_and_exact() -> None:
+    (book,) = parse_orderbooks(json.loads(ORDERBOOK, parse_float=Decimal)).values()
+    assert (book.market, book.timestamp_ms) == ("KRW-BTC", 1676965698792)
+    assert book.asks == (BookLevel(D(32312000), D("0.02993196")), BookLevel(D(32315000), D("0.60658218")))
+    assert book.bids == (BookLevel(D(32311000), D("0.00934746")), BookLevel(D(32310000), D("0.05601728")))
+    assert book.total_ask_size == D("0.63651414")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"market": "KRW-BTC", "timestamp": 1},
+        {"market": "KRW-BTC", "timestamp": 1, "orderbook_units": [{"ask_price": 1, "ask_size": 1}]},
+        {"market": "KRW-BTC", "orderbook_units": []},
+        {"timestamp": 1, "orderbook_units": []},
+    ],
+    ids=["no-units", "unit-without-bid", "no-timestamp", "no-market"],
+)
+def test_a_broken_orderbook_is_a_malformed_answer(broken: dict[str, object]) -> None:
+    with pytest.raises(MalformedAnswer):
+        parse_orderbooks([broken])
