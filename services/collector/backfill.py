@@ -63,6 +63,20 @@ async def backfill_symbol(
     return BackfillResult(symbol, start, result.pages, result.fetched, result.written, newest)
 
 
+async def take_symbol(
+    client: UpbitClient, db: Database, symbol: str, *, now: datetime, lookback: timedelta
+) -> datetime | None:
+    """Backfill a symbol whose partition this replica just took, as at start-up; returns where its
+    polling resumes (``core.resume_after``: after the newest candle recorded before the backfill
+    when it is recent, so a takeover's minutes are published too)."""
+    stored = await state.stored_range(db, symbol)
+    start = core.backfill_start(stored, now, lookback)
+    result = await backfill_range(client, db, symbol, start=start, now=now)
+    log.info("took %s: backfilled after %s, %d written", symbol, start, result.written)
+    newest = max((t for t in (stored.last, result.newest) if t is not None), default=None)
+    return core.resume_after(stored.last, newest, now)
+
+
 async def backfill_all(
     client: UpbitClient, db: Database, symbols: Sequence[str], *, now: datetime, lookback: timedelta
 ) -> dict[str, BackfillResult]:
@@ -74,7 +88,7 @@ async def backfill_all(
         except Exception as exc:  # one symbol's failure, whatever it is, never stops the others
             metrics.FAILURES.labels(symbol, "backfill", type(exc).__name__).inc()
             log.error("backfill of %s failed: %s: %s", symbol, type(exc).__name__, exc)
-            stored = await _newest_stored(db, symbol)
+            stored = await newest_stored(db, symbol)
             results[symbol] = BackfillResult(symbol, newest=stored, error=f"{type(exc).__name__}: {exc}")
             continue
         log.info(
@@ -89,7 +103,8 @@ async def backfill_all(
     return results
 
 
-async def _newest_stored(db: Database, symbol: str) -> datetime | None:
+async def newest_stored(db: Database, symbol: str) -> datetime | None:
+    """The newest stored candle of ``symbol``, or None (also when PostgreSQL does not answer)."""
     try:
         return (await state.stored_range(db, symbol)).last
     except Exception:

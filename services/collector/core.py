@@ -1,5 +1,6 @@
 """The collector's pure decisions: Upbit payload -> candles, which candles are closed and new,
-where a backfill starts, how many candles a poll asks for and when a backfill page is the last.
+where a backfill starts, how many candles a poll asks for, when a backfill page is the last and
+where a taken symbol's polling resumes.
 
 No I/O and no clock: "now" is always an argument (the edge reads it through its clock seam).
 """
@@ -164,6 +165,22 @@ def backfill_start(stored: StoredRange, now: datetime, lookback: timedelta) -> d
     if stored.first is None or stored.last is None or stored.first > floor + HISTORY_TOLERANCE:
         return floor
     return max(stored.last, floor)
+
+
+RESUME_WINDOW = timedelta(minutes=60)
+"""How far back a taken symbol's polling may resume: inside Upbit's 200-minute poll window and
+well inside the streams' 2-hour duplicate window, so a minute published again is dropped."""
+
+
+def resume_after(recorded: datetime | None, newest: datetime | None, now: datetime) -> datetime | None:
+    """Where polling resumes for a symbol this replica just took: after ``recorded`` (the newest
+    candle in ``market_data`` before the take's backfill) when it is at most ``RESUME_WINDOW`` old,
+    so the minutes nobody polled during a takeover are published, not only stored (JetStream drops
+    those the previous owner had published already, by their ``Nats-Msg-Id``); else after
+    ``newest`` (the newest stored after the backfill), as at start-up: the hole is stored only."""
+    if recorded is not None and now - recorded <= RESUME_WINDOW:
+        return recorded
+    return newest
 
 
 @dataclass(frozen=True, slots=True)

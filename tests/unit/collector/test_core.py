@@ -22,6 +22,7 @@ from services.collector.core import (
     parse_candle,
     parse_candles,
     poll_count,
+    resume_after,
 )
 
 D = Decimal
@@ -173,6 +174,26 @@ NOW = datetime(2026, 3, 10, 0, 0, 30, tzinfo=UTC)
 )
 def test_backfill_start(stored: StoredRange, expected: datetime) -> None:
     assert backfill_start(stored, NOW, LOOKBACK) == expected
+
+
+RECENT = NOW - timedelta(minutes=3, seconds=30)
+BACKFILLED = NOW - timedelta(seconds=90)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "newest", "expected"),
+    [
+        pytest.param(RECENT, BACKFILLED, RECENT, id="a-takeover-gap-is-published-from-the-last-recorded"),
+        pytest.param(NOW - timedelta(minutes=60), BACKFILLED, NOW - timedelta(minutes=60), id="an-hour-back"),
+        pytest.param(
+            NOW - timedelta(minutes=61), BACKFILLED, BACKFILLED, id="older-is-stored-only-as-at-start-up"
+        ),
+        pytest.param(None, BACKFILLED, BACKFILLED, id="nothing-recorded-resumes-after-the-backfill"),
+        pytest.param(None, None, None, id="nothing-at-all"),
+    ],
+)
+def test_resume_after(recorded: datetime | None, newest: datetime | None, expected: datetime | None) -> None:
+    assert resume_after(recorded, newest, NOW) == expected
 
 
 @pytest.mark.parametrize(
