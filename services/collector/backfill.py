@@ -66,15 +66,16 @@ async def backfill_symbol(
 async def take_symbol(
     client: UpbitClient, db: Database, symbol: str, *, now: datetime, lookback: timedelta
 ) -> datetime | None:
-    """Backfill a symbol whose partition this replica just took, as at start-up; returns where its
-    polling resumes (``core.resume_after``: after the newest candle recorded before the backfill
-    when it is recent, so a takeover's minutes are published too)."""
+    """Backfill a symbol whose partition this replica just took (``core.take_plan``: as at
+    start-up, but only up to a recent newest candle); returns where its polling resumes."""
     stored = await state.stored_range(db, symbol)
-    start = core.backfill_start(stored, now, lookback)
-    result = await backfill_range(client, db, symbol, start=start, now=now)
-    log.info("took %s: backfilled after %s, %d written", symbol, start, result.written)
-    newest = max((t for t in (stored.last, result.newest) if t is not None), default=None)
-    return core.resume_after(stored.last, newest, now)
+    plan = core.take_plan(stored, now, lookback)
+    newest = stored.last
+    if plan.start is not None:
+        result = await backfill_range(client, db, symbol, start=plan.start, now=plan.until)
+        log.info("took %s: backfilled after %s, %d written", symbol, plan.start, result.written)
+        newest = max((t for t in (newest, result.newest) if t is not None), default=None)
+    return plan.resume if plan.resume is not None else newest
 
 
 async def backfill_all(

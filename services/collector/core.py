@@ -172,15 +172,34 @@ RESUME_WINDOW = timedelta(minutes=60)
 well inside the streams' 2-hour duplicate window, so a minute published again is dropped."""
 
 
-def resume_after(recorded: datetime | None, newest: datetime | None, now: datetime) -> datetime | None:
-    """Where polling resumes for a symbol this replica just took: after ``recorded`` (the newest
-    candle in ``market_data`` before the take's backfill) when it is at most ``RESUME_WINDOW`` old,
-    so the minutes nobody polled during a takeover are published, not only stored (JetStream drops
-    those the previous owner had published already, by their ``Nats-Msg-Id``); else after
-    ``newest`` (the newest stored after the backfill), as at start-up: the hole is stored only."""
-    if recorded is not None and now - recorded <= RESUME_WINDOW:
-        return recorded
-    return newest
+@dataclass(frozen=True, slots=True)
+class Take:
+    """What taking a symbol (its partition moved to this replica) does: backfill the candles
+    opened after ``start`` and closed by ``until`` (no backfill when ``start`` is None), then poll
+    after ``resume`` (None: after the newest stored once the backfill is done)."""
+
+    start: datetime | None
+    until: datetime
+    resume: datetime | None
+
+
+def take_plan(stored: StoredRange, now: datetime, lookback: timedelta) -> Take:
+    """The backfill of a start-up (``backfill_start``), except after a recent newest candle.
+
+    When the newest stored candle is at most ``RESUME_WINDOW`` old (a takeover, a rebalance, a
+    restart), polling resumes right after it, so the minutes nobody polled meanwhile are
+    published, in order, not only stored (the recorder stores them; JetStream drops those the
+    previous owner had published, by their ``Nats-Msg-Id``), and the backfill stores only what
+    is older (a short history's lookback). Nothing after the resume point is ever stored without
+    being published, so the next owner, resuming after the newest stored, skips nothing even
+    when this one loses the symbol before its first poll. Older (or none): as at start-up, the
+    hole is stored only and polling resumes after it.
+    """
+    start = backfill_start(stored, now, lookback)
+    last = stored.last
+    if last is not None and now - last <= RESUME_WINDOW:
+        return Take(start if start < last else None, last + ONE_MINUTE, last)
+    return Take(start, now, None)
 
 
 @dataclass(frozen=True, slots=True)

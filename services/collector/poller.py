@@ -10,9 +10,10 @@ indicator sees the jump and warms from ``market_data``.
 
 Partitioned (``COINPILOT_PARTITIONS`` > 1), ``poll_owned`` polls only the symbols of the
 partitions this replica owns now (``coinpilot.runtime.OwnedSymbols``): a symbol taken is
-backfilled and resumed (``backfill.take_symbol``) and polled at once; one given up is dropped
-before its next request or publish. Two replicas polling a symbol during a handover publish each
-minute once all the same: JetStream drops the second copy by its ``Nats-Msg-Id``.
+backfilled and resumed (``backfill.take_symbol``, ``core.take_plan``) and polled at once; one
+given up is dropped before its next request or publish. Two replicas polling a symbol during a
+handover publish each minute once all the same: JetStream drops the second copy by its
+``Nats-Msg-Id``.
 """
 
 from __future__ import annotations

@@ -365,13 +365,16 @@ async def test_a_joining_replica_takes_its_share_and_each_minute_is_still_publis
     await assert_each_minute_published_and_recorded_once(js, db, served4)
 
 
-async def test_two_replicas_polling_one_symbol_during_a_handover_publish_each_minute_once(
+async def test_two_replicas_taking_and_polling_one_symbol_in_a_handover_publish_each_minute_once(
     js: JetStreamContext, db: Database, upbit: FakeUpbit, clock: ManualClock, served: dict[str, Series]
 ) -> None:
-    """The overlap of a handover (the old owner's round still publishing as the new owner takes
-    the symbol): both poll and publish the same minutes; JetStream stores each once, because
-    the message id is the candle's (``candle:1m:<SYM>:<start>``) and the streams keep a 2-hour
-    duplicate window."""
+    """A handover at its worst. The old owner took the symbol and lost it before its first poll,
+    and the new owner takes it: the first take stored nothing after the newest recorded minute (a
+    backfill publishes nothing; had it stored the minutes since, the second take would resume
+    after them and they would never be published), so both resume there. Then the old owner's
+    round, still in flight, and the new owner's poll publish the same minutes: JetStream stores
+    each once, because the message id is the candle's (``candle:1m:<SYM>:<start>``) and the
+    streams keep a 2-hour duplicate window."""
     symbol = "KRW-BTC"
     await state.store_candles(
         db, candles_of(served[symbol], symbol, MINUTE0 - minutes(40), MINUTE0 - minutes(5))
@@ -381,9 +384,9 @@ async def test_two_replicas_polling_one_symbol_during_a_handover_publish_each_mi
         for _ in range(2)
     )
     bus = Bus(js, "collector")
-    resumed = await take_symbol(new, db, symbol, now=clock.now(), lookback=minutes(60))
-    assert resumed == MINUTE0 - minutes(6)  # the newest recorded before the take's backfill
-    lasts: list[dict[str, datetime | None]] = [{symbol: MINUTE0 - minutes(6)}, {symbol: resumed}]
+    resumed = [await take_symbol(c, db, symbol, now=clock.now(), lookback=minutes(60)) for c in (old, new)]
+    assert resumed == [MINUTE0 - minutes(6)] * 2  # the newest recorded minute, for both
+    lasts: list[dict[str, datetime | None]] = [{symbol: r} for r in resumed]
     for m in range(1, 4):
         clock.set(MINUTE0 + minutes(m) + timedelta(seconds=2))
         for client, last in zip((old, new), lasts, strict=True):

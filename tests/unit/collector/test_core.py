@@ -14,6 +14,7 @@ from coinpilot.errors import PermanentError
 from services.collector.core import (
     Page,
     StoredRange,
+    Take,
     backfill_start,
     closed_after,
     decode_json,
@@ -22,7 +23,7 @@ from services.collector.core import (
     parse_candle,
     parse_candles,
     poll_count,
-    resume_after,
+    take_plan,
 )
 
 D = Decimal
@@ -176,24 +177,34 @@ def test_backfill_start(stored: StoredRange, expected: datetime) -> None:
     assert backfill_start(stored, NOW, LOOKBACK) == expected
 
 
-RECENT = NOW - timedelta(minutes=3, seconds=30)
-BACKFILLED = NOW - timedelta(seconds=90)
-
-
 @pytest.mark.parametrize(
-    ("recorded", "newest", "expected"),
+    ("stored", "expected"),
     [
-        pytest.param(RECENT, BACKFILLED, RECENT, id="a-takeover-gap-is-published-from-the-last-recorded"),
-        pytest.param(NOW - timedelta(minutes=60), BACKFILLED, NOW - timedelta(minutes=60), id="an-hour-back"),
         pytest.param(
-            NOW - timedelta(minutes=61), BACKFILLED, BACKFILLED, id="older-is-stored-only-as-at-start-up"
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=4)),
+            Take(None, NOW - timedelta(minutes=3), NOW - timedelta(minutes=4)),
+            id="a-takeover-gap-is-polled-and-published-not-backfilled",
         ),
-        pytest.param(None, BACKFILLED, BACKFILLED, id="nothing-recorded-resumes-after-the-backfill"),
-        pytest.param(None, None, None, id="nothing-at-all"),
+        pytest.param(
+            StoredRange(NOW - timedelta(hours=50), NOW - timedelta(minutes=4)),
+            Take(NOW - LOOKBACK, NOW - timedelta(minutes=3), NOW - timedelta(minutes=4)),
+            id="a-short-history-is-backfilled-only-up-to-the-newest",
+        ),
+        pytest.param(
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=60)),
+            Take(None, NOW - timedelta(minutes=59), NOW - timedelta(minutes=60)),
+            id="an-hour-back-still-resumes-there",
+        ),
+        pytest.param(
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=61)),
+            Take(NOW - timedelta(minutes=61), NOW, None),
+            id="older-is-backfilled-and-stored-only-as-at-start-up",
+        ),
+        pytest.param(StoredRange(), Take(NOW - LOOKBACK, NOW, None), id="nothing-stored-takes-the-lookback"),
     ],
 )
-def test_resume_after(recorded: datetime | None, newest: datetime | None, expected: datetime | None) -> None:
-    assert resume_after(recorded, newest, NOW) == expected
+def test_take_plan(stored: StoredRange, expected: Take) -> None:
+    assert take_plan(stored, NOW, LOOKBACK) == expected
 
 
 @pytest.mark.parametrize(
