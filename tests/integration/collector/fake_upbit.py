@@ -72,16 +72,18 @@ class ScaledClock:
     does not (a poll publishes what is closed at its own ``now``, and Upbit's ``now`` is later).
     """
 
-    def __init__(self, start: datetime, speed: float) -> None:
+    def __init__(self, start: datetime, speed: float, t0: float | None = None) -> None:
+        """``t0``: the ``time.monotonic()`` at ``start``; CLOCK_MONOTONIC is the machine's, so a
+        process given the same ``t0`` shares this time."""
         self.start = start
         self.speed = speed
-        self._t0 = time.monotonic()
+        self.t0 = time.monotonic() if t0 is None else t0
 
     def now(self) -> datetime:
-        return self.start + timedelta(seconds=(time.monotonic() - self._t0) * self.speed)
+        return self.start + timedelta(seconds=(time.monotonic() - self.t0) * self.speed)
 
     def monotonic(self) -> float:
-        return self.start.timestamp() + (time.monotonic() - self._t0) * self.speed
+        return self.start.timestamp() + (time.monotonic() - self.t0) * self.speed
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) / self.speed)

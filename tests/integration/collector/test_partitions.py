@@ -1,25 +1,24 @@
 """The collector as a partitioned stage (``COINPILOT_PARTITIONS`` > 1) over a real NATS JetStream,
-its KV leases included, and PostgreSQL: replicas split the symbols, a dead replica's symbols are
-taken over and the minutes nobody polled meanwhile published, a joining replica takes its share;
-every minute of every symbol is published once and recorded once.
+its KV leases included, and PostgreSQL: replicas split the symbols, a replica killed with SIGKILL
+has its symbols taken over and the minutes nobody polled meanwhile published, a joining replica
+takes its share; every minute of every symbol is published once and recorded once.
 
-Each replica is a ``ServiceHost`` of its own in this process (its own NATS connection and member
-id, the real lease bucket ``partitions-collector``, the real partition durables). Their pollers
-and the fake Upbit share a ``ScaledClock`` (a minute passes in two seconds), and each replica asks
-an Upbit fake of its own (the same candles on the same clock), so the requests per symbol at each
-fake say which replica polled it.
-
-A death here is not a kill -9 of a process (a replica's poller runs on the test's clock, so it
-lives in the test's process): the replica's membership tasks are cancelled (no release, no
-renewal), its poller task is cancelled, its recorder loops abandon what they hold (nothing acked)
-and its NATS connection is closed. Its leases then run out on the server as after a kill -9, and
-the survivor takes them only after that.
+A replica is a ``ServiceHost`` of its own in this process (its own NATS connection and member id,
+the real lease bucket ``partitions-collector``, the real partition durables) or, to be killed, a
+``coinpilot run`` process (``replica_process.py``). Their pollers and the fake Upbit share a
+``ScaledClock`` (a minute passes in two seconds), and each replica asks an Upbit fake of its own
+(the same candles on the same clock), so the requests per symbol at each fake say which replica
+polled it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -29,13 +28,14 @@ from pathlib import Path
 
 import pytest
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from sqlalchemy import select
 
 from apps.host import ServiceHost
 from coinpilot.bus import Bus
 from coinpilot.bus import headers as h
-from coinpilot.bus.membership import bucket_name
+from coinpilot.bus.membership import LEASES, bucket_name
+from coinpilot.bus.partitions import symbols_of
 from coinpilot.clock import floor_minute
 from coinpilot.contracts import MinuteCandle
 from coinpilot.db import Database, MarketData
@@ -66,6 +66,8 @@ MINUTE0 = NOW.replace(second=0)
 SEEDED = (MINUTE0 - minutes(33), MINUTE0 - minutes(3))  # market_data before the first replica starts
 LEASE_SECONDS, HEARTBEAT_SECONDS = 3.0, 0.5
 PLUGIN = f"{__name__}:collector"
+PROCESS_PLUGIN = "tests.integration.collector.replica_process:collector"
+REPO = Path(__file__).resolve().parents[3]
 CLOCK: list[ScaledClock] = []  # the replicas' clock, for ``collector`` below
 
 
@@ -145,7 +147,7 @@ class Cluster:
         self.clock = ScaledClock(NOW, SPEED)
         CLOCK.append(self.clock)
         self.replicas: dict[str, Replica] = {}
-        self.dead: list[Replica] = []
+        self.processes: list[tuple[subprocess.Popen[bytes], FakeUpbit]] = []
 
     async def start(self, member: str) -> Replica:
         upbit = FakeUpbit(self.clock, self.series).start()
@@ -170,23 +172,37 @@ class Cluster:
         replica = self.replicas[member] = Replica(member, host, upbit)
         return replica
 
-    async def die(self, member: str) -> None:
-        """The replica stops dead: no release, no more renewals, polls, acks or connection."""
-        replica = self.replicas.pop(member)
-        host = replica.host
-        for membership in host.memberships:
-            for task in membership._tasks:
-                task.cancel()
-        tasks = [t for m in host.memberships for t in m._tasks] + host._service_tasks + host._tasks
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for partitioned in host._partitioned:
-            for loops in partitioned.loops.values():
-                for loop in loops:
-                    await loop.abandon()
-        await host.broker.config.connection_state.connection.close()
-        self.dead.append(replica)
+    def start_process(self, member: str, log: Path) -> subprocess.Popen[bytes]:
+        """A replica as a process of its own (``replica_process.py``) on the same clock."""
+        upbit = FakeUpbit(self.clock, self.series).start()
+        env = os.environ | {
+            "COINPILOT_NATS_URL": self.nats.url,
+            "COINPILOT_DATABASE_URL": self.db.url,
+            "COINPILOT_REDIS_URL": "",
+            "COINPILOT_SYMBOLS": ",".join(SYMBOLS),
+            "COINPILOT_PARTITIONS": str(PARTITIONS),
+            "COINPILOT_MEMBER_ID": member,
+            "COINPILOT_PARTITION_LEASE_SECONDS": str(LEASE_SECONDS),
+            "COINPILOT_PARTITION_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+            "COINPILOT_HTTP_HOST": "127.0.0.1",
+            "COINPILOT_HTTP_PORT": "0",
+            "COINPILOT_UPBIT_BASE_URL": upbit.url,
+            "COINPILOT_COLLECTOR_BACKFILL_LOOKBACK_MINUTES": "60",
+            "COINPILOT_COLLECTOR_TIMEOUT_SECONDS": "1",
+            "COINPILOT_TEST_CLOCK_START": self.clock.start.isoformat(),
+            "COINPILOT_TEST_CLOCK_SPEED": repr(self.clock.speed),
+            "COINPILOT_TEST_CLOCK_T0": repr(self.clock.t0),
+        }
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "apps.cli.main", "run", PROCESS_PLUGIN],
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append((proc, upbit))
+        return proc
 
     async def settled(self, timeout: float = 20.0) -> float:
         """Real seconds until the live replicas hold the partitions balanced (as many each, or one
@@ -208,11 +224,14 @@ class Cluster:
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.host.stop() for r in self.replicas.values()))
-        for replica in [*self.replicas.values(), *self.dead]:
+        for replica in self.replicas.values():
             replica.upbit.stop()
-            if replica in self.dead and replica.host._db is not None:
-                await replica.host._db.dispose()
         self.replicas.clear()
+        for proc, upbit in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+            await asyncio.to_thread(proc.wait)
+            upbit.stop()
 
 
 @pytest.fixture
@@ -226,7 +245,20 @@ async def cluster(
         await cluster.stop()
 
 
-# ---- what the stream and market_data hold ------------------------------------------------------
+# ---- what the stream, the lease bucket and market_data hold -------------------------------------
+
+
+async def lease_owners(js: JetStreamContext) -> dict[int, str]:
+    """Partition -> the member holding its lease now, from the lease bucket."""
+    owners: dict[int, str] = {}
+    with contextlib.suppress(BucketNotFoundError):
+        kv = await js.key_value(bucket_name("collector"))
+        for p in range(PARTITIONS):
+            with contextlib.suppress(KeyNotFoundError):
+                entry = await kv.get(f"{LEASES}.{p}")
+                if entry.value:
+                    owners[p] = entry.value.decode()
+    return owners
 
 
 async def last_published(js: JetStreamContext, symbol: str) -> datetime | None:
@@ -320,32 +352,6 @@ async def test_two_replicas_split_the_symbols_and_each_minute_is_published_and_r
     await assert_each_minute_published_and_recorded_once(js, db, served4)
 
 
-async def test_a_dead_replicas_symbols_are_taken_over_and_its_gap_published_once(
-    cluster: Cluster, js: JetStreamContext, db: Database, served4: dict[str, Series]
-) -> None:
-    a = await cluster.start("collector-a")
-    await cluster.settled()
-    b = await cluster.start("collector-b")
-    await cluster.settled()
-    await run_until_published(js, cluster.clock, minutes(1))
-    lost = a.owned
-    died_at = cluster.clock.now()
-    await cluster.die("collector-a")
-    before = {s: await last_published(js, s) for s in sorted(lost)}
-    took = await cluster.settled(timeout=LEASE_SECONDS + 2 * HEARTBEAT_SECONDS + 15)
-    assert b.owned == set(SYMBOLS)
-    print(
-        f"{', '.join(sorted(lost))} taken over in {took:.2f} s ({cluster.clock.now() - died_at} on the "
-        f"test clock; lease {LEASE_SECONDS} s + 2 heartbeats of {HEARTBEAT_SECONDS} s); last published "
-        f"by the dead replica: {before}"
-    )
-    steady = floor_minute(cluster.clock.now() + timedelta(seconds=30)) + minutes(1)
-    await run_until_published(js, cluster.clock, minutes(2))
-    # the minutes nobody polled while the leases ran out are in the stream too (checked here)
-    assert_each_symbol_polled_by_its_owner_only([b], steady)
-    await assert_each_minute_published_and_recorded_once(js, db, served4)
-
-
 async def test_a_joining_replica_takes_its_share_and_each_minute_is_still_published_once(
     cluster: Cluster, js: JetStreamContext, db: Database, served4: dict[str, Series]
 ) -> None:
@@ -397,3 +403,45 @@ async def test_two_replicas_taking_and_polling_one_symbol_in_a_handover_publish_
     assert Counter(r.market for r in upbit.requests if r.count != 200)[symbol] == 6  # both polled
     for client in (old, new):
         await client.close()
+
+
+async def test_a_replica_process_killed_with_sigkill_is_taken_over_and_nothing_is_lost_or_doubled(
+    cluster: Cluster, js: JetStreamContext, db: Database, served4: dict[str, Series], tmp_path: Path
+) -> None:
+    """The same takeover with a real kill -9: the replica holding three partitions is a process of
+    its own (``coinpilot run tests.integration.collector.replica_process:collector``, on the same
+    clock through a shared CLOCK_MONOTONIC origin) and gets SIGKILL."""
+    proc = cluster.start_process("collector-proc", tmp_path / "replica.log")
+
+    async def owned_by_process() -> bool:
+        owners = await lease_owners(js)
+        return len(owners) == PARTITIONS and set(owners.values()) == {"collector-proc"}
+
+    await wait_for(owned_by_process, timeout=60, interval=0.1)
+    b = await cluster.start("collector-b")
+
+    async def split() -> bool:
+        owners = await lease_owners(js)
+        mine = [p for p, m in owners.items() if m == "collector-b"]
+        return (
+            len(owners) == PARTITIONS
+            and len(mine) == 2
+            and set(b.owned) == {s for p in mine for s in symbols_of(p, PARTITIONS, SYMBOLS)}
+        )
+
+    await wait_for(split, timeout=20, interval=0.1)
+    await run_until_published(js, cluster.clock, minutes(1))
+    lost = set(SYMBOLS) - b.owned
+    killed_at, died_at = time.monotonic(), cluster.clock.now()
+    proc.send_signal(signal.SIGKILL)
+    await asyncio.to_thread(proc.wait)
+    await wait_for(lambda: b.owned == set(SYMBOLS), timeout=LEASE_SECONDS + 2 * HEARTBEAT_SECONDS + 15)
+    print(
+        f"kill -9 of the process holding {', '.join(sorted(lost))}: taken over in "
+        f"{time.monotonic() - killed_at:.2f} s, {cluster.clock.now() - died_at} on the test clock "
+        f"(lease {LEASE_SECONDS} s + 2 heartbeats of {HEARTBEAT_SECONDS} s)"
+    )
+    steady = floor_minute(cluster.clock.now() + timedelta(seconds=30)) + minutes(1)
+    await run_until_published(js, cluster.clock, minutes(2))
+    assert_each_symbol_polled_by_its_owner_only([b], steady)
+    await assert_each_minute_published_and_recorded_once(js, db, served4)
