@@ -25,6 +25,7 @@ from coinpilot.bus.membership import LeaseTimes, Membership, open_bucket
 from coinpilot.bus.permissions import IDENTITIES, IdentityError
 from coinpilot.runtime.definition import Runtime, ServiceDefinition
 from coinpilot.runtime.heap import freeze_start_up_heap
+from coinpilot.runtime.owned import OwnedSymbols
 from coinpilot.runtime.partitioned import PartitionedConsumers
 from coinpilot.runtime.probes import build_probe_app
 from coinpilot.runtime.pull import PullLoop
@@ -311,6 +312,7 @@ class ServiceHost:
         return LeaseTimes(self.settings.partition_lease_seconds, beat, margin=beat)
 
     def _partitioned_consumers(self, rt: Runtime, definition: ServiceDefinition) -> PartitionedConsumers:
+        rt.owned = OwnedSymbols()  # filled as partitions are taken, for the service's own tasks
         return PartitionedConsumers(
             self.broker.config.connection_state.stream,
             definition.consumers,
@@ -318,6 +320,7 @@ class ServiceHost:
             symbols=self.settings.symbols,
             make_loop=lambda consumer: self._pull_loop(rt, consumer),
             forget=definition.forget,
+            owned=rt.owned,
         )
 
     async def _join_partitions(self, js: Any) -> None:

@@ -73,8 +73,8 @@ class CommonSettings(BaseSettings):
         default=1,
         ge=1,
         le=16,
-        description="Symbol partitions of the partitioned stages (indicator, strategy); 1: one shared "
-        "durable per consumer, one replica (docs/deploy.md)",
+        description="Symbol partitions of the partitioned stages (indicator, strategy, collector); 1: one "
+        "shared durable per consumer, one replica (docs/deploy.md)",
     )
     member_id: str | None = Field(
         default=None,

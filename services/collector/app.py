@@ -1,4 +1,7 @@
-"""Composition root of the collector: the recorder consumer and the Upbit backfill + poll task."""
+"""Composition root of the collector: the recorder consumer and the Upbit backfill + poll task.
+
+Partitioned (``COINPILOT_PARTITIONS`` > 1) the recorder runs per partition like the indicator's
+consumer and the task polls only the owned partitions' symbols (``poller.poll_owned``)."""
 
 from __future__ import annotations
 
@@ -11,11 +14,11 @@ from coinpilot.contracts import Contract, MinuteCandle
 from coinpilot.db import Database
 from coinpilot.errors import ConfigError
 from coinpilot.market_checks import CandleGate, CandleRule, CandleSettings, parse_candle, refuse
-from coinpilot.runtime import Consumer, Delivery, Runtime, ServiceDefinition
+from coinpilot.runtime import Consumer, Delivery, OwnedSymbols, Runtime, ServiceDefinition
 from services.collector import metrics, state
 from services.collector.backfill import backfill_all
 from services.collector.clock import Clock, SystemClock
-from services.collector.poller import poll_forever
+from services.collector.poller import poll_forever, poll_owned
 from services.collector.settings import CollectorSettings
 from services.collector.upbit import UpbitClient
 
@@ -46,11 +49,31 @@ async def collect(
         await client.close()
 
 
-def build(rt: Runtime, *, clock: Clock | None = None) -> ServiceDefinition:
+async def collect_owned(
+    rt: Runtime,
+    db: Database,
+    settings: CollectorSettings,
+    clock: Clock,
+    symbols: Sequence[str],
+    owned: OwnedSymbols,
+) -> None:
+    """Poll the symbols of the partitions this replica owns, following them as they move."""
+    client = make_client(settings, clock)
+    try:
+        await poll_owned(
+            client, rt.bus, db, symbols, owned, clock, lookback=settings.lookback, offset=settings.poll_offset
+        )
+    finally:
+        await client.close()
+
+
+def build(
+    rt: Runtime, settings: CollectorSettings | None = None, *, clock: Clock | None = None
+) -> ServiceDefinition:
     if rt.db is None:
         raise ConfigError("the collector needs PostgreSQL (COINPILOT_DATABASE_URL): it owns market_data")
     db = rt.db
-    settings = CollectorSettings()
+    settings = settings or CollectorSettings()
     wall = clock or SystemClock()
     symbols = rt.settings.symbols
 
@@ -80,10 +103,20 @@ def build(rt: Runtime, *, clock: Clock | None = None) -> ServiceDefinition:
         return [() for _ in ds]
 
     async def run_collector(rt: Runtime) -> None:
-        await collect(rt, db, settings, wall, symbols)
+        if rt.owned is None:
+            await collect(rt, db, settings, wall, symbols)
+        else:  # partitioned: the host set the owned symbols before starting this task
+            await collect_owned(rt, db, settings, wall, symbols, rt.owned)
+
+    def forget(given: frozenset[str]) -> None:
+        """A partition given up or taken (COINPILOT_PARTITIONS > 1): drop its symbols' candle
+        tracks; the next candle of a symbol is checked against the clock only, as after a start."""
+        gate.tracks = {k: v for k, v in gate.tracks.items() if k[1] not in given}
 
     return ServiceDefinition(
         name="collector",
         consumers=[Consumer.of_batches(SUBJECT, DURABLE, on_candles, parse_candle)],
         tasks=[run_collector] if settings.upbit_enabled else [],
+        partition_by_symbol=True,
+        forget=forget,
     )

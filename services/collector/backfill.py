@@ -63,6 +63,21 @@ async def backfill_symbol(
     return BackfillResult(symbol, start, result.pages, result.fetched, result.written, newest)
 
 
+async def take_symbol(
+    client: UpbitClient, db: Database, symbol: str, *, now: datetime, lookback: timedelta
+) -> datetime | None:
+    """Backfill a symbol whose partition this replica just took (``core.take_plan``: as at
+    start-up, but only up to a recent newest candle); returns where its polling resumes."""
+    stored = await state.stored_range(db, symbol)
+    plan = core.take_plan(stored, now, lookback)
+    newest = stored.last
+    if plan.start is not None:
+        result = await backfill_range(client, db, symbol, start=plan.start, now=plan.until)
+        log.info("took %s: backfilled after %s, %d written", symbol, plan.start, result.written)
+        newest = max((t for t in (newest, result.newest) if t is not None), default=None)
+    return plan.resume if plan.resume is not None else newest
+
+
 async def backfill_all(
     client: UpbitClient, db: Database, symbols: Sequence[str], *, now: datetime, lookback: timedelta
 ) -> dict[str, BackfillResult]:
@@ -74,7 +89,7 @@ async def backfill_all(
         except Exception as exc:  # one symbol's failure, whatever it is, never stops the others
             metrics.FAILURES.labels(symbol, "backfill", type(exc).__name__).inc()
             log.error("backfill of %s failed: %s: %s", symbol, type(exc).__name__, exc)
-            stored = await _newest_stored(db, symbol)
+            stored = await newest_stored(db, symbol)
             results[symbol] = BackfillResult(symbol, newest=stored, error=f"{type(exc).__name__}: {exc}")
             continue
         log.info(
@@ -89,7 +104,8 @@ async def backfill_all(
     return results
 
 
-async def _newest_stored(db: Database, symbol: str) -> datetime | None:
+async def newest_stored(db: Database, symbol: str) -> datetime | None:
+    """The newest stored candle of ``symbol``, or None (also when PostgreSQL does not answer)."""
     try:
         return (await state.stored_range(db, symbol)).last
     except Exception:

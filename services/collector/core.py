@@ -1,5 +1,6 @@
 """The collector's pure decisions: Upbit payload -> candles, which candles are closed and new,
-where a backfill starts, how many candles a poll asks for and when a backfill page is the last.
+where a backfill starts, how many candles a poll asks for, when a backfill page is the last and
+where a taken symbol's polling resumes.
 
 No I/O and no clock: "now" is always an argument (the edge reads it through its clock seam).
 """
@@ -164,6 +165,41 @@ def backfill_start(stored: StoredRange, now: datetime, lookback: timedelta) -> d
     if stored.first is None or stored.last is None or stored.first > floor + HISTORY_TOLERANCE:
         return floor
     return max(stored.last, floor)
+
+
+RESUME_WINDOW = timedelta(minutes=60)
+"""How far back a taken symbol's polling may resume: inside Upbit's 200-minute poll window and
+well inside the streams' 2-hour duplicate window, so a minute published again is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """What taking a symbol (its partition moved to this replica) does: backfill the candles
+    opened after ``start`` and closed by ``until`` (no backfill when ``start`` is None), then poll
+    after ``resume`` (None: after the newest stored once the backfill is done)."""
+
+    start: datetime | None
+    until: datetime
+    resume: datetime | None
+
+
+def take_plan(stored: StoredRange, now: datetime, lookback: timedelta) -> Take:
+    """The backfill of a start-up (``backfill_start``), except after a recent newest candle.
+
+    When the newest stored candle is at most ``RESUME_WINDOW`` old (a takeover, a rebalance, a
+    restart), polling resumes right after it, so the minutes nobody polled meanwhile are
+    published, in order, not only stored (the recorder stores them; JetStream drops those the
+    previous owner had published, by their ``Nats-Msg-Id``), and the backfill stores only what
+    is older (a short history's lookback). Nothing after the resume point is ever stored without
+    being published, so the next owner, resuming after the newest stored, skips nothing even
+    when this one loses the symbol before its first poll. Older (or none): as at start-up, the
+    hole is stored only and polling resumes after it.
+    """
+    start = backfill_start(stored, now, lookback)
+    last = stored.last
+    if last is not None and now - last <= RESUME_WINDOW:
+        return Take(start if start < last else None, last + ONE_MINUTE, last)
+    return Take(start, now, None)
 
 
 @dataclass(frozen=True, slots=True)

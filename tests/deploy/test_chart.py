@@ -231,6 +231,21 @@ TEMPLATE_FAILURES = [
         "strategy reads the same durable consumers",
     ),
     (
+        "collector replicas without partitions",
+        {"services": {"collector": {"replicas": 2}}},
+        "services.collector.replicas (2) needs partitions.count > 1: without partitions every replica of "
+        "collector reads the same durable consumers",
+    ),
+    (
+        "more collector replicas than symbols",
+        {
+            "config": {"symbols": ["KRW-BTC", "KRW-ETH"]},
+            "partitions": {"count": 8},
+            "services": {"collector": {"replicas": 3}},
+        },
+        "services.collector.replicas (3) exceeds the number of symbols (2)",
+    ),
+    (
         "an HPA of a per-symbol stage without partitions",
         {"services": {"indicator": {"autoscaling": {"enabled": True, "maxReplicas": 3}}}},
         "services.indicator.autoscaling.maxReplicas (3) needs partitions.count > 1",
@@ -746,6 +761,7 @@ def test_partitioned_replicas_get_their_partitions_and_their_pod_name_as_member_
         ("partitions.count", 8),
         ("services.indicator.autoscaling.enabled", True),
         ("services.strategy.autoscaling.enabled", True),
+        ("services.collector.replicas", 2),
     )
     docs = objects(values)
     deployments = of_kind(docs, "Deployment")
@@ -753,13 +769,14 @@ def test_partitioned_replicas_get_their_partitions_and_their_pod_name_as_member_
     for doc in deployments.values():
         name = component(doc)
         env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
-        if name in {"indicator", "strategy"}:
+        if name in {"indicator", "strategy", "collector"}:
             assert env["COINPILOT_PARTITIONS"] == "8"
             assert env["COINPILOT_MEMBER_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
             assert float(env["COINPILOT_PARTITION_HEARTBEAT_SECONDS"]) * 2 < float(
                 env["COINPILOT_PARTITION_LEASE_SECONDS"]
             )
             assert name in pdbs and doc["spec"]["strategy"]["type"] == "RollingUpdate"
+            assert name != "collector" or doc["spec"]["replicas"] == 2
         else:
             assert "COINPILOT_PARTITIONS" not in env and "COINPILOT_MEMBER_ID" not in env
 
@@ -802,4 +819,10 @@ def test_partitions_are_off_by_default() -> None:
     for doc in of_kind(objects(), "Deployment").values():
         env = env_of(doc["spec"]["template"]["spec"]["containers"][0])
         assert env.get("COINPILOT_PARTITIONS") in (None, "1")
-        assert doc["spec"].get("replicas", 1) <= 1 or component(doc) not in {"indicator", "strategy"}
+        assert doc["spec"].get("replicas", 1) <= 1 or component(doc) not in {
+            "indicator",
+            "strategy",
+            "collector",
+        }
+        if component(doc) == "collector":  # one poller, replaced (never two) without partitions
+            assert doc["spec"]["strategy"]["type"] == "Recreate"

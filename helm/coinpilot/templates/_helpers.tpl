@@ -66,9 +66,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{/* The services that may run more than one replica (replicas split the symbol space). */}}
 {{- define "coinpilot.scalingServices" -}}indicator strategy agent notifier{{- end }}
 
-{{/* Stages whose state is per symbol: more replicas than symbols would sit idle; more than one
-needs partitions.count > 1 (each replica owns partitions of the symbols). */}}
-{{- define "coinpilot.partitionedServices" -}}indicator strategy{{- end }}
+{{/* Stages whose work is per symbol: more replicas than symbols would sit idle; more than one
+needs partitions.count > 1 (each replica owns partitions of the symbols; the collector records
+and polls Upbit for those only). */}}
+{{- define "coinpilot.partitionedServices" -}}indicator strategy collector{{- end }}
 
 {{/* Single writers that run hot standbys with standby.enabled (one lease, one active replica). */}}
 {{- define "coinpilot.standbyServices" -}}risk executor{{- end }}

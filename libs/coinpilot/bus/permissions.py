@@ -85,7 +85,9 @@ def _service(
 
 
 MANIFEST: tuple[Identity, ...] = (
-    _service("collector", [("candles.1m.*", "collector-recorder")], ["candles.1m.*", ALERTS]),
+    _service(
+        "collector", [("candles.1m.*", "collector-recorder")], ["candles.1m.*", ALERTS], partitioned=True
+    ),
     _service(
         "indicator",
         [("candles.1m.*", "indicator-candles")],

@@ -6,12 +6,14 @@ services, so it sits above them, outside this library.
 
 from coinpilot.bus import Consumer, Delivery, parser_for
 from coinpilot.runtime.definition import Runtime, ServiceDefinition
+from coinpilot.runtime.owned import OwnedSymbols
 from coinpilot.service_names import SERVICES
 
 __all__ = [
     "SERVICES",
     "Consumer",
     "Delivery",
+    "OwnedSymbols",
     "Runtime",
     "ServiceDefinition",
     "parser_for",

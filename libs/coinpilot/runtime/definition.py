@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from coinpilot.bus import Bus, Consumer
+from coinpilot.runtime.owned import OwnedSymbols
 from coinpilot.settings import CommonSettings
 
 if TYPE_CHECKING:
@@ -26,6 +27,10 @@ class Runtime:
     cache: Cache | None
     log: logging.Logger
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set by the host when the service runs partitioned (COINPILOT_PARTITIONS > 1): the symbols of
+    # the partitions this replica owns now, for the service's own tasks (runtime/owned.py). None:
+    # not partitioned, the replica has every symbol of ``settings.symbols``.
+    owned: OwnedSymbols | None = None
 
 
 Task = Callable[[Runtime], Awaitable[None]]

@@ -10,6 +10,11 @@ order from the first one not handled, rather than newer ones first and the dead 
 handlers are idempotent. A durable that does not exist yet starts where the stage's unpartitioned
 durable left off (switching partitions on), or at the stream's start.
 
+The symbols of the partitions held are kept in an :class:`~coinpilot.runtime.owned.OwnedSymbols`
+for the service's own tasks (the collector polls Upbit for those only): added once a partition's
+durables are ready, removed before they are stopped, so such a task stops at once on a release
+or a loss.
+
 Per-symbol memory goes with the partition: ``forget`` (the service's) drops it when the
 partition is released or lost and again before it is started, so the next handling rebuilds it
 from the system of record (the indicator warms from ``market_data``; the strategy's state is in
@@ -30,6 +35,7 @@ from nats.js.errors import NotFoundError
 
 from coinpilot.bus import Consumer, stream_for_subject
 from coinpilot.bus.partitions import partition_durable, partition_subjects, symbols_of
+from coinpilot.runtime.owned import OwnedSymbols
 from coinpilot.runtime.pull import PullLoop
 
 log = logging.getLogger("coinpilot.runtime")
@@ -94,6 +100,7 @@ class PartitionedConsumers:
         make_loop: MakeLoop,
         forget: Forget | None = None,
         on_change: Callable[[], None] | None = None,
+        owned: OwnedSymbols | None = None,
     ) -> None:
         self.js = js
         self.consumers = list(consumers)
@@ -102,6 +109,7 @@ class PartitionedConsumers:
         self.make_loop = make_loop
         self.forget = forget
         self.on_change = on_change
+        self.owned = owned
         self.loops: dict[int, list[PullLoop]] = {}
 
     @property
@@ -127,6 +135,8 @@ class PartitionedConsumers:
             log.info("partition %d: %s %s (%s)", p, durable, done, ", ".join(symbols))
             await loop.start()
             loops.append(loop)
+        if self.owned is not None:
+            self.owned.add(symbols)
         self._changed()
 
     def durables(self) -> list[tuple[str, str]]:
@@ -135,17 +145,23 @@ class PartitionedConsumers:
 
     async def release(self, p: int) -> None:
         """Hand ``p`` over: its runs in hand finish and are acked, the rest handed back."""
+        self._disown(p)
         await asyncio.gather(*(loop.stop(drain=True) for loop in self.loops.pop(p, [])))
         self._forget(self.symbols_of(p))
         self._changed()
 
     async def lose(self, p: int) -> None:
         """The lease is gone: stop at once, ack nothing."""
+        self._disown(p)
         for loop in self.loops.pop(p, []):
             with contextlib.suppress(Exception):
                 await loop.abandon()
         self._forget(self.symbols_of(p))
         self._changed()
+
+    def _disown(self, p: int) -> None:
+        if self.owned is not None:
+            self.owned.discard(self.symbols_of(p))
 
     def _forget(self, symbols: Sequence[str]) -> None:
         if self.forget is not None and symbols:

@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,35 @@ class ManualClock:
             await self._released.wait()
         self._now = target
         await asyncio.sleep(0)
+
+
+class ScaledClock:
+    """Real time sped up ``speed`` times from ``start``: one time for several collector replicas
+    and the fake Upbit at once (a minute passes in ``60 / speed`` real seconds), where the manual
+    clock, which moves when someone sleeps, would let each sleeper move everyone's time.
+
+    Only where things happen in simulated time depends on the machine's speed; what is published
+    does not (a poll publishes what is closed at its own ``now``, and Upbit's ``now`` is later).
+    """
+
+    def __init__(self, start: datetime, speed: float, t0: float | None = None) -> None:
+        """``t0``: the ``time.monotonic()`` at ``start``; CLOCK_MONOTONIC is the machine's, so a
+        process given the same ``t0`` shares this time."""
+        self.start = start
+        self.speed = speed
+        self.t0 = time.monotonic() if t0 is None else t0
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=(time.monotonic() - self.t0) * self.speed)
+
+    def monotonic(self) -> float:
+        return self.start.timestamp() + (time.monotonic() - self.t0) * self.speed
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(max(0.0, seconds) / self.speed)
+
+    def real_seconds(self, simulated: timedelta) -> float:
+        return simulated.total_seconds() / self.speed
 
 
 class Fault(StrEnum):
@@ -135,7 +165,9 @@ def parse_to(text: str) -> datetime:
 class FakeUpbit:
     """The fake server; ``url`` is its base URL. Thread-safe enough for one client at a time."""
 
-    def __init__(self, clock: ManualClock, series: dict[str, Series], *, per_second: int = 10) -> None:
+    def __init__(
+        self, clock: ManualClock | ScaledClock, series: dict[str, Series], *, per_second: int = 10
+    ) -> None:
         self.clock = clock
         self.series = series
         self.per_second = per_second

@@ -14,6 +14,7 @@ from coinpilot.errors import PermanentError
 from services.collector.core import (
     Page,
     StoredRange,
+    Take,
     backfill_start,
     closed_after,
     decode_json,
@@ -22,6 +23,7 @@ from services.collector.core import (
     parse_candle,
     parse_candles,
     poll_count,
+    take_plan,
 )
 
 D = Decimal
@@ -173,6 +175,36 @@ NOW = datetime(2026, 3, 10, 0, 0, 30, tzinfo=UTC)
 )
 def test_backfill_start(stored: StoredRange, expected: datetime) -> None:
     assert backfill_start(stored, NOW, LOOKBACK) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [
+        pytest.param(
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=4)),
+            Take(None, NOW - timedelta(minutes=3), NOW - timedelta(minutes=4)),
+            id="a-takeover-gap-is-polled-and-published-not-backfilled",
+        ),
+        pytest.param(
+            StoredRange(NOW - timedelta(hours=50), NOW - timedelta(minutes=4)),
+            Take(NOW - LOOKBACK, NOW - timedelta(minutes=3), NOW - timedelta(minutes=4)),
+            id="a-short-history-is-backfilled-only-up-to-the-newest",
+        ),
+        pytest.param(
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=60)),
+            Take(None, NOW - timedelta(minutes=59), NOW - timedelta(minutes=60)),
+            id="an-hour-back-still-resumes-there",
+        ),
+        pytest.param(
+            StoredRange(NOW - timedelta(days=30), NOW - timedelta(minutes=61)),
+            Take(NOW - timedelta(minutes=61), NOW, None),
+            id="older-is-backfilled-and-stored-only-as-at-start-up",
+        ),
+        pytest.param(StoredRange(), Take(NOW - LOOKBACK, NOW, None), id="nothing-stored-takes-the-lookback"),
+    ],
+)
+def test_take_plan(stored: StoredRange, expected: Take) -> None:
+    assert take_plan(stored, NOW, LOOKBACK) == expected
 
 
 @pytest.mark.parametrize(
