@@ -48,8 +48,9 @@ async def reset_to_first_unacked(js: JetStreamContext, loop: PullLoop) -> str:
     start = (floor or 0) + 1
     await js.delete_consumer(stream, consumer.durable)
     base: ConsumerConfig = loop.config()
-    config = dataclasses.replace(
+    config = dataclasses.replace(  # named, as PullLoop creates it: the grant pins durable and filter
         base,
+        name=consumer.durable,
         filter_subject=consumer.subject,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
         opt_start_seq=start if start > 1 else None,
