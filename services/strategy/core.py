@@ -176,6 +176,7 @@ def on_fill(state: SymbolState, fill: Fill) -> SymbolState:
         if fill.position_quantity_after <= 0:
             position = None
         else:  # a partial exit: the rest is exited on the next candle
+            # (a SELL fill names its exit; a fill without one still gets the rest sold)
             position = replace(
                 position,
                 quantity=fill.position_quantity_after,
