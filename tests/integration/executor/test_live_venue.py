@@ -252,8 +252,10 @@ async def test_a_market_sell_that_runs_out_of_book_keeps_the_rest_open_and_the_n
     buy = buy_order("100000000", "1000000")
     assert isinstance(await run(approvals, venue, buy, run_id), Fill)
 
-    # a sell of the 0.01 held meets 0.006 of bids, then nothing: the exchange ends it `cancel`
-    fake.set_book(BTC, bids=[("99900000", "0.006")])
+    # quoted on a book that can take the 0.01 held (the band passes), the sell meets a book another
+    # taker thinned meanwhile: 0.006, then nothing, and the exchange ends it `cancel`
+    fake.set_book(BTC, bids=[("99900000", "1")])
+    fake.move_book_after_next_quote(BTC, bids=[("99900000", "0.006")])
     sold = await run(approvals, venue, btc_sell("99900000", "0.01", buy), run_id)
     assert isinstance(sold, Fill)
     (trade,) = fake.trades[1:]
@@ -305,10 +307,10 @@ async def test_a_dust_remainder_is_refused_once_then_never_signalled_again_and_e
     fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
 ) -> None:
     """The strategy's core decides, this executor books on the fake exchange: a stop-loss exit
-    runs out of book and leaves 0.00004 BTC (~3,600 KRW, under the 5,000 KRW minimum); the strategy
-    exits the rest on the next candle, the executor refuses it as dust without asking the
-    exchange, and no exit is signalled for it again; the ledger holds the dust as the exchange
-    does, risk no longer counts it, and the next BUY of BTC takes it over."""
+    meets a book thinned after its quotation and leaves 0.00004 BTC (~3,600 KRW, under the 5,000
+    KRW minimum); the strategy exits the rest on the next candle, the executor refuses it as dust
+    without asking the exchange, and no exit is signalled for it again; the ledger holds the dust
+    as the exchange does, risk no longer counts it, and the next BUY of BTC takes it over."""
     venue = make_venue()
     fake.set_book(BTC, asks=[("100000000", "1")])
     buy = buy_order("100000000", "1000000")
@@ -318,7 +320,8 @@ async def test_a_dust_remainder_is_refused_once_then_never_signalled_again_and_e
 
     answers: list[Fill | OrderRejected] = []
     entries: list[EntrySignal] = []
-    fake.set_book(BTC, bids=[("90000000", "0.00996")])
+    fake.set_book(BTC, bids=[("90000000", "1")])  # what the quotation sees
+    fake.move_book_after_next_quote(BTC, bids=[("90000000", "0.00996")])  # what the sell meets
     start = T0 + timedelta(hours=1)
     for minute in range(30):
         step = strategy_core.on_snapshot(
@@ -342,6 +345,7 @@ async def test_a_dust_remainder_is_refused_once_then_never_signalled_again_and_e
     assert (partial.quantity, partial.position_quantity_after) == (D("0.00996"), D("0.00004"))
     assert refused.reason is RejectReason.BELOW_EXCHANGE_MINIMUM and "dust" in refused.message
     assert fake.count("POST", "/v1/orders") == 2  # the BUY and the one SELL: the dust was never sent
+    assert fake.count("GET", "/v1/orderbook") == 2  # nor quoted
     assert strategy.position is None and entries and entries[0].ts_event > refused.ts_event
     row = await store.fetch(executor_db, run_id, partial.order_id)
     assert row is not None and (row.remainder, row.dust) == (D("0.00004"), True)
