@@ -128,9 +128,10 @@ def reconcile(run_id: str | None, halt_on: bool, base_url: str | None) -> None:
         raise SystemExit(DISCREPANCY)
 
 
+# Dust (``positions.is_dust``) is not an open position: no order could sell it.
 _OPEN_POSITIONS = """
 SELECT symbol, quantity, avg_price, position_id, opened_at, regime, high_water_mark
-FROM positions WHERE run_id = $1 AND quantity > 0 ORDER BY symbol
+FROM positions WHERE run_id = $1 AND quantity > 0 AND NOT is_dust ORDER BY symbol
 """
 _LATEST_CANDLE = """
 SELECT timestamp, open_price, high_price, low_price, close_price, volume FROM market_data

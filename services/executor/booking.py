@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -29,6 +30,10 @@ class ExecutorTx(Protocol):
     ) -> Gauges: ...
 
     async def save_rejection(self, run_id: str, rejection: core.Rejection) -> None: ...
+
+    async def mark_dust(self, run_id: str, position: core.Position, at: datetime) -> None:
+        """Hold ``position`` as dust from ``at`` (event time) on (``core.marks_dust``)."""
+        ...
 
 
 class ExecutorBook(Protocol):
@@ -75,6 +80,9 @@ async def book_order(
     )
     if isinstance(outcome, core.Rejection):
         await tx.save_rejection(run_id, outcome)
+        dust = core.marks_dust(locked.ledger, outcome)
+        if dust is not None:
+            await tx.mark_dust(run_id, dust, order.ts_event)
         return outcome
     gauges = await tx.save_fill(run_id, order, outcome.fill, outcome.ledger, trace_id)
     return Booked(outcome, gauges)

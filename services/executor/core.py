@@ -47,7 +47,7 @@ Every money field of a ``Fill`` carries exactly 8 decimal places, so a fill rebu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, localcontext
 
@@ -112,6 +112,9 @@ class Position:
     high_water_mark: Decimal
     opened_at: datetime
     opened_by: str | None = None  # order id of the BUY that opened it
+    is_dust: bool = False
+    """Worth less than the exchange's minimum order total (a live SELL of it was refused
+    ``BELOW_EXCHANGE_MINIMUM``): held, never sold alone; the next BUY of the symbol adds to it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +227,7 @@ def apply_execution(ledger: Ledger, order: OrderApproved, execution: Execution) 
 def refuse_duplicate_buy(ledger: Ledger, order: OrderApproved) -> Rejection | None:
     """A BUY for a symbol already held: refused, nothing booked (see the module docstring)."""
     held = ledger.position
-    if order.side is not Side.BUY or held is None or held.quantity <= 0:
+    if order.side is not Side.BUY or held is None or held.quantity <= 0 or held.is_dust:
         return None
     return Rejection(
         order,
@@ -267,6 +270,9 @@ def _apply_buy(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutco
         opened_at=order.ts_event,
         opened_by=order.order_id,
     )
+    dust = ledger.position
+    if dust is not None and dust.is_dust and dust.quantity > 0:
+        position = _with_dust(position, dust)
     balance = ledger.balance - cost
     fill = Fill(
         ts_event=order.ts_event,
@@ -289,10 +295,31 @@ def _apply_buy(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutco
     return FillOutcome(Ledger(ledger.currency, balance, position), fill)
 
 
+def _with_dust(bought: Position, dust: Position) -> Position:
+    """A BUY into a symbol whose dust the ledger holds: one position of both, at their average
+    price rounded up (against the account: a lower realized PnL), opened by this BUY. The dust is
+    then sold with the position."""
+    quantity = bought.quantity + dust.quantity
+    with localcontext(prec=60):
+        cost = bought.quantity * bought.avg_price + dust.quantity * dust.avg_price
+        avg = (cost / quantity).quantize(EIGHT_DP, rounding=ROUND_CEILING)
+    return Position(
+        symbol=bought.symbol,
+        quantity=quantity,
+        avg_price=avg,
+        regime=bought.regime,
+        high_water_mark=bought.high_water_mark,
+        opened_at=bought.opened_at,
+        opened_by=bought.opened_by,
+    )
+
+
 def _apply_sell(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutcome | Rejection:
     position = ledger.position
     if position is None or position.quantity <= 0:
         return Rejection(order, RejectReason.NO_POSITION, f"no {order.symbol} position to sell")
+    if ex.quantity > position.quantity:
+        raise ValueError(f"{order.order_id} sold {ex.quantity}, more than the position's {position.quantity}")
     signal = order.signal
     if (
         isinstance(signal, ExitSignal)
@@ -306,9 +333,17 @@ def _apply_sell(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutc
         )
     gross = round_even((ex.fill_price - position.avg_price) * ex.quantity)
     balance = ledger.balance + ex.amount - ex.fee
+    # A live market sell that ran out of book executed part of the position: the rest stays open,
+    # at the same average price, under the same id (paper always sells it all).
+    left = position.quantity - ex.quantity
     exit_reason: ExitReason | None = signal.exit_reason if isinstance(signal, ExitSignal) else None
     # The exit signal carries the position's real high-water mark (STOP_LOSS included, §6.4 fix).
     hwm = signal.high_water_mark if isinstance(signal, ExitSignal) else position.high_water_mark
+    rest = (
+        None
+        if left <= 0
+        else replace(position, quantity=left, high_water_mark=max(hwm, position.high_water_mark))
+    )
     fill = Fill(
         ts_event=order.ts_event,
         order_id=order.order_id,
@@ -321,8 +356,8 @@ def _apply_sell(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutc
         amount=ex.amount,
         fee=ex.fee,
         balance_after=balance,
-        position_quantity_after=round_even(ZERO),
-        position_avg_price_after=round_even(ZERO),
+        position_quantity_after=round_even(ZERO if rest is None else rest.quantity),
+        position_avg_price_after=round_even(ZERO if rest is None else rest.avg_price),
         realized_pnl=gross - ex.fee,
         realized_pnl_gross=gross,
         entry_avg_price=round_even(position.avg_price),
@@ -331,7 +366,24 @@ def _apply_sell(ledger: Ledger, order: OrderApproved, ex: Execution) -> FillOutc
         high_water_mark=round_even(hwm),
         opened_at=position.opened_at,
     )
-    return FillOutcome(Ledger(ledger.currency, balance, None), fill)
+    return FillOutcome(Ledger(ledger.currency, balance, rest), fill)
+
+
+def marks_dust(ledger: Ledger, rejection: Rejection) -> Position | None:
+    """The position a SELL refused as dust (``BELOW_EXCHANGE_MINIMUM``) leaves, marked dust; None
+    when the rejection says nothing of the kind. From then on the ledger holds it as dust: no
+    longer an open position for risk, and a BUY of the symbol adds to it
+    (``refuse_duplicate_buy``, ``_with_dust``)."""
+    held = ledger.position
+    if (
+        rejection.order.side is not Side.SELL
+        or rejection.reason is not RejectReason.BELOW_EXCHANGE_MINIMUM
+        or held is None
+        or held.quantity <= 0
+        or held.is_dust
+    ):
+        return None
+    return replace(held, is_dust=True)
 
 
 def decision_minute(order: OrderApproved) -> datetime:

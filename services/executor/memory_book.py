@@ -99,10 +99,13 @@ class MemoryExecutorTx:
     async def save_rejection(self, run_id: str, rejection: Rejection) -> None:
         self._rejections[(run_id, rejection.order.order_id)] = rejection.reason
 
+    async def mark_dust(self, run_id: str, position: Position, at: datetime) -> None:
+        self._positions[(run_id, position.symbol)] = position
+
     def _gauges(self, run_id: str) -> Gauges:
         """Open positions of the run and KRW cash plus KRW positions at cost, after the writes."""
         positions = {k: p for k, p in {**self.book.positions, **self._positions}.items() if k[0] == run_id}
-        held = [p for p in positions.values() if p is not None]
+        held = [p for p in positions.values() if p is not None and not p.is_dust]
         cash = self._accounts.get((run_id, "KRW"), self.book.accounts.get((run_id, "KRW")))
         krw_held = sum(
             (p.quantity * p.avg_price for p in held if quote_currency(p.symbol) == "KRW"), Decimal(0)

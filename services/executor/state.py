@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -77,7 +78,7 @@ _STORED_FILL_COLUMNS = (
 _READ_ORDER = f"""
 SELECT
     position.quantity, position.avg_price, position.regime, position.high_water_mark,
-    position.opened_at, position.position_id,
+    position.opened_at, position.position_id, position.is_dust,
     {", ".join(f"fill.{c} AS fill_{c}" for c in _STORED_FILL_COLUMNS)},
     (SELECT msg_id FROM inbox
      WHERE run_id = $1 AND consumer = $5 AND msg_id LIKE $4 ESCAPE '/') AS rejected_as,
@@ -122,6 +123,8 @@ _HISTORY_PARAMS = ", ".join(f"${n}" for n in range(12, 12 + len(_HISTORY_COLUMNS
 # One fill: cash ($3 at $4), the position (upserted from $6..$11, or deleted when $6 is NULL), the
 # trading_history row, and the gauges. The final SELECT sees the tables as they were before this
 # statement, so it counts the other symbols' positions from the table and this one from ``held``.
+# A fill's position is never dust: a BUY into dust takes it over (opened by the BUY), a partial SELL
+# keeps its id and opening time. Dust is not an open position of the gauges.
 _BOOK_FILL = f"""
 WITH account AS (
     UPDATE account_state SET balance = $3, updated_at = $4
@@ -143,6 +146,9 @@ held AS (
         avg_price = EXCLUDED.avg_price,
         regime = EXCLUDED.regime,
         high_water_mark = EXCLUDED.high_water_mark,
+        opened_at = EXCLUDED.opened_at,
+        position_id = EXCLUDED.position_id,
+        is_dust = false,
         updated_at = EXCLUDED.updated_at
     RETURNING currency, quantity * avg_price AS value
 ),
@@ -151,7 +157,7 @@ fill AS (
     VALUES ({_HISTORY_PARAMS})
 )
 SELECT
-    (SELECT count(*) FROM positions WHERE run_id = $1 AND symbol <> $5)
+    (SELECT count(*) FROM positions WHERE run_id = $1 AND symbol <> $5 AND NOT is_dust)
         + (SELECT count(*) FROM held) AS open_positions,
     CASE WHEN $2 = 'KRW' THEN (SELECT balance FROM account)
          ELSE (SELECT balance FROM account_state WHERE run_id = $1 AND currency = 'KRW')
@@ -220,6 +226,7 @@ async def read_order(
             high_water_mark=hwm if hwm is not None else row["avg_price"],
             opened_at=ensure_utc(row["opened_at"]),
             opened_by=row["position_id"],
+            is_dust=row["is_dust"],
         )
     return LockedOrder(
         Ledger(currency, balance, position),
@@ -307,6 +314,17 @@ async def save_rejection(conn: asyncpg.Connection, run_id: str, rejection: Rejec
     await claim_on(conn, CONSUMER, _rejection_key(rejection.order, rejection.reason), run_id)
 
 
+_MARK_DUST = """
+UPDATE positions SET is_dust = true, updated_at = $4
+WHERE run_id = $1 AND symbol = $2 AND position_id = $3
+"""
+
+
+async def mark_dust(conn: asyncpg.Connection, run_id: str, position: Position, at: datetime) -> None:
+    """Hold the position as dust (``core.marks_dust``): kept in the ledger, no longer open."""
+    await conn.execute(_MARK_DUST, run_id, position.symbol, position.opened_by, at)
+
+
 class PgExecutorTx:
     """``booking.ExecutorTx`` on one PostgreSQL transaction (the statements above)."""
 
@@ -323,6 +341,9 @@ class PgExecutorTx:
 
     async def save_rejection(self, run_id: str, rejection: Rejection) -> None:
         await save_rejection(self.conn, run_id, rejection)
+
+    async def mark_dust(self, run_id: str, position: Position, at: datetime) -> None:
+        await mark_dust(self.conn, run_id, position, at)
 
 
 def pg_executor_book(db: Database) -> TransactionBook[PgExecutorTx]:

@@ -377,7 +377,7 @@ def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> 
 
 
 def on_fill(state: RiskState, fill: Fill, params: RiskParams) -> Step:
-    """Count the fill into today's state (§4.7); the N-th loss in a row starts a cooldown."""
+    """Count the fill into today's state (§4.7); the N-th losing position in a row starts a cooldown."""
     now = fill.ts_event
     state = state.at(now, params).without_pending(fill.symbol, fill.order_id)
     daily = state.daily
@@ -391,6 +391,10 @@ def on_fill(state: RiskState, fill: Fill, params: RiskParams) -> Step:
         trade_count=daily.trade_count + 1,
         total_pnl=daily.total_pnl + pnl,
     )
+    if fill.position_quantity_after > 0:
+        # a partial exit (live, out of book): its PnL counts today, the streak waits for the leg
+        # that closes the position (one position, one win or loss)
+        return Step(replace(state, daily=daily))
     if pnl >= 0:
         return Step(replace(state, daily=daily, consecutive_losses=0))
     losses = state.consecutive_losses + 1
@@ -414,7 +418,7 @@ def repeated_fill(state: RiskState, fill: Fill, params: RiskParams) -> tuple[Con
     issued again (same ``msg_id``, so JetStream drops it unless the first publish was lost).
     """
     pnl = fill.realized_pnl
-    if fill.side is not Side.SELL or pnl is None or pnl >= 0:
+    if fill.side is not Side.SELL or pnl is None or pnl >= 0 or fill.position_quantity_after > 0:
         return ()
     until = fill.ts_event + params.cooldown
     if state.cooldown_until != until:

@@ -109,7 +109,7 @@ SELECT account.balance, position.symbol, position.quantity, position.avg_price, 
        halt.source AS halt_source, halt.reason AS halt_reason, halt.halted_at
 FROM (VALUES (true)) AS one
 LEFT JOIN account_state AS account ON account.run_id = $1 AND account.currency = $2
-LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0
+LEFT JOIN positions AS position ON position.run_id = $1 AND position.quantity > 0 AND NOT position.is_dust
 LEFT JOIN LATERAL (
     SELECT source, reason, halted_at FROM trading_halts
     WHERE run_id = $1 AND cleared_at IS NULL ORDER BY halted_at LIMIT 1

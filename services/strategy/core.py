@@ -5,6 +5,15 @@ fill), its high-water mark of closes, the order that is pending (an entry or exi
 for its fill or rejection), and the last candle evaluated. On every closed candle:
 
 * a position exists -> exit rules only (§3.1); the HWM moves up with the close whatever happens;
+  a position whose exit executed only in part (a live market sell that ran out of book; paper
+  sells it all) is ``exiting``: the next candle signals the rest with the same exit reason, whatever
+  the rules say then. The exit was decided; the thin book only delayed it. (Not at once on the
+  fill: an order's id is its symbol, minute and side, so a second SELL of the same minute would be
+  the first one again.)
+* an exit the executor refuses as dust (``BELOW_EXCHANGE_MINIMUM``: worth less than the
+  exchange's minimum order total, it cannot be sold) closes the position as dust: no exit is
+  signalled for it again and entries are possible again (the executor's ledger keeps the dust and
+  the next BUY of the symbol takes it over);
 * no position -> entry rules (§3.2);
 * an order is pending for the symbol -> no new signal until its fill or rejection arrives, or
   ``params.pending_timeout`` of event time has passed (a lost message must not freeze a symbol).
@@ -23,6 +32,7 @@ from enum import StrEnum
 
 from coinpilot.contracts import (
     EntrySignal,
+    ExitReason,
     ExitSignal,
     Fill,
     IndicatorSnapshot,
@@ -62,6 +72,9 @@ class HoldReason(StrEnum):
 
 WAITING_REASONS = frozenset({EntryReason.REGIME_UNKNOWN, EntryReason.WARMING_UP})
 
+CLOSES_POSITION = frozenset({RejectReason.NO_POSITION, RejectReason.BELOW_EXCHANGE_MINIMUM})
+"""Executor reasons for refusing an exit that mean there is no position left to exit."""
+
 
 @dataclass(frozen=True, slots=True)
 class Position:
@@ -73,6 +86,8 @@ class Position:
     entry_regime: Regime
     opened_at: datetime
     high_water_mark: Decimal
+    exiting: ExitReason | None = None
+    """The exit reason of an exit that executed only in part: the rest is signalled again."""
 
     def view(self) -> OpenPosition:
         return OpenPosition(self.avg_price, self.opened_at, self.entry_regime, self.high_water_mark)
@@ -160,20 +175,26 @@ def on_fill(state: SymbolState, fill: Fill) -> SymbolState:
     elif position is not None:
         if fill.position_quantity_after <= 0:
             position = None
-        else:
-            position = replace(position, quantity=fill.position_quantity_after)
+        else:  # a partial exit: the rest is exited on the next candle
+            # (a SELL fill names its exit; a fill without one still gets the rest sold)
+            position = replace(
+                position,
+                quantity=fill.position_quantity_after,
+                exiting=fill.exit_reason or position.exiting or ExitReason.STOP_LOSS,
+            )
     return replace(state, position=position, pending_order_id=pending)
 
 
 def on_rejection(state: SymbolState, rejected: OrderRejected) -> SymbolState:
     """A rejection (risk, agent or executor) of the pending order frees the symbol for new signals.
 
-    An exit the executor refused with ``NO_POSITION`` means the ledger holds nothing to sell: the
+    An exit the executor refused with ``NO_POSITION`` means the ledger holds nothing to sell, one
+    refused ``BELOW_EXCHANGE_MINIMUM`` that it holds dust (less than any order may sell): the
     position view is dropped too, instead of signalling the same exit on every candle.
     """
     if state.pending_order_id != rejected.order_id:
         return state
-    if rejected.side is Side.SELL and rejected.reason is RejectReason.NO_POSITION:
+    if rejected.side is Side.SELL and rejected.reason in CLOSES_POSITION:
         return replace(state, pending_order_id=None, position=None)
     return replace(state, pending_order_id=None)
 
@@ -224,6 +245,8 @@ def _evaluate_exit(
     state: SymbolState, position: Position, snapshot: IndicatorSnapshot, params: StrategyParams
 ) -> Step:
     decision = evaluate_exit(position.view(), snapshot, params)
+    if decision.reason is None and position.exiting is not None:
+        decision = replace(decision, reason=position.exiting)  # the rest of a partial exit
     position = replace(position, high_water_mark=decision.new_hwm)
     state = replace(state, position=position)
     if position.avg_price <= 0:

@@ -117,6 +117,9 @@ class StrategyHandlers:
                 self.log.info(
                     "pending %s freed by %s rejection %s", rejected.order_id, rejected.stage, rejected.reason
                 )
+        if before.position is not None and after.position is None:  # nothing left to sell, or dust
+            metrics.OPEN_POSITIONS.labels(rejected.symbol).set(0)
+            await self.mirror.hwm(run_id, rejected.symbol, None)
         return ()
 
     async def warm(self, run_id: str) -> list[core.SymbolState]:

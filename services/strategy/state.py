@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 
 from coinpilot.cache import Cache, keys
 from coinpilot.clock import ensure_utc, wall_clock_now
-from coinpilot.contracts import Regime
+from coinpilot.contracts import ExitReason, Regime
 from coinpilot.db import Database, TransactionBook
 from coinpilot.errors import TransientError
 from coinpilot.fill_ledger import RECORD_COLUMNS, RecordedFill, recorded_from_row
@@ -66,6 +66,7 @@ def to_state(row: Mapping[str, Any]) -> SymbolState:
             entry_regime=Regime(row["entry_regime"] or Regime.SIDEWAYS),
             opened_at=ensure_utc(row["opened_at"]),
             high_water_mark=row["high_water_mark"] or row["avg_price"],
+            exiting=None if row["exiting"] is None else ExitReason(row["exiting"]),
         )
     pending, reason = decode_pending(row["symbol"], row["last_reason"])
     last = None if row["last_candle_at"] is None else ensure_utc(row["last_candle_at"])
@@ -76,7 +77,7 @@ Key = tuple[str, str]  # (run id, symbol)
 
 _COLUMNS = (
     "run_id, symbol, has_position, position_id, avg_price, quantity, entry_regime, opened_at, "
-    "high_water_mark, last_candle_at, last_reason, updated_at"
+    "high_water_mark, last_candle_at, last_reason, updated_at, exiting"
 )
 _KEYS = "SELECT * FROM unnest($1::varchar[], $2::varchar[])"
 
@@ -100,7 +101,7 @@ INSERT INTO strategy_state ({_COLUMNS})
 SELECT * FROM unnest(
     $1::varchar[], $2::varchar[], $3::boolean[], $4::varchar[], $5::numeric[], $6::numeric[],
     $7::varchar[], $8::timestamptz[], $9::numeric[], $10::timestamptz[], $11::varchar[],
-    $12::timestamptz[]
+    $12::timestamptz[], $13::varchar[]
 )
 ON CONFLICT (run_id, symbol) DO UPDATE SET
     {", ".join(f"{c} = EXCLUDED.{c}" for c in _VALUE_COLUMNS)}
@@ -164,6 +165,7 @@ def _values(state: SymbolState, now: datetime) -> tuple[object, ...]:
         state.last_candle_at,
         encode_reason(state),
         now,
+        position.exiting.value if position and position.exiting else None,
     )
 
 

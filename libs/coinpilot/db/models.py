@@ -158,6 +158,12 @@ class Position(Base):
         String(64), nullable=False, comment="order id of the opening BUY"
     )
     currency: Mapped[str] = mapped_column(String(10), nullable=False, server_default=text("'KRW'"))
+    is_dust: Mapped[bool] = mapped_column(
+        Boolean,
+        nullable=False,
+        server_default=FALSE,
+        comment="worth less than the exchange minimum: held, not an open position",
+    )
 
 
 class AccountState(Base):
@@ -378,6 +384,9 @@ class StrategyState(Base):
     last_candle_at: Mapped[datetime | None] = mapped_column(TIMESTAMPTZ)
     last_reason: Mapped[str | None] = mapped_column(String(40))
     updated_at: Mapped[datetime] = mapped_column(TIMESTAMPTZ, nullable=False, server_default=NOW)
+    exiting: Mapped[str | None] = mapped_column(
+        String(30), comment="exit reason of a partly executed exit: the rest is signalled again"
+    )
 
 
 class JobRun(Base):

@@ -16,7 +16,7 @@ from tests.support.servers import create_database, drop_database
 
 pytestmark = pytest.mark.postgres
 
-HEAD = "0005"
+HEAD = "0006"
 EXPECTED_TABLES = {
     "market_data",
     "trading_history",

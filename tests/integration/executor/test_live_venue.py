@@ -23,11 +23,16 @@ from coinpilot.bus import headers as h
 from coinpilot.contracts import (
     AlertLevel,
     AlertType,
+    EntrySignal,
+    ExitSignal,
     Fill,
     OrderApproved,
     OrderRejected,
     RejectReason,
+    RejectStage,
     RiskAlert,
+    Side,
+    order_id_for,
 )
 from coinpilot.db import Database
 from coinpilot.db.halts import active_halt
@@ -50,10 +55,13 @@ from services.executor.live.venue import (
 from services.executor.settings import LiveSettings
 from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
+from services.risk.state import read_ledger
+from services.strategy import core as strategy_core
 from tests.support.fake_upbit import FakeUpbit
 from tests.support.provenance import Approvals
 from tests.support.servers import NatsProcess, wait_for
 from tests.unit.executor.factories import T0, buy_order, sell_order
+from tests.unit.strategy.factories import PARAMS, snap
 
 pytestmark = pytest.mark.postgres
 
@@ -231,6 +239,140 @@ async def test_a_market_buy_leaving_less_than_the_minimum_unspent_records_it_as_
     # 999,000 at 100,000,000, then 0.00000990 at 101,000,000 = 999.9: 0.1 KRW cannot buy another unit
     assert (row.funds, row.remainder, row.dust) == (D("999999.9"), D("0.1"), True)
     assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
+
+
+# -- partial exits and dust --------------------------------------------------------------------
+
+
+async def test_a_market_sell_that_runs_out_of_book_keeps_the_rest_open_and_the_next_exit_sells_it(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    venue = make_venue()
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    buy = buy_order("100000000", "1000000")
+    assert isinstance(await run(approvals, venue, buy, run_id), Fill)
+
+    # quoted on a book that can take the 0.01 held (the band passes), the sell meets a book another
+    # taker thinned meanwhile: 0.006, then nothing, and the exchange ends it `cancel`
+    fake.set_book(BTC, bids=[("99900000", "1")])
+    fake.move_book_after_next_quote(BTC, bids=[("99900000", "0.006")])
+    sold = await run(approvals, venue, btc_sell("99900000", "0.01", buy), run_id)
+    assert isinstance(sold, Fill)
+    (trade,) = fake.trades[1:]
+    assert (sold.quantity, sold.amount, sold.fee) == (trade.volume, trade.funds, trade.fee)
+    assert (sold.quantity, sold.position_quantity_after, sold.position_avg_price_after) == (
+        D("0.006"), D("0.004"), D("100000000"),
+    )  # fmt: skip
+    # realized on the part sold: (99,900,000 − 100,000,000) × 0.006 − fee 299.7
+    assert (sold.realized_pnl_gross, sold.realized_pnl) == (D("-600"), D("-899.7"))
+    assert await ledger_of(executor_db, run_id) == (
+        fake.holding("KRW").balance, fake.holding("BTC").balance,
+    ) == (D("9598600.3"), D("0.004"))  # fmt: skip
+    async with executor_db.transaction() as conn:
+        position_id = await conn.fetchval(
+            "SELECT position_id FROM positions WHERE run_id = $1 AND symbol = $2", run_id, BTC
+        )
+    assert position_id == buy.order_id  # the same position, still open
+    row = await store.fetch(executor_db, run_id, sold.order_id)
+    assert row is not None and (row.exchange_state, row.remainder, row.dust) == ("cancel", D("0.004"), False)
+
+    # the next exit (the next minute) sells the rest, and the position is closed
+    fake.set_book(BTC, bids=[("99800000", "1")])
+    rest = sell_order(
+        "99800000", opened_by=buy.order_id, quantity="0.004", avg_price="100000000",
+        high_water_mark="100000000", at=T0 + timedelta(hours=5, minutes=1),
+    )  # fmt: skip
+    closed = await run(approvals, venue, rest, run_id)
+    assert isinstance(closed, Fill) and (closed.quantity, closed.position_quantity_after) == (D("0.004"), 0)
+    assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, D(0))
+    assert fake.holding("BTC").balance == 0 and await fills_booked(executor_db, run_id) == 3
+
+
+def exit_order(signal: ExitSignal) -> OrderApproved:
+    """The order risk approves for an exit signal (exits always pass)."""
+    return OrderApproved(
+        ts_event=signal.ts_event,
+        order_id=order_id_for(signal.symbol, signal.ts_event, Side.SELL),
+        symbol=signal.symbol,
+        side=Side.SELL,
+        reference_price=signal.price,
+        quantity=signal.quantity,
+        regime=signal.regime,
+        approved_by=RejectStage.RISK,
+        signal=signal,
+    )
+
+
+async def test_a_dust_remainder_is_refused_once_then_never_signalled_again_and_entries_resume(
+    fake: FakeUpbit, make_venue, approvals: Approvals, executor_db: Database, run_id: str
+) -> None:
+    """The strategy's core decides, this executor books on the fake exchange: a stop-loss exit
+    meets a book thinned after its quotation and leaves 0.00004 BTC (~3,600 KRW, under the 5,000
+    KRW minimum); the strategy exits the rest on the next candle, the executor refuses it as dust
+    without asking the exchange, and no exit is signalled for it again; the ledger holds the dust
+    as the exchange does, risk no longer counts it, and the next BUY of BTC takes it over."""
+    venue = make_venue()
+    fake.set_book(BTC, asks=[("100000000", "1")])
+    buy = buy_order("100000000", "1000000")
+    bought = await run(approvals, venue, buy, run_id)
+    assert isinstance(bought, Fill)
+    strategy = strategy_core.on_fill(strategy_core.SymbolState(BTC), bought)
+
+    answers: list[Fill | OrderRejected] = []
+    entries: list[EntrySignal] = []
+    fake.set_book(BTC, bids=[("90000000", "1")])  # what the quotation sees
+    fake.move_book_after_next_quote(BTC, bids=[("90000000", "0.00996")])  # what the sell meets
+    start = T0 + timedelta(hours=1)
+    for minute in range(30):
+        step = strategy_core.on_snapshot(
+            strategy, snap(at=start + timedelta(minutes=minute), close="90000000"), PARAMS
+        )
+        strategy = step.state
+        for signal in step.out:
+            if isinstance(signal, EntrySignal):
+                entries.append(signal)  # the symbol is free again (not traded here)
+                continue
+            answer = await run(approvals, venue, exit_order(signal), run_id)
+            answers.append(answer)
+            if isinstance(answer, Fill):
+                strategy = strategy_core.on_fill(strategy, answer)
+            else:
+                strategy = strategy_core.on_rejection(strategy, answer)
+
+    assert [type(a) for a in answers] == [Fill, OrderRejected]  # one exit filled, one refusal, no more
+    partial, refused = answers
+    assert isinstance(partial, Fill) and isinstance(refused, OrderRejected)
+    assert (partial.quantity, partial.position_quantity_after) == (D("0.00996"), D("0.00004"))
+    assert refused.reason is RejectReason.BELOW_EXCHANGE_MINIMUM and "dust" in refused.message
+    assert fake.count("POST", "/v1/orders") == 2  # the BUY and the one SELL: the dust was never sent
+    assert fake.count("GET", "/v1/orderbook") == 2  # nor quoted
+    assert strategy.position is None and entries and entries[0].ts_event > refused.ts_event
+    row = await store.fetch(executor_db, run_id, partial.order_id)
+    assert row is not None and (row.remainder, row.dust) == (D("0.00004"), True)
+
+    # the ledger keeps the dust, as the exchange does; risk sees no open position
+    cash, held = await ledger_of(executor_db, run_id)
+    assert (cash, held) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
+    assert held == D("0.00004")
+    async with executor_db.transaction() as conn:
+        is_dust = await conn.fetchval(
+            "SELECT is_dust FROM positions WHERE run_id = $1 AND symbol = $2", run_id, BTC
+        )
+        risk_view = await read_ledger(conn, run_id, "KRW")
+    assert is_dust is True and (risk_view.held_symbols, risk_view.positions) == ([], {})
+
+    # an entry is possible again: the BUY takes the dust over, and the ledger is still the exchange
+    fake.set_book(BTC, asks=[("90000000", "1")])
+    again = buy_order("90000000", "900000", at=start + timedelta(hours=1))
+    rebought = await run(approvals, venue, again, run_id)
+    assert isinstance(rebought, Fill)
+    assert (rebought.quantity, rebought.position_quantity_after) == (D("0.01"), D("0.01004"))
+    assert await ledger_of(executor_db, run_id) == (fake.holding("KRW").balance, fake.holding("BTC").balance)
+    async with executor_db.transaction() as conn:
+        position = await conn.fetchrow(
+            "SELECT position_id, is_dust FROM positions WHERE run_id = $1 AND symbol = $2", run_id, BTC
+        )
+    assert position is not None and (position["position_id"], position["is_dust"]) == (again.order_id, False)
 
 
 # -- answers lost, restarts --------------------------------------------------------------------

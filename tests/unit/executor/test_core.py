@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from decimal import Decimal
 
@@ -19,6 +19,7 @@ from services.executor.core import (
     apply_execution,
     buy_quantity,
     fill_order,
+    marks_dust,
     quote_paper,
     refuse_duplicate_buy,
     refuse_out_of_band,
@@ -381,3 +382,91 @@ def test_a_quote_out_of_the_band_around_the_reference_price_is_rejected(
 def test_the_band_must_be_positive() -> None:
     with pytest.raises(ValueError, match="price_band"):
         FillParams(price_band=D(0))
+
+
+# -- partial exits and dust (live venue, issue 23) ---------------------------------------------
+
+
+def test_a_partial_sell_books_what_executed_and_keeps_the_rest_open_at_the_same_average() -> None:
+    # a market sell of 0.01 that ran out of book after 0.006 at 99,900,000: amount 599,400,
+    # fee 299.7; gross (99,900,000 − 100,000,000) × 0.006 = −600; net −899.7;
+    # balance 9,000,000 + 599,400 − 299.7 = 9,599,100.3; 0.004 left at 100,000,000
+    order = sell_order(
+        "99900000", opened_by=BTC_BUY_ID, quantity="0.01", avg_price="100000000", high_water_mark="101000000"
+    )
+    execution = Execution(fill_price=D("99900000"), quantity=D("0.006"), amount=D("599400"), fee=D("299.7"))
+    outcome = filled(apply_execution(krw("9000000", btc_position("0.01", "100000000")), order, execution))
+
+    assert outcome.ledger == krw(
+        "9599100.3", btc_position("0.004", "100000000", hwm="101000000")
+    )  # same id, opening time and average; the HWM the exit signal carried
+    fill = outcome.fill
+    assert (fill.quantity, fill.amount, fill.fee, fill.balance_after) == (
+        D("0.006"), D("599400"), D("299.7"), D("9599100.3"),
+    )  # fmt: skip
+    assert (fill.realized_pnl_gross, fill.realized_pnl) == (D("-600"), D("-899.7"))
+    assert (fill.position_quantity_after, fill.position_avg_price_after) == (D("0.004"), D("100000000"))
+    assert fill.exit_reason is ExitReason.TAKE_PROFIT and fill.opened_at == T0
+    # the rest is sold by the next exit like any position: it then closes
+    rest = sell_order(
+        "99800000", opened_by=BTC_BUY_ID, quantity="0.004", avg_price="100000000",
+        high_water_mark="101000000", at=T0 + timedelta(hours=5, minutes=1),
+    )  # fmt: skip
+    closed = filled(paper_fill(outcome.ledger, rest, UPBIT))
+    assert closed.ledger.position is None and closed.fill.quantity == D("0.004")
+    assert closed.fill.position_quantity_after == 0
+
+
+def test_the_paper_sell_still_sells_the_whole_position_and_says_nothing_is_left() -> None:
+    order = sell_order(
+        "100000000", opened_by=BTC_BUY_ID, quantity="0.01234567", avg_price="90000000", high_water_mark="1"
+    )
+    outcome = filled(paper_fill(krw("1", btc_position("0.01234567", "90000000")), order, UPBIT))
+    assert outcome.ledger.position is None
+    assert b'"position_quantity_after":"0.00000000"' in outcome.fill.to_json()
+
+
+def test_an_execution_of_more_than_the_position_is_never_booked() -> None:
+    order = sell_order("1", opened_by=BTC_BUY_ID, quantity="0.01", avg_price="1", high_water_mark="1")
+    too_much = Execution(fill_price=D(1), quantity=D("0.02"), amount=D("0.02"), fee=D(0))
+    with pytest.raises(ValueError, match="more than the position"):
+        apply_execution(krw("1", btc_position("0.01", "1")), order, too_much)
+
+
+def dust_sell(ledger_position: Position) -> Rejection:
+    order = sell_order(
+        "100000000", opened_by=BTC_BUY_ID, quantity=str(ledger_position.quantity), avg_price="1",
+        high_water_mark="1",
+    )  # fmt: skip
+    return Rejection(order, RejectReason.BELOW_EXCHANGE_MINIMUM, "dust")
+
+
+def test_a_sell_refused_below_the_exchange_minimum_marks_the_position_dust_once() -> None:
+    held = btc_position("0.00001", "100000000")
+    assert marks_dust(krw("1", held), dust_sell(held)) == replace(held, is_dust=True)
+    # already dust, another reason, a BUY, or nothing held: nothing to mark
+    assert marks_dust(krw("1", replace(held, is_dust=True)), dust_sell(held)) is None
+    other = replace(dust_sell(held), reason=RejectReason.VENUE_NOTHING_EXECUTED)
+    assert marks_dust(krw("1", held), other) is None
+    assert marks_dust(krw("1"), dust_sell(held)) is None
+    buy = Rejection(buy_order("100000000", "1000"), RejectReason.BELOW_EXCHANGE_MINIMUM, "small")
+    assert marks_dust(krw("1", held), buy) is None
+
+
+def test_a_buy_into_dust_is_no_duplicate_and_takes_the_dust_over_at_the_average_price() -> None:
+    # dust 0.00003 at 90,000,000 (2,700 KRW) + 0.01 bought at 100,000,000 = 0.01003 at
+    # (2,700 + 1,000,000) / 0.01003 = 99,970,089.73..., rounded up to 99,970,089.73080758
+    dust = replace(
+        btc_position("0.00003", "90000000", opened_by="KRW-BTC:2026-03-01T00:00Z:buy"), is_dust=True
+    )
+    ledger = krw("10000000", dust)
+    order = buy_order("100000000", "1000000")
+    assert refuse_duplicate_buy(ledger, order) is None
+    outcome = filled(paper_fill(ledger, order, NO_FEE))
+    position = outcome.ledger.position
+    assert position == Position(
+        "KRW-BTC", D("0.01003"), D("99970089.73080758"), Regime.BULL, D("100000000"), T0, BTC_BUY_ID
+    )
+    assert not position.is_dust and outcome.ledger.balance == D("9000000")
+    assert (outcome.fill.quantity, outcome.fill.position_quantity_after) == (D("0.01"), D("0.01003"))
+    assert outcome.fill.position_avg_price_after == D("99970089.73080758")

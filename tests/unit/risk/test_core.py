@@ -243,6 +243,18 @@ class TestCooldown:
         assert state.consecutive_losses == 2
         assert on_fill(state, loss(2, pnl="0"), YAML).state.consecutive_losses == 0
 
+    def test_a_partial_exit_counts_its_loss_today_but_the_streak_waits_for_the_closing_leg(self) -> None:
+        state = replace(START, consecutive_losses=2)
+        partial = loss(0).model_copy(update={"position_quantity_after": Decimal("0.5")})
+        step = on_fill(state, partial, YAML)
+        assert step.out == () and step.state.cooldown_until is None
+        assert step.state.consecutive_losses == 2
+        assert step.state.daily.total_pnl == state.daily.total_pnl + partial.realized_pnl
+        assert step.state.daily.sell_count == state.daily.sell_count + 1
+        assert repeated_fill(step.state, partial, YAML) == ()
+        closing = on_fill(step.state, loss(1), YAML)  # the rest, sold at a loss: the third losing position
+        assert closing.state.cooldown_until is not None and len(closing.out) == 1
+
     def test_the_threshold_comes_from_the_config(self) -> None:
         params = replace(YAML, cooldown_after_losses=2)
         state = on_fill(on_fill(START, loss(0), params).state, loss(1), params).state

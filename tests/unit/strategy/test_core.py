@@ -172,6 +172,53 @@ class TestExits:
             first.state, pending_order_id=None, position=None
         )
 
+    def test_a_partial_exit_keeps_the_rest_and_signals_it_on_the_next_candle_whatever_the_rules(
+        self,
+    ) -> None:
+        sell_id = order_id_for(SYMBOL, T0, Side.SELL)
+        first = on_snapshot(held(hwm="101.0"), snap(close="97.97", rsi=50), PARAMS)  # a trailing stop
+        partial = fill(Side.SELL, order_id=sell_id, price="97.97", quantity="1.5").model_copy(
+            update={"position_quantity_after": Decimal("0.5"), "position_avg_price_after": Decimal(100),
+                    "exit_reason": ExitReason.TRAILING_STOP}
+        )  # fmt: skip
+        state = on_fill(first.state, partial)
+        assert state.pending_order_id is None
+        assert state.position == replace(
+            first.state.position, quantity=Decimal("0.5"), exiting=ExitReason.TRAILING_STOP
+        )
+        # the next close would hold a fresh position (back above the trailing stop): the rest goes
+        nxt = on_snapshot(state, snap(at=T0 + MIN, close="100.5"), PARAMS)
+        (signal,) = nxt.out
+        assert isinstance(signal, ExitSignal)
+        assert (signal.exit_reason, signal.quantity, signal.position_id) == (
+            ExitReason.TRAILING_STOP, Decimal("0.5"), BUY_ID,
+        )  # fmt: skip
+        assert nxt.state.pending_order_id == order_id_for(SYMBOL, T0 + MIN, Side.SELL)
+        closed = on_fill(nxt.state, fill(Side.SELL, order_id=nxt.state.pending_order_id, at=T0 + MIN))
+        assert closed.position is None and closed.pending_order_id is None
+
+    def test_an_exit_refused_as_dust_closes_the_position_and_entries_resume(self) -> None:
+        sell_id = order_id_for(SYMBOL, T0, Side.SELL)
+        first = on_snapshot(held(), snap(close="96"), PARAMS)
+        dust = OrderRejected(
+            ts_event=T0, order_id=sell_id, symbol=SYMBOL, side=Side.SELL, stage=RejectStage.EXECUTOR,
+            reason=RejectReason.BELOW_EXCHANGE_MINIMUM,
+        )  # fmt: skip
+        closed = on_rejection(first.state, dust)
+        assert closed == replace(first.state, pending_order_id=None, position=None)
+        # no exit for it again: the next candles are entry evaluations
+        nxt = on_snapshot(closed, snap(at=T0 + MIN, close="96"), PARAMS)
+        assert not any(isinstance(m, ExitSignal) for m in nxt.out)
+        assert nxt.evaluation is not None and nxt.evaluation.action is not Action.HOLD_POSITION
+
+    def test_a_buy_rejected_below_the_exchange_minimum_only_frees_the_symbol(self) -> None:
+        pending = on_snapshot(EMPTY, snap(), PARAMS).state
+        small = OrderRejected(
+            ts_event=T0, order_id=BUY_ID, symbol=SYMBOL, side=Side.BUY, stage=RejectStage.EXECUTOR,
+            reason=RejectReason.BELOW_EXCHANGE_MINIMUM,
+        )  # fmt: skip
+        assert on_rejection(pending, small) == replace(pending, pending_order_id=None)
+
     def test_an_unknown_regime_still_lets_the_stop_fire(self) -> None:
         step = on_snapshot(held(), snap(regime=Regime.UNKNOWN, close="97", rsi=None, ma=None), PARAMS)
         assert [m.exit_reason for m in step.out if isinstance(m, ExitSignal)] == [ExitReason.STOP_LOSS]

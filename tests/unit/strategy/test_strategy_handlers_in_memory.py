@@ -5,12 +5,23 @@ ledger's record of a fill is the one its PostgreSQL row gives."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import pytest
 
-from coinpilot.contracts import EntrySignal, Side
+from coinpilot.contracts import (
+    EntrySignal,
+    ExitSignal,
+    OrderRejected,
+    RejectReason,
+    RejectStage,
+    Side,
+    order_id_for,
+)
 from coinpilot.errors import RefusedMessage
 from coinpilot.fill_ledger import RecordedFill, recorded_from_fill, recorded_from_row
+from services.strategy import metrics
+from services.strategy.core import Position
 from services.strategy.handlers import StrategyHandlers
 from services.strategy.memory_book import MemoryStrategyBook, NoMirror
 from tests.unit.strategy.factories import PARAMS, SYMBOL, T0, fill, row_of, snap
@@ -64,3 +75,38 @@ async def test_the_memory_book_gives_states_back_as_numeric_20_8_does() -> None:
     position = book.state(RUN, SYMBOL).position
     assert position is not None
     assert str(position.avg_price) == "1005.50000000" and str(position.high_water_mark).endswith(".50000000")
+
+
+class HwmMirror(NoMirror):
+    def __init__(self) -> None:
+        self.hwm_writes: list[tuple[str, object]] = []
+
+    async def hwm(self, run_id: str, symbol: str, position: Position | None) -> None:
+        self.hwm_writes.append((symbol, position))
+
+
+async def test_an_exit_refused_as_dust_closes_the_position_its_gauge_and_its_hwm_key() -> None:
+    recorded: dict[str, RecordedFill] = {}
+    mirror = HwmMirror()
+    strategy = StrategyHandlers(
+        PARAMS,
+        MemoryStrategyBook(lambda run_id, order_id: recorded.get(order_id)),
+        mirror,
+        logging.getLogger("t"),
+    )
+    [[entry]] = await strategy.on_snapshots([(RUN, snap())])
+    bought = fill(Side.BUY, order_id=order_id_for(SYMBOL, entry.ts_event, Side.BUY), price="1005")
+    recorded[bought.order_id] = recorded_from_fill(bought)
+    await strategy.on_fill(RUN, bought)
+    [[exit_signal]] = await strategy.on_snapshots([(RUN, snap(at=T0 + timedelta(minutes=1), close="900"))])
+    assert isinstance(exit_signal, ExitSignal)
+
+    await strategy.on_rejection(RUN, OrderRejected(
+        ts_event=exit_signal.ts_event, order_id=order_id_for(SYMBOL, exit_signal.ts_event, Side.SELL),
+        symbol=SYMBOL, side=Side.SELL, stage=RejectStage.EXECUTOR, reason=RejectReason.BELOW_EXCHANGE_MINIMUM,
+    ))  # fmt: skip
+
+    book = strategy.book
+    assert isinstance(book, MemoryStrategyBook) and book.state(RUN, SYMBOL).position is None
+    assert metrics.OPEN_POSITIONS.labels(SYMBOL)._value.get() == 0
+    assert mirror.hwm_writes[-1] == (SYMBOL, None)
