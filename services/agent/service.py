@@ -109,7 +109,7 @@ class AgentService:
 
     async def decide(self, run_id: str, order: OrderProposed) -> Sequence[Contract]:
         """The §5 flow of one proposed BUY: stored answer, plausibility, context, pre-filter,
-        guardrails, review, store, guardrail update; returns the decision and the order's fate."""
+        guardrails, review, guardrail update, store; returns the decision and the order's fate."""
         stored = await self.decisions.find(run_id, order)
         if stored is not None:
             m.DECISIONS_REEMITTED.inc()
@@ -125,7 +125,9 @@ class AgentService:
         if isinstance(plan, Skip):
             skipped = m.AI_PREFILTER_SKIPS.labels(str(plan.reason))
             return await self._skip(run_id, order, plan.reason, plan.message, skipped)
-        block = await self.guard.admit(run_id, order.symbol, order.ts_event, plan.regime_params.guard)
+        block = await self.guard.admit(
+            run_id, order.symbol, order.ts_event, plan.regime_params.guard, order_id=order.order_id
+        )
         if block is not None:
             blocked = m.AI_GUARDRAIL_BLOCKS.labels(str(block.reason))
             return await self._skip(run_id, order, RejectReason.AI_GUARDRAIL_BLOCKED, block.message, blocked)
@@ -139,16 +141,21 @@ class AgentService:
             if self.settings.llm_usage_enabled
             else []
         )
+        # Guardrails first, once per order: a crash between the two steps leaves the update
+        # applied and the decision unstored, and the redelivery (its calls answered from their
+        # records) stores the same decision without updating again. The other way round, a crash
+        # would leave a stored decision whose cooldown or streak was never applied.
+        await self.guard.after_decision(
+            run_id,
+            order.symbol,
+            order.ts_event,
+            outcome.approved,
+            outcome.error_kind,
+            plan.regime_params.guard,
+            order_id=order.order_id,
+        )
         stored, won = await self.decisions.save(run_id, order, decision, usage)
         if won:
-            await self.guard.after_decision(
-                run_id,
-                order.symbol,
-                order.ts_event,
-                outcome.approved,
-                outcome.error_kind,
-                plan.regime_params.guard,
-            )
             count_decision(stored)
         return order_outputs(order, stored)
 
