@@ -11,7 +11,8 @@ A burst of fills and risk alerts:
   guarantee is **at least once**. The only second posts are of the events the killed replica had
   in flight (at most one per consumer: its fills and its alerts are handled concurrently), each
   posted at most twice with the same ``Idempotency-Key`` (the event key), so a receiver that keeps
-  the key sees every event once. Every other event is posted exactly once per sink.
+  the key sees every event once. Every other event is posted exactly once per sink;
+* two replicas' report clocks reaching the same 22:00 KST boundary at once publish one report.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import nats
@@ -28,8 +29,11 @@ from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
 from coinpilot.bus import Bus, ensure_streams
-from coinpilot.contracts import Contract
+from coinpilot.contracts import Contract, DailyReport
 from coinpilot.db import Database, NotificationSent
+from services.notifier.core import ReportSchedule
+from services.notifier.daily_report_job import ReportClock
+from tests.integration.notifier.test_daily_report import at, trade
 from tests.support.fake_webhooks import FakeDiscord, FakeN8n, Misbehave, Received
 from tests.support.replicas import Replica, holder, start_replica
 from tests.support.servers import NatsProcess, wait_for
@@ -186,3 +190,22 @@ async def test_a_replica_killed_mid_post_leaves_every_event_delivered_and_only_t
     assert held.headers["idempotency-key"] in posted(discord) - Counter(keys)
     assert await claims(notifier_db, keys) == Counter({"discord": len(keys), "n8n": len(keys)})
     assert await dead_letters(js) == 0
+
+
+async def test_two_replicas_reaching_the_same_report_boundary_at_once_publish_it_once(
+    notifier_db: Database, run_id: str
+) -> None:
+    """Each replica's clock sees 22:00 KST at the same moment; the ``job_runs`` claim (held by the
+    transaction that builds and publishes the report) lets one of them through."""
+    await trade(notifier_db, run_id)
+    published: list[DailyReport] = []
+
+    async def publish(report: DailyReport, run: str) -> None:
+        published.append(report)
+
+    clocks = [ReportClock(notifier_db, ReportSchedule(), None, publish, "KRW") for _ in range(2)]
+    for clock in clocks:
+        clock.observe(run_id, at(2, 13, 0))
+    results = await asyncio.gather(*(clock.check() for clock in clocks))
+    assert sorted(len(r) for r in results) == [0, 1]
+    assert [r.report_date for r in published] == [date(2026, 3, 2)]
