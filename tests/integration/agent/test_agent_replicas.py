@@ -43,8 +43,10 @@ from tests.unit.agent.factories import order
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
 
-CONFIRMED = ("KRW-BTC", "KRW-ETH", "KRW-XRP", "KRW-SOL", "KRW-ADA", "KRW-DOGE")
-REJECTED = ("KRW-AVAX", "KRW-DOT")
+# Markets of these tests alone: the replicas warm their live books from the newest market_data
+# rows of COINPILOT_SYMBOLS on start, so other tests' markets must not be seeded here.
+CONFIRMED = ("KRW-RPA", "KRW-RPB", "KRW-RPC", "KRW-RPD", "KRW-RPE", "KRW-RPF")
+REJECTED = ("KRW-RPX", "KRW-RPY")
 SYMBOLS = CONFIRMED + REJECTED
 ANSWER_SECONDS = 0.15  # each model answer takes this long, so the burst spreads over both replicas
 
