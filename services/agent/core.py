@@ -116,6 +116,17 @@ def needs_warm(book: ContextBook, symbol: str) -> bool:
     return not book.bars.get(symbol)
 
 
+def has_holes(book: ContextBook, symbol: str, ts: datetime, keep: int = KEEP_BARS) -> bool:
+    """Whether the symbol's book lacks any of the ``keep`` hours of :func:`warm_span` at ``ts``.
+
+    A replica of the agent holds only the ``candles.1h`` its share of the durable brought it, so
+    its book has holes the stored history fills (an hour without any 1m candle also counts as a
+    hole here: the history then has nothing to add and the read changes nothing)."""
+    start, end = warm_span(ts, keep)
+    held = sum(1 for b in book.bars.get(symbol, ()) if start <= b.ts_open and b.ts_open + HOUR <= end)
+    return held < keep
+
+
 def warm_span(ts: datetime, keep: int = KEEP_BARS) -> tuple[datetime, datetime]:
     """``[start, end)`` of the 1m candle opens a warm at event time ``ts`` reads: the ``keep``
     whole hours before ``floor_hour(ts)``, i.e. exactly the last ``keep`` hours with

@@ -25,12 +25,20 @@ class MemoryGuardStore:
 
     def __init__(self) -> None:
         self.books: dict[str, GuardBook] = {}
+        self.admitted: set[tuple[str, str]] = set()
+        self.settled: set[tuple[str, str]] = set()
 
     def book(self, run_id: str) -> GuardBook:
         return self.books.get(run_id, GuardBook())
 
-    async def admit(self, run_id: str, symbol: str, ts: datetime, params: GuardParams) -> Block | None:
+    async def admit(
+        self, run_id: str, symbol: str, ts: datetime, params: GuardParams, order_id: str | None = None
+    ) -> Block | None:
+        if order_id is not None and (run_id, order_id) in self.admitted:
+            return None
         self.books[run_id], block = guard_state.admit(self.book(run_id), symbol, ts, params)
+        if order_id is not None and block is None:
+            self.admitted.add((run_id, order_id))
         return block
 
     async def after_decision(
@@ -41,7 +49,12 @@ class MemoryGuardStore:
         approved: bool,
         error_kind: ErrorKind | None,
         params: GuardParams,
+        order_id: str | None = None,
     ) -> None:
+        if order_id is not None:
+            if (run_id, order_id) in self.settled:
+                return
+            self.settled.add((run_id, order_id))
         self.books[run_id] = guard_state.after_decision(
             self.book(run_id), symbol, ts, approved, error_kind, params
         )

@@ -24,6 +24,7 @@ from services.agent.core import (
     ContextBook,
     ReviewPlan,
     Skip,
+    has_holes,
     implausible,
     needs_warm,
     on_hourly_candle,
@@ -32,6 +33,7 @@ from services.agent.core import (
     review_decision,
     skip_decision,
     warm_book,
+    warm_span,
 )
 from services.agent.graph import Reviewer
 from services.agent.memory_stores import (
@@ -84,6 +86,8 @@ class AgentService:
         self.market = market
         self.books: dict[str, ContextBook] = {}
         self._candles = asyncio.Condition()
+        self._filled: dict[tuple[str, str], datetime] = {}
+        """(run, symbol) -> the end of the warm span last filled from the history (once an hour)."""
         self._slots = asyncio.Semaphore(settings.ai_max_concurrency)
 
     def book(self, run_id: str) -> ContextBook:
@@ -109,7 +113,7 @@ class AgentService:
 
     async def decide(self, run_id: str, order: OrderProposed) -> Sequence[Contract]:
         """The §5 flow of one proposed BUY: stored answer, plausibility, context, pre-filter,
-        guardrails, review, store, guardrail update; returns the decision and the order's fate."""
+        guardrails, review, guardrail update, store; returns the decision and the order's fate."""
         stored = await self.decisions.find(run_id, order)
         if stored is not None:
             m.DECISIONS_REEMITTED.inc()
@@ -118,14 +122,18 @@ class AgentService:
         if refused is not None:
             skipped = m.AI_PREFILTER_SKIPS.labels(str(refused.reason))
             return await self._skip(run_id, order, refused.reason, refused.message, skipped)
-        await self._warm_if_new(run_id, order.symbol, order.ts_event)
+        warmed = await self._warm_if_new(run_id, order.symbol, order.ts_event)
         await self._await_last_closed_hour(run_id, order)
+        if not warmed:
+            await self._fill_holes(run_id, order.symbol, order.ts_event)
         plan = plan_review(self.book(run_id), order, self.params)
         m.AI_CONTEXT_CANDLES.observe(plan.context_len)
         if isinstance(plan, Skip):
             skipped = m.AI_PREFILTER_SKIPS.labels(str(plan.reason))
             return await self._skip(run_id, order, plan.reason, plan.message, skipped)
-        block = await self.guard.admit(run_id, order.symbol, order.ts_event, plan.regime_params.guard)
+        block = await self.guard.admit(
+            run_id, order.symbol, order.ts_event, plan.regime_params.guard, order_id=order.order_id
+        )
         if block is not None:
             blocked = m.AI_GUARDRAIL_BLOCKS.labels(str(block.reason))
             return await self._skip(run_id, order, RejectReason.AI_GUARDRAIL_BLOCKED, block.message, blocked)
@@ -139,16 +147,21 @@ class AgentService:
             if self.settings.llm_usage_enabled
             else []
         )
+        # Guardrails first, once per order: a crash between the two steps leaves the update
+        # applied and the decision unstored, and the redelivery (its calls answered from their
+        # records) stores the same decision without updating again. The other way round, a crash
+        # would leave a stored decision whose cooldown or streak was never applied.
+        await self.guard.after_decision(
+            run_id,
+            order.symbol,
+            order.ts_event,
+            outcome.approved,
+            outcome.error_kind,
+            plan.regime_params.guard,
+            order_id=order.order_id,
+        )
         stored, won = await self.decisions.save(run_id, order, decision, usage)
         if won:
-            await self.guard.after_decision(
-                run_id,
-                order.symbol,
-                order.ts_event,
-                outcome.approved,
-                outcome.error_kind,
-                plan.regime_params.guard,
-            )
             count_decision(stored)
         return order_outputs(order, stored)
 
@@ -173,7 +186,7 @@ class AgentService:
                 m.REVIEWS_IN_FLIGHT.dec()
                 m.REVIEW_SECONDS.observe(time.perf_counter() - started)
 
-    async def _warm_if_new(self, run_id: str, symbol: str, ts: datetime) -> None:
+    async def _warm_if_new(self, run_id: str, symbol: str, ts: datetime) -> bool:
         """The first order or hourly candle of a run for a symbol warms that run's book from the
         market history as of the message's event time (rule: :func:`stores.load_warm_bars`), so a
         replay run id starts with the context a live deployment has; hours already in the book win.
@@ -181,9 +194,27 @@ class AgentService:
         surfaces from ``db.session()`` as ``TransientError`` and the order waits in place, while any
         other failure is the ladder's to judge (a bug is not an outage to wait out for ever)."""
         if self.market is None or not needs_warm(self.book(run_id), symbol):
+            return False
+        bars = await load_warm_bars(self.market, symbol, ts, self.params.keep_bars)
+        await self.add_bars(run_id, symbol, bars)
+        return True
+
+    async def _fill_holes(self, run_id: str, symbol: str, ts: datetime) -> None:
+        """Before an order is reviewed, fill the hours of its warm span the book lacks from the
+        market history (same rule as the warm, hours in the book win). With several replicas on
+        ``agent-candles`` each replica's book holds only its share of the hourly candles; with
+        one replica the book is whole once the history is (nothing read) or the history has no
+        more than the book (nothing added). After the context wait, so an hour about to arrive on
+        ``candles.1h`` still comes from there. Read at most once per run, symbol and hour: an
+        hour missing from the history too (a gap in the market) is not read again and again."""
+        if self.market is None or not has_holes(self.book(run_id), symbol, ts, self.params.keep_bars):
+            return
+        span_end = warm_span(ts, self.params.keep_bars)[1]
+        if self._filled.get((run_id, symbol)) == span_end:
             return
         bars = await load_warm_bars(self.market, symbol, ts, self.params.keep_bars)
         await self.add_bars(run_id, symbol, bars)
+        self._filled[(run_id, symbol)] = span_end
 
     async def add_bars(self, run_id: str, symbol: str, bars: Sequence[Bar]) -> None:
         """Merge warmed hours into a run's book; hours already in it win (:func:`core.warm_book`)."""

@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -34,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coinpilot.cache import keys
 from coinpilot.cache.client import UNAVAILABLE as UNREACHABLE
+from coinpilot.cache.keys import AI_GUARD_ORDER_TTL_SECONDS
 from coinpilot.clock import wall_clock_now
 from coinpilot.contracts import AiDecision, AiVerdict, HourlyCandle, OrderProposed, RejectReason
 from coinpilot.db.market import load_hourly_candles
@@ -95,6 +97,29 @@ m.AI_ERROR_STREAK.set_function(GAUGES.error_streak)
 
 Change = Callable[[GuardBook], tuple[GuardBook, Block | None]]
 
+ADMITTED = "admitted"
+SETTLED = "settled"
+_STAGES = (ADMITTED, SETTLED)
+
+
+@dataclass(frozen=True, slots=True)
+class Once:
+    """One order's step through the guardrails (``ai_guard_order``): done when the marker has
+    reached ``stage`` (a settled order was admitted too)."""
+
+    key: str
+    stage: str
+
+    def done(self, raw: bytes | str | None) -> bool:
+        if raw is None:
+            return False
+        value = raw.decode() if isinstance(raw, bytes) else raw
+        return value in _STAGES and _STAGES.index(value) >= _STAGES.index(self.stage)
+
+
+def _once(run_id: str, order_id: str | None, stage: str) -> Once | None:
+    return None if order_id is None else Once(keys.ai_guard_order(order_id, run_id), stage)
+
 
 class GuardStore:
     """The guardrail keys of every run, on EVENT time.
@@ -109,17 +134,28 @@ class GuardStore:
     def __init__(self, client: Redis | None, gauge_run_id: str = LIVE_RUN) -> None:
         self._client = client
         self._gauge_run_id = gauge_run_id
-        self._deferred: list[tuple[str, str, datetime, Change]] = []
+        self._deferred: list[tuple[str, str, datetime, Change, Once | None]] = []
         """Post-decision updates Redis could not take yet (oldest first)."""
 
-    async def admit(self, run_id: str, symbol: str, ts: datetime, params: GuardParams) -> Block | None:
-        """The pre-call check, then the call accounting (before the call, so failures spend budget)."""
+    async def admit(
+        self, run_id: str, symbol: str, ts: datetime, params: GuardParams, order_id: str | None = None
+    ) -> Block | None:
+        """The pre-call check, then the call accounting (before the call, so failures spend budget).
+
+        With ``order_id`` an order is counted once, whichever replica and delivery asks: an order
+        already admitted (its marker is set in the transaction that counted it) is admitted again
+        without spending budget, so a redelivery after a crash never charges the budget twice."""
         if self._client is None:
             return None
         try:
             await self._apply_deferred(self._client)
             _, after, block = await self._transact(
-                self._client, run_id, symbol, ts, lambda book: guard_state.admit(book, symbol, ts, params)
+                self._client,
+                run_id,
+                symbol,
+                ts,
+                lambda book: guard_state.admit(book, symbol, ts, params),
+                _once(run_id, order_id, ADMITTED),
             )
         except UNREACHABLE as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("admit").inc()
@@ -141,25 +177,28 @@ class GuardStore:
         approved: bool,
         error_kind: ErrorKind | None,
         params: GuardParams,
+        order_id: str | None = None,
     ) -> None:
-        """§5.5 post-decision update at the order's event time ``ts``. Never fatal: the decision is
-        already committed. With Redis unreachable the update is kept in memory and applied, in
-        order, before the next :meth:`admit` reads the keys, so no later decision misses it."""
+        """§5.5 post-decision update at the order's event time ``ts``, once per ``order_id`` (a
+        marker set in the same transaction). Never fatal. With Redis unreachable the update is
+        kept in memory and applied, in order, before the next :meth:`admit` reads the keys, so no
+        later decision misses it."""
         if self._client is None:
             return
 
         def change(book: GuardBook) -> tuple[GuardBook, Block | None]:
             return guard_state.after_decision(book, symbol, ts, approved, error_kind, params), None
 
+        once = _once(run_id, order_id, SETTLED)
         if self._deferred:
-            self._deferred.append((run_id, symbol, ts, change))
+            self._deferred.append((run_id, symbol, ts, change, once))
             return
         try:
-            before, after, _ = await self._transact(self._client, run_id, symbol, ts, change)
+            before, after, _ = await self._transact(self._client, run_id, symbol, ts, change, once)
         except UNREACHABLE as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("update").inc()
             log.warning("guardrail update of %s deferred until redis answers: %s", symbol, exc)
-            self._deferred.append((run_id, symbol, ts, change))
+            self._deferred.append((run_id, symbol, ts, change, once))
             return
         except (RedisError, ValueError) as exc:
             m.GUARDRAIL_STORE_ERRORS.labels("update").inc()
@@ -176,9 +215,9 @@ class GuardStore:
         """Apply the post-decision updates an outage held back, oldest first; raises while Redis
         is still unreachable (what is left stays deferred)."""
         while self._deferred:
-            run_id, symbol, ts, change = self._deferred[0]
+            run_id, symbol, ts, change, once = self._deferred[0]
             try:
-                await self._transact(client, run_id, symbol, ts, change)
+                await self._transact(client, run_id, symbol, ts, change, once)
             except UNREACHABLE:
                 raise
             except (RedisError, ValueError) as exc:  # as after_decision: logged, never blocks later calls
@@ -198,21 +237,30 @@ class GuardStore:
             log.warning("could not read the guardrail state: %s", exc)
 
     async def _transact(
-        self, client: Redis, run_id: str, symbol: str, now: datetime, change: Change
+        self,
+        client: Redis,
+        run_id: str,
+        symbol: str,
+        now: datetime,
+        change: Change,
+        once: Once | None = None,
     ) -> tuple[GuardBook, GuardBook, Block | None]:
         """Read, decide, write as one WATCH/MULTI transaction; retried when another writer changed a
-        key in between (each retry means that writer committed, so contention always progresses)."""
+        key in between (each retry means that writer committed, so contention always progresses).
+        Two replicas therefore never both take the last unit of a budget: the second one's
+        transaction fails, re-reads the counter and is blocked."""
         k = GuardKeys.of(run_id, symbol, now)
         async with client.pipeline(transaction=True) as pipe:
             while True:
                 with contextlib.suppress(WatchError):
-                    return await self._attempt(pipe, k, symbol, now, change)
+                    return await self._attempt(pipe, k, symbol, now, change, once)
 
     async def _attempt(
-        self, pipe: Pipeline, k: GuardKeys, symbol: str, now: datetime, change: Change
+        self, pipe: Pipeline, k: GuardKeys, symbol: str, now: datetime, change: Change, once: Once | None
     ) -> tuple[GuardBook, GuardBook, Block | None]:
-        await pipe.watch(*k.all)
-        raw = await pipe.mget(list(k.all))
+        watched = (*k.all, once.key) if once is not None else k.all
+        await pipe.watch(*watched)
+        raw = await pipe.mget(list(watched))
         stamped = dict(zip(k.stamped, raw[:4], strict=True))
         legacy = {key: int(await pipe.pttl(key)) for key, value in stamped.items() if is_legacy(value)}
 
@@ -229,8 +277,13 @@ class GuardStore:
             hour_calls=_int(raw[4]),
             day_calls=_int(raw[5]),
         )
+        if once is not None and once.done(raw[len(k.all)]):
+            await pipe.reset()  # this order already did this step: admitted, nothing to change
+            return before, before, None
         after, block = change(before)
         ops = guard_redis_codec.writes(k, symbol, now, before, after)
+        if once is not None and block is None:
+            ops = (*ops, guard_redis_codec.Put(once.key, once.stage, AI_GUARD_ORDER_TTL_SECONDS))
         if not ops:
             await pipe.reset()
             return before, after, block

@@ -28,8 +28,11 @@ from services.agent.guard_rules import Block, ErrorKind, GuardParams
 class Guardrails(Protocol):
     """The guardrails of every run, on the order's event time."""
 
-    async def admit(self, run_id: str, symbol: str, ts: datetime, params: GuardParams) -> Block | None:
-        """The pre-call check, then the call accounting (before the call: failures spend budget)."""
+    async def admit(
+        self, run_id: str, symbol: str, ts: datetime, params: GuardParams, order_id: str | None = None
+    ) -> Block | None:
+        """The pre-call check, then the call accounting (before the call: failures spend budget);
+        an ``order_id`` already admitted is admitted again without being counted twice."""
         ...
 
     async def after_decision(
@@ -40,8 +43,9 @@ class Guardrails(Protocol):
         approved: bool,
         error_kind: ErrorKind | None,
         params: GuardParams,
+        order_id: str | None = None,
     ) -> None:
-        """§5.5 post-decision update, once per stored decision."""
+        """§5.5 post-decision update, once per ``order_id`` however often it is asked."""
         ...
 
     async def refresh_gauges(self) -> None:

@@ -88,7 +88,10 @@ class SinkTargets:
         return frozenset(out)
 
     def request(self, n: Notification) -> tuple[str, dict[str, str]]:
-        headers = {"Content-Type": "application/json"}
+        """URL and headers of one POST. ``Idempotency-Key`` is the event key, the same on every
+        attempt and redelivery, so a receiver that keeps it can drop the rare second post of an
+        event (a replica killed between the sink's 2xx and its record of it)."""
+        headers = {"Content-Type": "application/json", "Idempotency-Key": n.event_key}
         if n.sink is Sink.DISCORD and self.discord_webhook_url is not None:
             return self.discord_webhook_url.get_secret_value(), headers
         if n.sink is not Sink.N8N or self.n8n_base_url is None or self.n8n_secret is None:

@@ -112,6 +112,7 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    client_port: int | None = None  # the caller's TCP port: which process sent it
 
     @property
     def tool_name(self) -> str | None:
@@ -202,7 +203,10 @@ class FakeLlmServer:
     # -- handlers ------------------------------------------------------------------------------
     async def _record(self, api: str, request: Request) -> SeenRequest:
         body = await request.json()
-        seen = SeenRequest(api, request.url.path, {k.lower(): v for k, v in request.headers.items()}, body)
+        port = request.client.port if request.client is not None else None
+        seen = SeenRequest(
+            api, request.url.path, {k.lower(): v for k, v in request.headers.items()}, body, port
+        )
         assert self._arrived is not None
         async with self._arrived:
             self.requests.append(seen)

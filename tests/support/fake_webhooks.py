@@ -10,7 +10,9 @@ to misbehave for the next requests (``script``) or for all of them (``always``):
   (the fixed workflows answer from a "Respond to Webhook" node); 404 for an unknown path.
 
 A "hang" holds the request open until the server stops, so a client timeout can be proven without
-any sleeping in the test.
+any sleeping in the test. A "hold" takes the request in at once (it is recorded as received and
+answered 2xx, as a sink that posted the message) but sends the answer only on ``release_holds``,
+so a test can kill the client between the sink's receipt and its reading of the answer.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from starlette.routing import Route
 
 from tests.support.servers import free_port, wait_for
 
-Kind = Literal["status", "hang", "rate_limit"]
+Kind = Literal["status", "hang", "rate_limit", "hold"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class Misbehave:
         return cls("hang")
 
     @classmethod
+    def hold(cls) -> Misbehave:
+        return cls("hold")
+
+    @classmethod
     def rate_limited(cls, retry_after: float = 0.05) -> Misbehave:
         return cls("rate_limit", retry_after=retry_after)
 
@@ -59,6 +65,7 @@ class Received:
     headers: dict[str, str]
     body: Any
     answered: int
+    client_port: int | None = None  # the caller's TCP port: which process sent it
 
 
 @dataclass
@@ -68,6 +75,7 @@ class _FakeServer:
     queued: list[Misbehave] = field(default_factory=list)
     always: Misbehave | None = None
     _release: asyncio.Event = field(default_factory=asyncio.Event)
+    _held: asyncio.Event = field(default_factory=asyncio.Event)
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
 
@@ -78,6 +86,10 @@ class _FakeServer:
     def script(self, *steps: Misbehave) -> None:
         """Misbehave for the next ``len(steps)`` requests, in order, then behave."""
         self.queued.extend(steps)
+
+    def release_holds(self) -> None:
+        """Send the answers of the held requests (they were already received)."""
+        self._held.set()
 
     def bodies(self, path_suffix: str = "") -> list[Any]:
         """Bodies of the requests that were answered 2xx (optionally only for one path)."""
@@ -111,8 +123,18 @@ class _FakeServer:
         except ValueError:
             body = None
         step = self._next_misbehaviour()
+        port = request.client.port if request.client is not None else None
+        if step is not None and step.kind == "hold":
+            response = check(request, body)
+            self.received.append(
+                Received(request.url.path, dict(request.headers), body, response.status_code, port)
+            )
+            await self._held.wait()
+            return response
         response = await self._misbehave(step) if step is not None else check(request, body)
-        self.received.append(Received(request.url.path, dict(request.headers), body, response.status_code))
+        self.received.append(
+            Received(request.url.path, dict(request.headers), body, response.status_code, port)
+        )
         return response
 
     def _app(self) -> Starlette:
@@ -129,6 +151,7 @@ class _FakeServer:
 
     async def stop(self) -> None:
         self._release.set()
+        self._held.set()
         if self._server is not None:
             self._server.should_exit = True
         if self._task is not None:

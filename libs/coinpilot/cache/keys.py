@@ -20,6 +20,7 @@ REFERENCE_EQUITY_MIN_TTL_SECONDS = 3600
 AI_ERROR_STREAK_TTL_SECONDS = 3600
 AI_USAGE_HOUR_TTL_SECONDS = 7200
 AI_USAGE_DAY_TTL_SECONDS = 172800
+AI_GUARD_ORDER_TTL_SECONDS = 172800
 MIN_GUARD_TTL_SECONDS = 60
 """Floor of every ``ai:guard:*`` TTL given in minutes (§5.5: ``max(60, minutes x 60)``)."""
 
@@ -79,6 +80,13 @@ def ai_symbol_reject_count(symbol: str, run_id: str = LIVE) -> str:
 def ai_error_streak(run_id: str = LIVE) -> str:
     """``"<count>|<until ISO>"``; ``until`` = last error + :data:`AI_ERROR_STREAK_TTL_SECONDS`, event time."""
     return f"{namespace(run_id)}ai:guard:error_streak"
+
+
+def ai_guard_order(order_id: str, run_id: str = LIVE) -> str:
+    """How far one order got through the guardrails: ``admitted`` (its call was counted) or
+    ``settled`` (its post-decision update was applied), so a redelivery, on any replica, counts
+    and updates once. TTL :data:`AI_GUARD_ORDER_TTL_SECONDS`."""
+    return f"{namespace(run_id)}ai:guard:order:{order_id}"
 
 
 def ai_usage_hour(hour: str | datetime, run_id: str = LIVE) -> str:

@@ -226,7 +226,7 @@ async def test_a_killed_agent_loses_no_order_and_each_is_decided_once(
     log = (tmp_path / "agent-a.log").open("wb")
     first = subprocess.Popen(
         [sys.executable, "-m", "apps.cli.main", "run", "agent"],
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+        env={**os.environ, **env, "PYTHONPATH": f"{REPO / 'libs'}{os.pathsep}{REPO}"},
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,

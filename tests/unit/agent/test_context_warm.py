@@ -14,7 +14,7 @@ import pytest
 
 from coinpilot.contracts import HourlyCandle
 from services.agent.context import Bar
-from services.agent.core import ContextBook, needs_warm, warm_bars, warm_book, warm_span
+from services.agent.core import ContextBook, has_holes, needs_warm, warm_bars, warm_book, warm_span
 from tests.unit.agent.factories import HOUR, T0, bar, hourly_candle
 
 MIN = timedelta(minutes=1)
@@ -96,3 +96,21 @@ def test_warmed_bars_equal_the_bars_candles_1h_would_bring() -> None:
     candle = hourly_candle(bar(2, 101.25, volume=0.1))
     summed = candle.model_copy(update={"volume": Decimal("0.10000000")})  # NUMERIC scale from SQL
     assert warm_bars([summed], T0 + 3 * HOUR, keep=48) == (Bar.of(candle),)
+
+
+def book_of(*hours: int) -> ContextBook:
+    return ContextBook({"KRW-BTC": tuple(bar(h, 100.0 + h) for h in hours)})
+
+
+@pytest.mark.parametrize(
+    ("book", "holes"),
+    [
+        pytest.param(book_of(6, 7, 8, 9), False, id="whole"),
+        pytest.param(book_of(5, 6, 7, 8, 9, 10), False, id="whole-with-hours-outside-the-span"),
+        pytest.param(book_of(6, 8, 9), True, id="a-replica-missed-hour-7"),
+        pytest.param(book_of(6, 7, 8), True, id="the-last-closed-hour-missing"),
+        pytest.param(ContextBook(), True, id="empty"),
+    ],
+)
+def test_has_holes_when_the_book_lacks_an_hour_of_the_warm_span(book: ContextBook, holes: bool) -> None:
+    assert has_holes(book, "KRW-BTC", T0 + 10 * HOUR + 30 * MIN, keep=4) is holes
