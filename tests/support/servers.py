@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import nats
 from nats.js import JetStreamContext
 from nats.js.errors import Error as JetStreamError
 
+from coinpilot.bus import ensure_streams
 from coinpilot.bus.permissions import OPERATOR
 from coinpilot.embedded import (
     free_port,
@@ -248,6 +250,20 @@ class RedisProcess:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+@contextlib.asynccontextmanager
+async def isolated_nats() -> AsyncIterator[NatsProcess]:
+    """A NATS of one test alone, its streams created: no other test's messages reach its durables."""
+    server = NatsProcess()
+    server.start()
+    try:
+        nc = await nats.connect(server.url)
+        await ensure_streams(nc.jetstream())
+        await nc.close()
+        yield server
+    finally:
+        server.close()
 
 
 async def create_database(prefix: str = "cp_test") -> tuple[str, str]:

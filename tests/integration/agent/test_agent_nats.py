@@ -24,12 +24,12 @@ from redis.asyncio import Redis
 from sqlalchemy import func, insert, select
 
 from apps.host import ServiceHost
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.contracts import AiDecision, AiVerdict, Contract, OrderApproved, OrderRejected, RejectReason
 from coinpilot.db import AgentDecision, Database, MarketData
 from coinpilot.settings import CommonSettings
 from tests.support.fake_llm import ANTHROPIC, TEST_KEY, FakeLlmServer, Reply, SeenRequest
-from tests.support.servers import NatsProcess, free_port, wait_for
+from tests.support.servers import NatsProcess, free_port, isolated_nats, wait_for
 from tests.unit.agent.factories import gentle_uptrend, hourly_candle, order
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis]
@@ -39,13 +39,8 @@ REPO = Path(__file__).resolve().parents[3]
 @pytest.fixture
 async def own_nats() -> AsyncIterator[NatsProcess]:
     """A NATS of this test alone: no other test's orders reach the agent's durables."""
-    server = NatsProcess()
-    server.start()
-    nc = await nats.connect(server.url)
-    await ensure_streams(nc.jetstream())
-    await nc.close()
-    yield server
-    server.close()
+    async with isolated_nats() as server:
+        yield server
 
 
 def agent_env(

@@ -30,7 +30,7 @@ from nats.aio.client import Client
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.cache import keys
 from coinpilot.contracts import OrderProposed
 from coinpilot.db import AgentDecision, Database
@@ -38,7 +38,7 @@ from services.agent.guard_rules import GuardParams
 from tests.integration.agent.test_agent_nats import agent_env, seed_market_data, subject_counts
 from tests.support.fake_llm import FakeLlmServer, Reply, SeenRequest
 from tests.support.replicas import Replica, holder, start_replica
-from tests.support.servers import NatsProcess, wait_for
+from tests.support.servers import NatsProcess, isolated_nats, wait_for
 from tests.unit.agent.factories import order
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(180)]
@@ -60,13 +60,8 @@ def symbol_of(seen: SeenRequest) -> str:
 @pytest.fixture
 async def own_nats() -> AsyncIterator[NatsProcess]:
     """A NATS of this test alone: the replicas' durables see no other test's orders."""
-    server = NatsProcess()
-    server.start()
-    nc = await nats.connect(server.url)
-    await ensure_streams(nc.jetstream())
-    await nc.close()
-    yield server
-    server.close()
+    async with isolated_nats() as server:
+        yield server
 
 
 def answering(hold_first_guardian: bool = False) -> Callable[[SeenRequest], Reply]:

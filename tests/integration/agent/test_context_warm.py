@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from apps.host import ServiceHost
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.contracts import AiDecision, AiVerdict, RejectReason
 from coinpilot.db import Database
 from coinpilot.errors import TransientError
@@ -29,7 +29,7 @@ from tests.integration.agent.conftest import ServiceFactory, agent_settings
 from tests.integration.agent.test_agent_nats import Outputs, agent_env, seed_market_data
 from tests.integration.agent.test_agent_service import decide, delivery
 from tests.support.fake_llm import FakeLlmServer
-from tests.support.servers import NatsProcess, wait_for
+from tests.support.servers import NatsProcess, isolated_nats, wait_for
 from tests.unit.agent.factories import HOUR, gentle_uptrend, hourly_candle, order
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -107,13 +107,8 @@ async def test_a_failed_warm_is_retried_not_decided_without_context(
 @pytest.fixture
 async def private_nats() -> AsyncIterator[NatsProcess]:
     """A NATS of this test alone: no other test's orders reach the agent's durables."""
-    server = NatsProcess()
-    server.start()
-    nc = await nats.connect(server.url)
-    await ensure_streams(nc.jetstream())
-    await nc.close()
-    yield server
-    server.close()
+    async with isolated_nats() as server:
+        yield server
 
 
 @pytest.mark.nats

@@ -28,7 +28,7 @@ import pytest
 from nats.js import JetStreamContext
 from sqlalchemy import func, select
 
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.contracts import Contract, DailyReport
 from coinpilot.db import Database, NotificationSent
 from services.notifier.core import ReportSchedule
@@ -36,7 +36,7 @@ from services.notifier.daily_report_job import ReportClock
 from tests.integration.notifier.test_daily_report import at, trade
 from tests.support.fake_webhooks import FakeDiscord, FakeN8n, Misbehave, Received
 from tests.support.replicas import Replica, holder, start_replica
-from tests.support.servers import NatsProcess, wait_for
+from tests.support.servers import NatsProcess, isolated_nats, wait_for
 from tests.unit.notifier.factories import T0, buy_fill, risk_alert
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -46,13 +46,8 @@ DURABLES = (("FILLS", "notifier-fills"), ("RISK", "notifier-risk"))
 @pytest.fixture
 async def own_nats() -> AsyncIterator[NatsProcess]:
     """A NATS of this test alone: the replicas' durables see no other test's events."""
-    server = NatsProcess()
-    server.start()
-    nc = await nats.connect(server.url)
-    await ensure_streams(nc.jetstream())
-    await nc.close()
-    yield server
-    server.close()
+    async with isolated_nats() as server:
+        yield server
 
 
 @pytest.fixture

@@ -13,11 +13,11 @@ import httpx
 import nats
 import pytest
 
-from coinpilot.bus import Bus, ensure_streams
+from coinpilot.bus import Bus
 from coinpilot.contracts import IndicatorSnapshot
 from coinpilot.db import upgrade
 from tests.support.messages import candle
-from tests.support.servers import NatsProcess, free_port, wait_for
+from tests.support.servers import free_port, isolated_nats, wait_for
 
 pytestmark = [pytest.mark.nats, pytest.mark.postgres]
 REPO = Path(__file__).resolve().parents[3]
@@ -25,13 +25,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 @pytest.fixture
 async def own_nats():
-    server = NatsProcess()
-    server.start()
-    nc = await nats.connect(server.url)
-    await ensure_streams(nc.jetstream())
-    await nc.close()
-    yield server
-    server.close()
+    async with isolated_nats() as server:
+        yield server
 
 
 def start_service(nats_url: str, pg_url: str, port: int, release: Path) -> subprocess.Popen[bytes]:
