@@ -1,8 +1,8 @@
 """Kill -9 of a NATS node mid-replay, on a 3-node JetStream cluster with R3 streams, under the
 scaled deployment: same ledger.
 
-The scaled deployment of ``test_partitions`` (``tests/support/scaled.py``: partitioned indicator
-and strategy, risk and executor with standbys, two agents and two notifiers) runs with
+The scaled deployment of ``test_partitions`` (``tests/support/scaled.py``: partitioned collector,
+indicator and strategy, risk and executor with standbys, two agents and two notifiers) runs with
 ``COINPILOT_NATS_URL`` listing the three nodes and ``COINPILOT_STREAM_REPLICAS=3``, so the streams
 and the lease buckets are R3. The window is ``scaled_window``'s fourteen hours.
 
@@ -148,7 +148,9 @@ async def test_killing_the_leading_nats_node_mid_replay_changes_nothing_in_the_l
 
         try:
             assert chaos.killed and chaos.restarted and chaos.leaders_after is not None
-            print("cluster: " + await check_scaled_run(prepared, pg_url, acks, n8n, handled_once=False))
+            print(
+                "cluster: " + await check_scaled_run(prepared, pg_url, SCALED, acks, n8n, handled_once=False)
+            )
             await wait_for(lambda: caught_up(js, leader), timeout=30, interval=0.5)
         finally:
             await nc.close()

@@ -1,18 +1,19 @@
 """The scaled deployment books the backtest's ledger, in order, through deaths and a join (issue 21).
 
 The seven services run as processes in the one topology of ``tests/support/scaled.py``: indicator
-and strategy three partitioned replicas each (8 partitions), risk and the executor an active and a
-hot standby each, agent and notifier two replicas on their shared durables, the collector
-``COLLECTORS``; the notifier posts every event of the run to a local n8n. A lockstep replay of fourteen
-hours over two trading days (``scaled_window``) books the backtest's ledger byte for byte and nothing is
-dead-lettered. Each symbol's messages are handled in publish order by the partitioned stages: the
-test listens to every ack they send (``$JS.ACK.<stream>.<durable>...<stream seq>...``) and checks
-that, per symbol and consumer, the first ack of each message comes in stream order and every
-message is acked. Nothing lost or duplicated downstream: one ``agent_decisions`` row and one
-``ai.decisions`` message per proposed order, one n8n post per notified event.
+and strategy three partitioned replicas each (8 partitions), the collector ``COLLECTORS`` (2,
+partitioned), risk and the executor an active and a hot standby each, agent and notifier two
+replicas on their shared durables; the notifier posts every event of the run to a local n8n. A
+lockstep replay of fourteen hours over two trading days (``scaled_window``) books the backtest's
+ledger byte for byte and nothing is dead-lettered. Each symbol's messages are handled in publish
+order by the partitioned stages: the test listens to every ack they send
+(``$JS.ACK.<stream>.<durable>...<stream seq>...``) and checks that, per symbol and consumer, the
+first ack of each message comes in stream order and every message is acked. Nothing lost or
+duplicated downstream: one ``agent_decisions`` row and one ``ai.decisions`` message per proposed
+order, one n8n post per notified event.
 
 ``kill-9``: at spread points of the replay, SIGKILL (none restarted) of the owner of the busiest
-partition of the indicator and of the strategy, of one agent and one notifier replica, and of the
+partition of the collector, the indicator and the strategy, of one agent and one notifier replica, and of the
 active risk and the active executor. The partitions move (their leases expire, the new owner
 resets the durables to the ack floor), the standbys become active, the shared durables redeliver
 what the dead had in hand: same ledger, same order, same checks. The takeover times (kill to the
@@ -38,7 +39,7 @@ from tests.support.fake_webhooks import FakeN8n, running
 from tests.support.scaled import (
     PARTITIONS,
     SCALED,
-    WATCHED_BY_STAGE,
+    WATCHED,
     AckLog,
     Deployment,
     Stage,
@@ -61,8 +62,8 @@ pytestmark = [
 ]
 
 PARTITIONED = ("indicator", "strategy")
-KILLS = ("risk", "indicator", "agent", "strategy", "notifier", "executor")
-"""The stage of each kill -9, in replay order (at 1/7, 2/7, ... of the candles)."""
+KILLS = ("risk", "indicator", "agent", "collector", "strategy", "notifier", "executor")
+"""The stage of each kill -9, in replay order (at 1/8, 2/8, ... of the candles)."""
 
 
 class Killer:
@@ -93,8 +94,8 @@ class Killer:
         for stage, at in self.at.items():
             if stage in self.active:
                 out[stage] = self.active[stage][1] - at
-            elif stage in WATCHED_BY_STAGE:
-                first = self.acks.first_after(f"{WATCHED_BY_STAGE[stage]}-p{self.busiest}", at)
+            elif stage in WATCHED:
+                first = self.acks.first_after(f"{WATCHED[stage][1]}-p{self.busiest}", at)
                 out[stage] = None if first is None else first - at
         return out
 
@@ -156,7 +157,10 @@ async def test_the_scaled_deployment_books_the_backtest_ledger_in_order(
             for stage, (member, _) in killer.active.items():
                 assert member != killer.killed[stage] and holders[stage] == member
                 assert "is now the active one" in deployment.log_of(member)
-            print(f"{mode}: " + await check_scaled_run(prepared, pg_url, acks, n8n, handled_once=not kill))
+            print(
+                f"{mode}: "
+                + await check_scaled_run(prepared, pg_url, stages, acks, n8n, handled_once=not kill)
+            )
             for stage, seconds in killer.takeovers().items():  # for the note, not asserted (a loaded machine)
                 shown = "no ack after it" if seconds is None else f"{seconds:.1f} s"
                 print(f"takeover of {stage} ({killer.killed[stage]} killed -9): {shown}")

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -34,23 +31,23 @@ from nats.js.api import DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from sqlalchemy import Select, select
 
-from apps.demo import ServiceProcess, child_env, sample_files, stop_services, wait_ready
+from apps.demo import child_env, sample_files, stop_services, wait_ready
 from coinpilot.bus import headers as h
 from coinpilot.bus.membership import bucket_name
 from coinpilot.candle_files import load_candles
 from coinpilot.contracts import AiDecision, AiVerdict, Fill, MinuteCandle, OrderProposed
 from coinpilot.db import AgentDecision, Database, NotificationSent
-from coinpilot.embedded import EmbeddedStack, free_port
+from coinpilot.embedded import EmbeddedStack
 from tests.e2e.test_parity import canonical, distributed_ledger
 from tests.support.e2e_run import PreparedRun
 from tests.support.fake_webhooks import FakeN8n
+from tests.support.replicas import Replica, start_replica
 
 Kind = Literal["single", "partitioned", "standby", "shared"]
 
-COLLECTORS = 1
-"""The collector's replicas: one poller today. Once the collector splits its symbols across
-replicas, make this 2: more than one makes its stage ``partitioned`` (``COINPILOT_PARTITIONS``,
-the leases, its partitions checked spread before the replay)."""
+COLLECTORS = 2
+"""The collector's replicas; more than one makes its stage ``partitioned`` (``COINPILOT_PARTITIONS``,
+the leases, its partitions checked spread before the replay, its recorder's acks checked)."""
 PARTITIONS = 8
 LEASE_SECONDS, HEARTBEAT_SECONDS = 6.0, 1.0
 """Risk's start-up after a takeover (its GARCH import) must fit in a lease on a loaded machine."""
@@ -66,11 +63,12 @@ ENV_OF_KIND: dict[Kind, dict[str, str]] = {
     "standby": LEASES | {"COINPILOT_STANDBY": "true"},
     "shared": {"COINPILOT_ACK_WAIT_SECONDS": str(SHARED_ACK_WAIT_SECONDS)},
 }
-WATCHED = {  # stream -> durable of a partitioned stage whose acks are checked (<durable>-p<n>)
-    "CANDLES": "indicator-candles",
-    "INDICATORS": "strategy-indicators",
+WATCHED = {  # partitioned stage -> (stream, durable) whose acks are checked (<durable>-p<n>)
+    "collector": ("CANDLES", "collector-recorder"),
+    "indicator": ("CANDLES", "indicator-candles"),
+    "strategy": ("INDICATORS", "strategy-indicators"),
 }
-WATCHED_BY_STAGE = {"indicator": "indicator-candles", "strategy": "strategy-indicators"}
+WATCHED_SUBJECTS = {"CANDLES": "candles.1m.*", "INDICATORS": "indicators.1m.*"}
 NOTIFIED = {  # stream -> subjects the notifier posts (every AI verdict: NOTIFY_ALL_VERDICTS)
     "FILLS": "fills.*",
     "AI": "ai.decisions.*",
@@ -143,49 +141,37 @@ class Deployment:
     workdir: Path
     env: dict[str, str]
     stage_env: dict[str, dict[str, str]] = field(default_factory=dict)
-    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    processes: dict[str, Replica] = field(default_factory=dict)
 
     def start(self, stages: Sequence[Stage]) -> None:
         for stage in stages:
             for index in range(stage.replicas):
                 self.add(stage, index)
 
-    def add(self, stage: Stage, index: int) -> ServiceProcess:
-        """``coinpilot run <stage>`` as replica ``index``: its own member id, port and log."""
-        port = free_port()
-        logs = self.workdir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        member = f"{stage.name}-{index}"
-        log = open(logs / f"{member}.log", "ab")  # noqa: SIM115 - the child owns it
+    def add(self, stage: Stage, index: int) -> Replica:
+        """``coinpilot run <stage>`` as replica ``index`` of this worktree's code: its own member
+        id, port and log."""
         env = (
-            child_env(self.stack, port, self.workdir)
+            child_env(self.stack, 0, self.workdir)
             | self.stack.nats_env(stage.name)
             | ENV_OF_KIND[stage.kind]
             | self.env
             | self.stage_env.get(stage.name, {})
         )
-        env["COINPILOT_MEMBER_ID"] = member
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "apps.cli.main", "run", stage.name],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        self.processes[member] = ServiceProcess(member, port, proc)
-        return self.processes[member]
+        replica = start_replica(stage.name, index, env, self.workdir / "logs")
+        self.processes[replica.name] = replica
+        return replica
 
     async def ready(self, js: JetStreamContext, stages: Sequence[Stage]) -> None:
         """Every replica ready and each partitioned stage's partitions spread over its replicas."""
-        await wait_ready(list(self.processes.values()))
+        await wait_ready(list(self.processes.values()))  # type: ignore[arg-type]
         for stage in stages:
             if stage.kind == "partitioned":
                 assert set(await spread(js, stage.name, stage.replicas)) == set(stage.members())
 
     async def kill(self, member: str) -> float:
         """SIGKILL ``member`` (no handover); returns when it is dead, as ``time.monotonic()``."""
-        proc = self.processes[member].proc
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait)
+        await asyncio.to_thread(self.processes[member].kill)
         return time.monotonic()
 
     def alive(self, member: str) -> bool:
@@ -213,7 +199,9 @@ class Deployment:
         return (self.workdir / "logs" / f"{member}.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        stop_services(list(self.processes.values()))
+        stop_services(list(self.processes.values()))  # type: ignore[arg-type]  # SIGTERM to all, then wait
+        for replica in self.processes.values():
+            replica.log.close()
 
 
 async def lease_holder(js: JetStreamContext, stage: str, partition: int = 0) -> str:
@@ -258,7 +246,7 @@ class AckLog:
         else:
             return
         base = durable.rsplit("-p", 1)[0]
-        if WATCHED.get(stream) == base:
+        if (stream, base) in WATCHED.values():
             self.acks.append((stream, base, int(seq)))
             self.at.append((time.monotonic(), durable))
 
@@ -290,29 +278,35 @@ async def stream_messages(js: JetStreamContext, stream: str, pattern: str) -> di
 
 async def watched_subjects(js: JetStreamContext) -> dict[str, dict[int, str]]:
     """Stream sequence -> subject of every message the watched durables read."""
-    patterns = {"CANDLES": "candles.1m.*", "INDICATORS": "indicators.1m.*"}
     return {
-        stream: {seq: m.subject for seq, m in (await stream_messages(js, stream, patterns[stream])).items()}
-        for stream in WATCHED
+        stream: {seq: m.subject for seq, m in (await stream_messages(js, stream, pattern)).items()}
+        for stream, pattern in WATCHED_SUBJECTS.items()
     }
 
 
-def check_order(acks: list[tuple[str, str, int]], subjects: dict[str, dict[int, str]]) -> dict[str, int]:
-    """Per (stream, symbol): first acks in stream order, every message acked; returns repeats."""
+def check_order(
+    acks: list[tuple[str, str, int]], subjects: dict[str, dict[int, str]], stages: Sequence[Stage]
+) -> dict[str, int]:
+    """Per (durable, symbol) of the partitioned ``stages``: first acks in stream order, every
+    message acked; returns the repeats per durable."""
     first: dict[tuple[str, str], list[int]] = defaultdict(list)
     seen: set[tuple[str, int]] = set()
     repeats: dict[str, int] = defaultdict(int)
-    for stream, _, seq in acks:
+    for stream, durable, seq in acks:
         symbol = subjects[stream][seq].rsplit(".", 1)[-1]
-        if (stream, seq) in seen:
-            repeats[stream] += 1
+        if (durable, seq) in seen:
+            repeats[durable] += 1
             continue
-        seen.add((stream, seq))
-        first[(stream, symbol)].append(seq)
-    for stream, by_seq in subjects.items():
+        seen.add((durable, seq))
+        first[(durable, symbol)].append(seq)
+    for stage in stages:
+        if stage.kind != "partitioned":
+            continue
+        stream, durable = WATCHED[stage.name]
+        by_seq = subjects[stream]
         for symbol in {s.rsplit(".", 1)[-1] for s in by_seq.values()}:
             published = sorted(q for q, s in by_seq.items() if s.endswith(f".{symbol}"))
-            assert first[(stream, symbol)] == published, f"{stream} {symbol}: handled out of publish order"
+            assert first[(durable, symbol)] == published, f"{durable} {symbol}: handled out of publish order"
     return dict(repeats)
 
 
@@ -374,7 +368,13 @@ def brief(fills: Sequence[Fill]) -> list[str]:
 
 
 async def check_scaled_run(
-    prepared: PreparedRun, pg_url: str, acks: AckLog, n8n: FakeN8n, *, handled_once: bool
+    prepared: PreparedRun,
+    pg_url: str,
+    stages: Sequence[Stage],
+    acks: AckLog,
+    n8n: FakeN8n,
+    *,
+    handled_once: bool,
 ) -> str:
     """What every scaled run must show: the backtest's ledger byte for byte, the DLQ unchanged,
     each symbol's messages handled in publish order by the partitioned stages (each once, with
@@ -386,7 +386,7 @@ async def check_scaled_run(
         f"booked {brief(booked)}, the backtest {brief(prepared.expected)}"
     )
     assert (await js.stream_info("DLQ")).state.messages == prepared.dlq_before
-    repeats = check_order(acks.acks, await watched_subjects(js))
+    repeats = check_order(acks.acks, await watched_subjects(js), stages)
     if handled_once:
         assert not repeats, f"without a death every message is handled once: {repeats}"
     proposals = await check_agent_once(js, pg_url, run_id)
