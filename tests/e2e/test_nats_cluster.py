@@ -52,7 +52,15 @@ pytestmark = [
 
 KILL_AT = 0.35  # share of the replay published when the leader node dies
 RESTART_AT = 0.7  # ... and when it comes back
-SERVICE_ENV = {"COINPILOT_STREAM_REPLICAS": "3", "COINPILOT_ACK_WAIT_SECONDS": "2"}
+SERVICE_ENV = {
+    "COINPILOT_STREAM_REPLICAS": "3",
+    "COINPILOT_ACK_WAIT_SECONDS": "2",
+    # a lease must outlive the election of its bucket's new leader: with the kill tests' 6 s (held
+    # 5 s without a renewal) a loaded machine's election took longer, every risk replica let go
+    # (the active lost its lease, the standby's start-up met "JetStream temporarily unavailable")
+    # and both exited, as they must without an orchestrator to restart them
+    "COINPILOT_PARTITION_LEASE_SECONDS": "15",
+}
 
 
 @pytest.fixture
