@@ -32,10 +32,16 @@ class PreparedRun:
 
 
 async def prepare_run(
-    prefix: str, warm: Sequence[MinuteCandle], replay: Sequence[MinuteCandle], nats_url: str, pg_url: str
+    prefix: str,
+    warm: Sequence[MinuteCandle],
+    replay: Sequence[MinuteCandle],
+    nats_url: str | list[str],
+    pg_url: str,
+    replicas: int | None = None,
 ) -> PreparedRun:
     """The expected ledger of ``replay`` after ``warm``, the database warmed, a NATS client (the
-    caller closes ``nc``) with the streams ensured."""
+    caller closes ``nc``; a list of URLs: a cluster's nodes, reconnecting for ever) with the
+    streams ensured (with ``replicas`` copies)."""
     run_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
     backtest, report = await run_backtest(Window(list(warm), list(replay)), run_id=run_id)
     expected = sorted(backtest.fills, key=lambda f: (f.ts_event, f.symbol))
@@ -45,8 +51,11 @@ async def prepare_run(
         await copy_candles(db, warm)
     finally:
         await db.dispose()
-    nc = await nats.connect(nats_url)
+    cluster = isinstance(nats_url, list)
+    nc = await nats.connect(
+        nats_url, **({"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5} if cluster else {})
+    )
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, replicas=replicas)
     dlq = (await js.stream_info("DLQ")).state.messages
     return PreparedRun(run_id, expected, report, nc, js, dlq)

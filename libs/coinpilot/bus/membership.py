@@ -35,9 +35,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from nats.errors import NoRespondersError
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.kv import KeyValue
 
 from coinpilot.bus.partitions import assign
@@ -48,6 +55,8 @@ MEMBER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MEMBERS, LEASES = "m", "l"
 
 PartitionHook = Callable[[int], Awaitable[None]]
+UNANSWERED = (NoRespondersError, NoStreamResponseError, ServiceUnavailableError, TimeoutError)
+"""What NATS answers (or not) while the bucket's stream has no leader: try the round again."""
 
 
 def bucket_name(stage: str) -> str:
@@ -130,11 +139,29 @@ class Membership:
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.tick()
-        self._tasks = [
-            asyncio.create_task(self._beat(), name=f"membership-{self.member}"),
-            asyncio.create_task(self._watchdog(), name=f"lease-watchdog-{self.member}"),
-        ]
+        """The first round, then the heartbeat. A first round NATS cannot answer yet (the bucket
+        was just created with replicas and has no leader, or a node is being replaced) is tried
+        again every heartbeat, as a later round would be, instead of failing the start-up: on a
+        cluster, the second replica of a stage used to exit here, meeting its first replica's
+        new R3 bucket before its leader was elected."""
+        self._tasks = [asyncio.create_task(self._watchdog(), name=f"lease-watchdog-{self.member}")]
+        while True:
+            try:
+                async with asyncio.timeout(self._round_seconds()):
+                    await self.tick()
+                break
+            except UNANSWERED as exc:
+                log.warning(
+                    "%s: first membership round failed: %s: %s; trying again",
+                    self.member,
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(self.times.heartbeat_seconds)
+        self._tasks.append(asyncio.create_task(self._beat(), name=f"membership-{self.member}"))
+
+    def _round_seconds(self) -> float:
+        return max(2 * self.times.heartbeat_seconds, self.times.lease_seconds / 2)
 
     async def stop(self) -> None:
         """Release every partition (its consumers finish and ack first) and leave."""
@@ -233,9 +260,7 @@ class Membership:
         while not self._stopping:
             await asyncio.sleep(self.times.heartbeat_seconds)
             try:
-                async with asyncio.timeout(
-                    max(2 * self.times.heartbeat_seconds, self.times.lease_seconds / 2)
-                ):
+                async with asyncio.timeout(self._round_seconds()):
                     await self.tick()
             except asyncio.CancelledError:
                 raise
