@@ -44,7 +44,7 @@ Forget = Callable[[frozenset[str]], None]
 MakeLoop = Callable[[Consumer], PullLoop]
 
 
-async def _info(js: JetStreamContext, stream: str, durable: str) -> ConsumerInfo | None:
+async def consumer_info_or_none(js: JetStreamContext, stream: str, durable: str) -> ConsumerInfo | None:
     try:
         return await js.consumer_info(stream, durable)
     except NotFoundError:
@@ -62,7 +62,7 @@ async def reset_consumer(
     """Make ``durable`` (``filters`` on ``stream``) ready for a new owner; returns what was done.
 
     ``base``: the pull loop's config; ``shared``: the stage's unpartitioned durable."""
-    info = await _info(js, stream, durable)
+    info = await consumer_info_or_none(js, stream, durable)
     if info is not None:
         same_filters = sorted(info.config.filter_subjects or []) == sorted(filters)
         if same_filters and not info.num_ack_pending and not info.num_redelivered:
@@ -71,7 +71,7 @@ async def reset_consumer(
         await js.delete_consumer(stream, durable)
         done = f"reset to stream sequence {start}"
     else:
-        old = await _info(js, stream, shared)
+        old = await consumer_info_or_none(js, stream, shared)
         start = _first_unacked(old) if old is not None else 1
         done = f"created from stream sequence {start}"
     config = dataclasses.replace(

@@ -20,43 +20,68 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from coinpilot.bus import stream_for_subject
+from coinpilot.bus.membership import UNANSWERED
+from coinpilot.runtime.partitioned import consumer_info_or_none
 from coinpilot.runtime.pull import PullLoop
 
 log = logging.getLogger("coinpilot.runtime")
+T = TypeVar("T")
 
 Step = Callable[[], Awaitable[None]]
 
 
-async def reset_to_first_unacked(js: JetStreamContext, loop: PullLoop) -> str:
+async def reset_to_first_unacked(js: JetStreamContext, loop: PullLoop, *, retry_every: float = 1.0) -> str:
     """Make a durable the dead holder had messages of in hand deliver them again now, in order:
-    recreated from its first unacknowledged stream sequence. Untouched when nothing is pending."""
+    recreated from its first unacknowledged stream sequence. Untouched when nothing is pending.
+
+    A NATS that does not answer (a stream's leader being elected after a node was lost) is asked
+    again every ``retry_every`` seconds until it does: the takeover waits rather than giving the
+    stage up (the activation runs only while this replica holds the lease; losing it cancels
+    this). The plan (where to start) is read once; the delete-then-create may be repeated, since
+    the loop is not started yet and the same configuration is created each time."""
     consumer = loop.consumer
     stream = stream_for_subject(consumer.subject).name
-    try:
-        info = await js.consumer_info(stream, consumer.durable)
-    except NotFoundError:
+    info = await _answered(
+        lambda: consumer_info_or_none(js, stream, consumer.durable), consumer.durable, retry_every
+    )
+    if info is None:
         return "absent (created on start)"
     if not info.num_ack_pending and not info.num_redelivered:
         return "kept"
     floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
     start = (floor or 0) + 1
-    await js.delete_consumer(stream, consumer.durable)
     base: ConsumerConfig = loop.config()
-    config = dataclasses.replace(  # named, as PullLoop creates it: the grant pins durable and filter
+    config = dataclasses.replace(
         base,
-        name=consumer.durable,
+        name=consumer.durable,  # the named create: what the stage's NATS identity is granted
         filter_subject=consumer.subject,
         deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start > 1 else DeliverPolicy.ALL,
         opt_start_seq=start if start > 1 else None,
     )
-    await js.add_consumer(stream, config=config)
+    await _answered(lambda: _recreate(js, stream, config), consumer.durable, retry_every)
     return f"reset to stream sequence {start}"
+
+
+async def _recreate(js: JetStreamContext, stream: str, config: ConsumerConfig) -> None:
+    with contextlib.suppress(NotFoundError):  # gone already: an earlier try deleted it
+        await js.delete_consumer(stream, config.durable_name or "")
+    await js.add_consumer(stream, config=config)
+
+
+async def _answered(ask: Callable[[], Awaitable[T]], durable: str, every: float) -> T:
+    while True:
+        try:
+            return await ask()
+        except UNANSWERED as exc:
+            log.warning("taking over %s: NATS did not answer (%s); asking again", durable, type(exc).__name__)
+            await asyncio.sleep(every)
 
 
 class Standby:
