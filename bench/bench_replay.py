@@ -87,8 +87,11 @@ SERVICE_ENV = {
     "COINPILOT_LLM_MODE_SOURCE": "rules",
     "COINPILOT_LOG_LEVEL": "WARNING",
 }
-#: The stages that run partitioned replicas (issue 21; the others run one replica here).
-PARTITIONED = ("indicator", "strategy")
+#: With ``--replicas N`` every stage runs N replicas, each by its own rule (issue 21): partitioned
+#: by symbol, on the shared durables, or as hot standbys (one active, the rest idle on a lease).
+PARTITIONED = ("collector", "indicator", "strategy")
+SHARED = ("agent", "notifier")
+STANDBY = ("risk", "executor")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
 
@@ -100,6 +103,13 @@ def partition_env(partitions: int) -> dict[str, str]:
         "COINPILOT_PARTITION_LEASE_SECONDS": "6",
         "COINPILOT_PARTITION_HEARTBEAT_SECONDS": "1",
     }
+
+
+def standby_env() -> dict[str, str]:
+    """Hot standbys, with the partitions' lease and heartbeat."""
+    leases = partition_env(1)
+    del leases["COINPILOT_PARTITIONS"]
+    return leases | {"COINPILOT_STANDBY": "true"}
 
 
 # -- processes: CPU seconds and peak memory from /proc ------------------------------------------
@@ -519,14 +529,16 @@ class Bench:
         for name in SERVICES:
             if name == phase.profile:
                 phase.services.append(self.start_profiled(name, logs, env, phase.profile_path))
-            elif name in PARTITIONED and replicas > 1:
+            elif replicas > 1:
+                rule = env | standby_env() if name in STANDBY else env
+                rule = partitioned if name in PARTITIONED else rule
                 for k in range(replicas):
-                    member = partitioned | {"COINPILOT_MEMBER_ID": f"{name}-{k}"}
+                    member = rule | {"COINPILOT_MEMBER_ID": f"{name}-{k}"}
                     phase.services.append(start_service(name, self.stack, logs, extra_env=member))
             else:
                 phase.services.extend(start_services(self.stack, logs, [name], extra_env=env))
         await wait_ready(phase.services, timeout=180)
-        copies = f", {replicas} replicas of {' and '.join(PARTITIONED)}" if replicas > 1 else ""
+        copies = f", {replicas} replicas of each (risk and executor: 1 active)" if replicas > 1 else ""
         print(f"  seven services{copies} started and ready in {time.perf_counter() - started:.1f}s")
 
     def start_profiled(self, name: str, logs: Path, env: dict[str, str], out: Path) -> ServiceProcess:
@@ -796,7 +808,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--replicas",
         type=int,
         default=1,
-        help="replicas of the indicator and the strategy, partitioned by symbol (COINPILOT_PARTITIONS)",
+        help="replicas of every stage: collector, indicator and strategy partitioned by symbol, "
+        "agent and notifier on shared durables, risk and executor as hot standbys",
     )
     p.add_argument("--partitions", type=int, default=8, help="partitions with --replicas above 1")
     p.add_argument("--skip", choices=("throughput", "latency"), action="append", default=[])
