@@ -90,7 +90,7 @@ async def test_a_takeover_while_nats_does_not_answer_waits_for_it_instead_of_giv
             held: list[Msg] = await sub.fetch(2, timeout=5)
             await sub.unsubscribe()
 
-            server.kill()
+            server.stop()  # gracefully: a SIGKILL may lose the consumer's unflushed pending state
             reset = asyncio.create_task(reset_to_first_unacked(risk_js, loop, retry_every=0.2))
             await asyncio.sleep(3)  # several unanswered tries
             assert not reset.done(), "the takeover gave up while NATS did not answer"
