@@ -359,10 +359,9 @@ def on_entry_signal(
     )
 
 
-def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> Step:
-    """Exits always pass, halted or not: a stuck risk check must never hold a position open."""
-    state = state.at(signal.ts_event, params)
-    approved = OrderApproved(
+def exit_approval(signal: ExitSignal) -> OrderApproved:
+    """The SELL order risk approves for an exit signal."""
+    return OrderApproved(
         ts_event=signal.ts_event,
         order_id=order_id_for(signal.symbol, signal.ts_event, Side.SELL),
         symbol=signal.symbol,
@@ -373,6 +372,12 @@ def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> 
         approved_by=RejectStage.RISK,
         signal=signal,
     )
+
+
+def on_exit_signal(state: RiskState, signal: ExitSignal, params: RiskParams) -> Step:
+    """Exits always pass, halted or not: a stuck risk check must never hold a position open."""
+    state = state.at(signal.ts_event, params)
+    approved = exit_approval(signal)
     return Step(state, (approved,), decision=Decision.APPROVED, reason=signal.exit_reason.value)
 
 

@@ -29,10 +29,7 @@ from coinpilot.contracts import (
     OrderApproved,
     OrderRejected,
     RejectReason,
-    RejectStage,
     RiskAlert,
-    Side,
-    order_id_for,
 )
 from coinpilot.db import Database
 from coinpilot.db.halts import active_halt
@@ -55,6 +52,7 @@ from services.executor.live.venue import (
 from services.executor.settings import LiveSettings
 from services.executor.upbit import Credentials, RetryPolicy, UpbitClient
 from services.executor.venue import FillVenue, PaperVenue
+from services.risk.core import exit_approval
 from services.risk.state import read_ledger
 from services.strategy import core as strategy_core
 from tests.support.fake_upbit import FakeUpbit
@@ -290,17 +288,7 @@ async def test_a_market_sell_that_runs_out_of_book_keeps_the_rest_open_and_the_n
 
 def exit_order(signal: ExitSignal) -> OrderApproved:
     """The order risk approves for an exit signal (exits always pass)."""
-    return OrderApproved(
-        ts_event=signal.ts_event,
-        order_id=order_id_for(signal.symbol, signal.ts_event, Side.SELL),
-        symbol=signal.symbol,
-        side=Side.SELL,
-        reference_price=signal.price,
-        quantity=signal.quantity,
-        regime=signal.regime,
-        approved_by=RejectStage.RISK,
-        signal=signal,
-    )
+    return exit_approval(signal)
 
 
 async def test_a_dust_remainder_is_refused_once_then_never_signalled_again_and_entries_resume(
